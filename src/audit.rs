@@ -1,0 +1,352 @@
+//! Stage "record", audit half: one JSON line per request, allowed or refused.
+//!
+//! Lines are encoded on the request thread, queued on a bounded channel and written by
+//! one writer thread, so they never interleave or tear. Nothing is lost silently: a
+//! request can reserve its queue slot up front (`reserve`), a line that finds no room is
+//! counted in `isogate_audit_lines_lost_total`, and `close` flushes everything queued.
+//! The field names of `AuditRecord` are a stable interface.
+
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use prometheus::IntCounter;
+use serde::{Serialize, Serializer};
+use tokio::sync::mpsc;
+
+use crate::config::file::OnQueueFull;
+
+/// Longest path or user agent kept in a line, in bytes.
+const MAX_FIELD_BYTES: usize = 2048;
+
+/// One audit line.
+#[derive(Debug, Serialize)]
+pub struct AuditRecord<'a> {
+    /// When the request finished, RFC 3339 with microseconds, UTC.
+    #[serde(serialize_with = "rfc3339_micros")]
+    pub ts: SystemTime,
+    /// Request id (validated client value or generated).
+    pub request_id: &'a str,
+    /// Bound environment, if any.
+    pub environment: Option<&'a str>,
+    /// Tenant claim, if verified.
+    pub tenant: Option<&'a str>,
+    /// User claim, if verified.
+    pub user: Option<&'a str>,
+    /// Roles claim.
+    pub roles: &'a [String],
+    /// Whether the token is a developer test account.
+    pub test_account: bool,
+    /// Issuer that verified the token.
+    pub issuer: Option<&'a str>,
+    /// HTTP method.
+    pub method: &'a str,
+    /// Request path, without the query string.
+    #[serde(serialize_with = "capped")]
+    pub path: &'a str,
+    /// Matched route.
+    pub route: Option<&'a str>,
+    /// Chosen pool.
+    pub pool: Option<&'a str>,
+    /// Upstream server address.
+    pub upstream: Option<String>,
+    /// Status sent to the client (0 if none).
+    pub status: u16,
+    /// `allow` or `deny`.
+    pub decision: &'static str,
+    /// Refusal or failure reason; `ok` when served.
+    pub reason: &'static str,
+    /// Time from request start to logging, in microseconds.
+    pub latency_us: u64,
+    /// Client address.
+    pub client: Option<String>,
+    /// `User-Agent` header.
+    #[serde(serialize_with = "capped_opt")]
+    pub user_agent: Option<&'a str>,
+}
+
+fn rfc3339_micros<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_micros(*t))
+}
+
+fn cap(v: &str) -> &str {
+    if v.len() <= MAX_FIELD_BYTES {
+        return v;
+    }
+    let mut end = MAX_FIELD_BYTES;
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    &v[..end]
+}
+
+fn capped<S: Serializer>(v: &&str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(cap(v))
+}
+
+fn capped_opt<S: Serializer>(v: &Option<&str>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_str(cap(v)),
+        None => s.serialize_none(),
+    }
+}
+
+enum Message {
+    Line(Vec<u8>),
+    Close,
+}
+
+/// A reserved place in the audit queue, held by a request until it logs.
+pub struct Slot(mpsc::OwnedPermit<Message>);
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Slot")
+    }
+}
+
+/// The sending side of the audit trail.
+pub struct AuditSink {
+    tx: mpsc::Sender<Message>,
+    on_full: OnQueueFull,
+    lost: IntCounter,
+    writer: Mutex<Option<(JoinHandle<()>, std::sync::mpsc::Receiver<()>)>>,
+}
+
+impl std::fmt::Debug for AuditSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditSink")
+            .field("on_full", &self.on_full)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditSink {
+    /// Opens the output (`None` for stdout) and starts the writer thread.
+    pub fn start(
+        path: Option<&Path>,
+        capacity: usize,
+        on_full: OnQueueFull,
+        written: IntCounter,
+        lost: IntCounter,
+    ) -> io::Result<Self> {
+        let out: Box<dyn Write + Send> = match path {
+            Some(p) => Box::new(OpenOptions::new().create(true).append(true).open(p)?),
+            None => Box::new(io::stdout()),
+        };
+        let (tx, rx) = mpsc::channel(capacity);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let writer_lost = lost.clone();
+        let handle = std::thread::Builder::new()
+            .name("isogate-audit".to_owned())
+            .spawn(move || {
+                write_loop(
+                    rx,
+                    BufWriter::with_capacity(64 * 1024, out),
+                    &written,
+                    &writer_lost,
+                );
+                let _ = done_tx.send(());
+            })?;
+        Ok(Self {
+            tx,
+            on_full,
+            lost,
+            writer: Mutex::new(Some((handle, done_rx))),
+        })
+    }
+
+    /// Reserves a queue slot for a request's line. `None` when the queue is full.
+    pub fn reserve(&self) -> Option<Slot> {
+        self.tx.clone().try_reserve_owned().ok().map(Slot)
+    }
+
+    /// Whether a request must be refused when `reserve` finds the queue full.
+    pub fn fail_closed(&self) -> bool {
+        self.on_full == OnQueueFull::Refuse
+    }
+
+    /// Queues one encoded line, into its slot when it has one. Counts the line as lost
+    /// when there is no room.
+    pub fn submit(&self, slot: Option<Slot>, line: Vec<u8>) {
+        match slot {
+            Some(Slot(permit)) => {
+                permit.send(Message::Line(line));
+            }
+            None => {
+                if self.tx.try_send(Message::Line(line)).is_err() {
+                    self.lost.inc();
+                }
+            }
+        }
+    }
+
+    /// Records a line that could not even be encoded or reserved.
+    pub fn count_lost(&self) {
+        self.lost.inc();
+    }
+
+    /// Flushes everything queued and stops the writer, waiting up to `timeout`.
+    /// Call it from outside any async runtime, after the server has stopped.
+    pub fn close(&self, timeout: Duration) {
+        let Some((handle, done)) = self.writer.lock().ok().and_then(|mut w| w.take()) else {
+            return;
+        };
+        if self.tx.blocking_send(Message::Close).is_err() {
+            return;
+        }
+        if done.recv_timeout(timeout).is_ok() {
+            let _ = handle.join();
+        } else {
+            log::error!(target: "isogate::audit", "audit writer did not finish within {timeout:?}; some lines may be lost");
+        }
+    }
+}
+
+fn write_loop(
+    mut rx: mpsc::Receiver<Message>,
+    mut out: BufWriter<Box<dyn Write + Send>>,
+    written: &IntCounter,
+    lost: &IntCounter,
+) {
+    let mut failing = false;
+    let mut write =
+        |out: &mut BufWriter<Box<dyn Write + Send>>, line: &[u8]| match out.write_all(line) {
+            Ok(()) => {
+                written.inc();
+                failing = false;
+            }
+            Err(e) => {
+                lost.inc();
+                if !failing {
+                    log::error!(target: "isogate::audit", "cannot write audit line: {e}");
+                    failing = true;
+                }
+            }
+        };
+    while let Some(first) = rx.blocking_recv() {
+        let mut closing = false;
+        let mut next = Some(first);
+        while let Some(message) = next {
+            match message {
+                Message::Line(line) => write(&mut out, &line),
+                Message::Close => closing = true,
+            }
+            next = rx.try_recv().ok();
+        }
+        if let Err(e) = out.flush() {
+            log::error!(target: "isogate::audit", "cannot flush audit output: {e}");
+        }
+        if closing {
+            return;
+        }
+    }
+}
+
+/// Encodes a record as one JSON line (with the trailing newline).
+pub fn encode(record: &AuditRecord<'_>) -> Option<Vec<u8>> {
+    let mut line = Vec::with_capacity(512);
+    serde_json::to_writer(&mut line, record).ok()?;
+    line.push(b'\n');
+    Some(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record<'a>(path: &'a str, roles: &'a [String]) -> AuditRecord<'a> {
+        AuditRecord {
+            ts: SystemTime::UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456),
+            request_id: "r1",
+            environment: Some("prod"),
+            tenant: Some("acme"),
+            user: None,
+            roles,
+            test_account: false,
+            issuer: Some("corp"),
+            method: "GET",
+            path,
+            route: Some("api"),
+            pool: Some("prod-main"),
+            upstream: Some("127.0.0.1:1".to_owned()),
+            status: 200,
+            decision: "allow",
+            reason: "ok",
+            latency_us: 12,
+            client: None,
+            user_agent: Some("curl\r\n{\"forged\":1}"),
+        }
+    }
+
+    #[test]
+    fn line_is_one_json_object_with_stable_fields() {
+        let roles = vec!["admin".to_owned()];
+        let line = encode(&record("/a\nb", &roles)).unwrap();
+        assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["ts"], "2023-11-14T22:13:20.123456Z");
+        assert_eq!(v["path"], "/a\nb");
+        assert_eq!(v["user"], serde_json::Value::Null);
+        assert_eq!(v["roles"][0], "admin");
+        assert_eq!(v["user_agent"], "curl\r\n{\"forged\":1}");
+    }
+
+    #[test]
+    fn long_fields_are_capped_on_a_char_boundary() {
+        let long = "é".repeat(3000);
+        let line = encode(&record(&long, &[])).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert!(v["path"].as_str().unwrap().len() <= MAX_FIELD_BYTES);
+    }
+
+    #[test]
+    fn writes_every_line_and_flushes_on_close() {
+        let dir = std::env::temp_dir().join(format!("isogate-audit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.log");
+        let _ = std::fs::remove_file(&path);
+        let (written, lost) = (
+            IntCounter::new("w", "w").unwrap(),
+            IntCounter::new("l", "l").unwrap(),
+        );
+        let sink = AuditSink::start(
+            Some(&path),
+            4,
+            OnQueueFull::Serve,
+            written.clone(),
+            lost.clone(),
+        )
+        .unwrap();
+        for i in 0..3 {
+            let slot = sink.reserve();
+            sink.submit(slot, format!("{{\"n\":{i}}}\n").into_bytes());
+        }
+        sink.close(Duration::from_secs(5));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3);
+        assert_eq!(written.get(), 3);
+        assert_eq!(lost.get(), 0);
+    }
+
+    #[test]
+    fn a_full_queue_refuses_reservations_and_counts_losses() {
+        let (tx, _rx) = mpsc::channel(1);
+        let lost = IntCounter::new("l", "l").unwrap();
+        let sink = AuditSink {
+            tx,
+            on_full: OnQueueFull::Refuse,
+            lost: lost.clone(),
+            writer: Mutex::new(None),
+        };
+        let held = sink.reserve();
+        assert!(held.is_some());
+        assert!(sink.reserve().is_none());
+        assert!(sink.fail_closed());
+        sink.submit(None, b"x\n".to_vec());
+        assert_eq!(lost.get(), 1);
+    }
+}

@@ -1,0 +1,192 @@
+//! Stage 1, identify: the bearer token is extracted, its issuer picked, its signature and
+//! time claims verified, and its claims mapped into an `Identity`.
+//!
+//! `Identity` is the only output other stages trust. Every failure is one `AuthError`
+//! with a stable reason; nothing here knows about sockets or pingora.
+
+mod claims;
+mod issuer;
+mod token;
+
+use std::collections::HashMap;
+
+pub use claims::{safe_value, ClaimNames, MAX_CLAIM_BYTES, MAX_ROLES};
+pub use issuer::Issuer;
+
+use crate::config::{file, ConfigError, EnvLookup, Source};
+
+/// Index of an issuer in the compiled snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IssuerId(pub u16);
+
+/// Why a token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    /// No `Authorization` header.
+    Missing,
+    /// Not a well-formed bearer JWS.
+    Malformed,
+    /// Over `token.max_bytes`.
+    TooLarge,
+    /// The header carries `jku`, `x5u`, `jwk`, `x5c` or `crit`.
+    HeaderForbidden,
+    /// `alg` is `none` or not in the issuer's list.
+    AlgorithmNotAllowed,
+    /// `iss` is missing or names no configured issuer.
+    WrongIssuer,
+    /// `aud` does not name this gateway.
+    WrongAudience,
+    /// The signature does not verify.
+    BadSignature,
+    /// `exp` is in the past (beyond the leeway).
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    NotYetValid,
+    /// A required claim (`exp`, `iss`, `aud`) is missing.
+    ClaimMissing,
+    /// An identity claim has the wrong type or an unsafe value.
+    ClaimInvalid,
+}
+
+impl AuthError {
+    /// Stable reason string.
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthError::Missing => "token_missing",
+            AuthError::Malformed => "token_malformed",
+            AuthError::TooLarge => "token_too_large",
+            AuthError::HeaderForbidden => "token_header_forbidden",
+            AuthError::AlgorithmNotAllowed => "algorithm_not_allowed",
+            AuthError::WrongIssuer => "wrong_issuer",
+            AuthError::WrongAudience => "wrong_audience",
+            AuthError::BadSignature => "bad_signature",
+            AuthError::Expired => "token_expired",
+            AuthError::NotYetValid => "token_not_yet_valid",
+            AuthError::ClaimMissing => "claim_missing",
+            AuthError::ClaimInvalid => "claim_invalid",
+        }
+    }
+}
+
+/// Who is calling, from a verified token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The issuer that verified the token.
+    pub issuer: IssuerId,
+    /// The token's `kid` header, if any.
+    pub kid: Option<String>,
+    /// The environment claim.
+    pub environment: Option<String>,
+    /// The tenant claim.
+    pub tenant: Option<String>,
+    /// The user claim.
+    pub user: Option<String>,
+    /// The roles claim.
+    pub roles: Vec<String>,
+    /// Whether the token is a developer test account.
+    pub test_account: bool,
+}
+
+/// Compiled identification stage: issuers by `iss`, claim names, size limit.
+#[derive(Debug)]
+pub struct Authenticator {
+    issuers: Box<[Issuer]>,
+    by_iss: HashMap<Box<str>, IssuerId>,
+    claims: ClaimNames,
+    max_bytes: usize,
+}
+
+impl Authenticator {
+    /// Identifies the caller from the `Authorization` header values.
+    pub fn identify<'a, I>(&self, authorization: I) -> Result<Identity, AuthError>
+    where
+        I: Iterator<Item = &'a [u8]>,
+    {
+        let token = token::bearer(authorization, self.max_bytes)?;
+        let peeked = token::peek(token)?;
+        let iss = peeked.iss.as_deref().ok_or(AuthError::ClaimMissing)?;
+        let id = *self.by_iss.get(iss).ok_or(AuthError::WrongIssuer)?;
+        let claims = self.issuer(id).verify(&peeked)?;
+        self.claims.identity(id, peeked.kid, &claims)
+    }
+
+    /// The issuer with this id.
+    pub fn issuer(&self, id: IssuerId) -> &Issuer {
+        &self.issuers[usize::from(id.0)]
+    }
+
+    /// Looks an issuer up by its configured name.
+    pub fn issuer_by_name(&self, name: &str) -> Option<IssuerId> {
+        self.issuers
+            .iter()
+            .position(|i| &*i.name == name)
+            .and_then(|i| u16::try_from(i).ok())
+            .map(IssuerId)
+    }
+
+    /// Compiles `[token]`, `[claims]` and `[[issuers]]`.
+    pub fn compile(
+        raw: &file::File,
+        source: &Source,
+        env: EnvLookup<'_>,
+    ) -> Result<Self, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        if raw.issuers.is_empty() {
+            errors.push(ConfigError::at(
+                0..0,
+                "issuers",
+                "no issuer is configured, so no token can be accepted",
+                "add an [[issuers]] entry with its key material",
+            ));
+        }
+        let max_bytes = *raw.token.max_bytes.get_ref();
+        if !(256..=65_536).contains(&max_bytes) {
+            errors.push(ConfigError::at(
+                raw.token.max_bytes.span(),
+                "token.max_bytes",
+                format!("{max_bytes} is out of range"),
+                "use a value from 256 to 65536 (default 8192)",
+            ));
+        }
+        let mut issuers = Vec::new();
+        let mut by_iss = HashMap::new();
+        let mut names = HashMap::new();
+        for (index, entry) in raw.issuers.iter().enumerate() {
+            if let Some(first) = names.insert(entry.name.get_ref().as_str(), index) {
+                errors.push(ConfigError::at(
+                    entry.name.span(),
+                    format!("issuers[{index}].name"),
+                    format!(
+                        "issuer name `{}` is already used by issuers[{first}]",
+                        entry.name.get_ref()
+                    ),
+                    "give each issuer its own name",
+                ));
+            }
+            match Issuer::compile(index, entry, raw.token.leeway_seconds, source, env) {
+                Ok(issuer) => {
+                    let id = IssuerId(u16::try_from(issuers.len()).unwrap_or(u16::MAX));
+                    if by_iss.insert(issuer.iss.clone(), id).is_some() {
+                        errors.push(ConfigError::at(
+                            entry.issuer.span(),
+                            format!("issuers[{index}].issuer"),
+                            format!("`{}` is configured twice", issuer.iss),
+                            "merge the two entries into one issuer",
+                        ));
+                    }
+                    issuers.push(issuer);
+                }
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            issuers: issuers.into(),
+            by_iss,
+            claims: ClaimNames::from(&raw.claims),
+            max_bytes,
+        })
+    }
+}

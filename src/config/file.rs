@@ -1,0 +1,411 @@
+//! The on-disk schema: serde structs that mirror `isogate.toml` one to one.
+//!
+//! Every struct denies unknown keys, so a typo is an error that points at its line.
+//! Defaults come from the named functions below; their values are repeated in the
+//! comments of `config/isogate.example.toml`. Nothing on the request path reads these
+//! types: `snapshot::compile` turns them into the immutable `Snapshot`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct File {
+    /// Process-wide settings (threads, shutdown).
+    #[serde(default)]
+    pub server: Server,
+    /// The admin listener: `/metrics`, `/healthz`, `/readyz`.
+    #[serde(default)]
+    pub admin: Admin,
+    /// Where audit lines go and what happens when they cannot be written.
+    #[serde(default)]
+    pub audit: Audit,
+    /// Token extraction and validation limits shared by every issuer.
+    #[serde(default)]
+    pub token: Token,
+    /// Names of the claims that carry identity in the token payload.
+    #[serde(default)]
+    pub claims: Claims,
+    /// Trusted header names injected upstream, and what else to strip.
+    #[serde(default)]
+    pub headers: Headers,
+    /// Plain-HTTP listeners; each may bind its requests to one environment.
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    /// Token issuers and their key material.
+    #[serde(default)]
+    pub issuers: Vec<Issuer>,
+    /// Environments by name (`dev`, `stage`, `prod`, ...).
+    #[serde(default)]
+    pub environments: BTreeMap<Spanned<String>, Environment>,
+    /// Upstream pools by name.
+    #[serde(default)]
+    pub pools: BTreeMap<Spanned<String>, Pool>,
+    /// Routes, matched in file order; the first match wins.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Server {
+    /// Worker threads for the proxy; 0 means one per CPU core.
+    #[serde(default)]
+    pub threads: usize,
+    /// Seconds to keep serving in-flight requests after SIGTERM.
+    #[serde(default = "default_grace_period_seconds")]
+    pub grace_period_seconds: u64,
+    /// Seconds to wait for runtimes to stop once the grace period is over.
+    #[serde(default = "default_shutdown_timeout_seconds")]
+    pub shutdown_timeout_seconds: u64,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            threads: 0,
+            grace_period_seconds: default_grace_period_seconds(),
+            shutdown_timeout_seconds: default_shutdown_timeout_seconds(),
+        }
+    }
+}
+
+fn default_grace_period_seconds() -> u64 {
+    5
+}
+fn default_shutdown_timeout_seconds() -> u64 {
+    5
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Admin {
+    /// Address of the admin listener.
+    #[serde(default = "default_admin_address")]
+    pub address: Spanned<String>,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self {
+            address: default_admin_address(),
+        }
+    }
+}
+
+fn default_admin_address() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:9901".to_owned())
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Audit {
+    /// A file path, or `"stdout"`.
+    #[serde(default = "default_audit_output")]
+    pub output: Spanned<String>,
+    /// Lines that may wait for the writer before the queue counts as full.
+    #[serde(default = "default_audit_queue_capacity")]
+    pub queue_capacity: Spanned<usize>,
+    /// What to do with a request when its audit line cannot be queued.
+    #[serde(default)]
+    pub on_queue_full: OnQueueFull,
+}
+
+impl Default for Audit {
+    fn default() -> Self {
+        Self {
+            output: default_audit_output(),
+            queue_capacity: default_audit_queue_capacity(),
+            on_queue_full: OnQueueFull::default(),
+        }
+    }
+}
+
+fn default_audit_output() -> Spanned<String> {
+    Spanned::new(0..0, "stdout".to_owned())
+}
+fn default_audit_queue_capacity() -> Spanned<usize> {
+    Spanned::new(0..0, 65_536)
+}
+
+/// `audit.on_queue_full`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnQueueFull {
+    /// Serve the request; the lost line is counted in `isogate_audit_lines_lost_total`.
+    #[default]
+    Serve,
+    /// Refuse the request with 503 `audit_unavailable` (fail closed).
+    Refuse,
+}
+
+/// `[token]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Token {
+    /// Largest accepted token, in bytes.
+    #[serde(default = "default_token_max_bytes")]
+    pub max_bytes: Spanned<usize>,
+    /// Default clock leeway for `exp` and `nbf`, in seconds.
+    #[serde(default = "default_leeway_seconds")]
+    pub leeway_seconds: u64,
+}
+
+impl Default for Token {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_token_max_bytes(),
+            leeway_seconds: default_leeway_seconds(),
+        }
+    }
+}
+
+fn default_token_max_bytes() -> Spanned<usize> {
+    Spanned::new(0..0, 8192)
+}
+fn default_leeway_seconds() -> u64 {
+    30
+}
+
+/// `[claims]`: the payload keys that carry each part of the identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Claims {
+    /// Environment claim.
+    #[serde(default = "default_claim_environment")]
+    pub environment: String,
+    /// Tenant claim (a string or an integer).
+    #[serde(default = "default_claim_tenant")]
+    pub tenant: String,
+    /// User claim.
+    #[serde(default = "default_claim_user")]
+    pub user: String,
+    /// Roles claim (an array of strings, or one space-separated string).
+    #[serde(default = "default_claim_roles")]
+    pub roles: String,
+    /// Test-account flag claim (a boolean).
+    #[serde(default = "default_claim_test_account")]
+    pub test_account: String,
+}
+
+impl Default for Claims {
+    fn default() -> Self {
+        Self {
+            environment: default_claim_environment(),
+            tenant: default_claim_tenant(),
+            user: default_claim_user(),
+            roles: default_claim_roles(),
+            test_account: default_claim_test_account(),
+        }
+    }
+}
+
+fn default_claim_environment() -> String {
+    "env".to_owned()
+}
+fn default_claim_tenant() -> String {
+    "tenant".to_owned()
+}
+fn default_claim_user() -> String {
+    "sub".to_owned()
+}
+fn default_claim_roles() -> String {
+    "roles".to_owned()
+}
+fn default_claim_test_account() -> String {
+    "is_test_account".to_owned()
+}
+
+/// `[headers]`: trusted header names. Each is stripped from every client request and
+/// set again only from verified claims.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Headers {
+    /// Every client header starting with this prefix is stripped.
+    #[serde(default = "default_reserved_prefix")]
+    pub reserved_prefix: Spanned<String>,
+    /// Environment header.
+    #[serde(default = "default_header_environment")]
+    pub environment: Spanned<String>,
+    /// Tenant header.
+    #[serde(default = "default_header_tenant")]
+    pub tenant: Spanned<String>,
+    /// User header.
+    #[serde(default = "default_header_user")]
+    pub user: Spanned<String>,
+    /// Roles header (comma-separated).
+    #[serde(default = "default_header_roles")]
+    pub roles: Spanned<String>,
+    /// Test-account header (`true` when the token is a test account).
+    #[serde(default = "default_header_test_account")]
+    pub test_account: Spanned<String>,
+    /// Pool header (the name of the pool chosen for the request).
+    #[serde(default = "default_header_pool")]
+    pub pool: Spanned<String>,
+    /// Request id header: kept from the client when valid, generated otherwise.
+    #[serde(default = "default_header_request_id")]
+    pub request_id: Spanned<String>,
+    /// More client headers to strip (identity headers of older app-side designs).
+    #[serde(default)]
+    pub strip: Vec<Spanned<String>>,
+}
+
+impl Default for Headers {
+    fn default() -> Self {
+        Self {
+            reserved_prefix: default_reserved_prefix(),
+            environment: default_header_environment(),
+            tenant: default_header_tenant(),
+            user: default_header_user(),
+            roles: default_header_roles(),
+            test_account: default_header_test_account(),
+            pool: default_header_pool(),
+            request_id: default_header_request_id(),
+            strip: Vec::new(),
+        }
+    }
+}
+
+fn default_reserved_prefix() -> Spanned<String> {
+    Spanned::new(0..0, "x-isogate-".to_owned())
+}
+fn default_header_environment() -> Spanned<String> {
+    Spanned::new(0..0, "x-isogate-environment".to_owned())
+}
+fn default_header_tenant() -> Spanned<String> {
+    Spanned::new(0..0, "x-isogate-tenant".to_owned())
+}
+fn default_header_user() -> Spanned<String> {
+    Spanned::new(0..0, "x-isogate-user".to_owned())
+}
+fn default_header_roles() -> Spanned<String> {
+    Spanned::new(0..0, "x-isogate-roles".to_owned())
+}
+fn default_header_test_account() -> Spanned<String> {
+    Spanned::new(0..0, "x-isogate-test-account".to_owned())
+}
+fn default_header_pool() -> Spanned<String> {
+    Spanned::new(0..0, "x-isogate-pool".to_owned())
+}
+fn default_header_request_id() -> Spanned<String> {
+    Spanned::new(0..0, "x-request-id".to_owned())
+}
+
+/// `[[listeners]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Listener {
+    /// `ip:port` to accept plain HTTP on.
+    pub address: Spanned<String>,
+    /// Environment every request on this listener belongs to (optional).
+    pub environment: Option<Spanned<String>>,
+}
+
+/// `[[issuers]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Issuer {
+    /// Short name used in logs and in `environments.*.issuers`.
+    pub name: Spanned<String>,
+    /// The exact `iss` claim value.
+    pub issuer: Spanned<String>,
+    /// Accepted `aud` values; when empty, tokens carrying `aud` are refused.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Allowed `alg` values, e.g. `["RS256"]`.
+    pub algorithms: Spanned<Vec<Spanned<String>>>,
+    /// Leeway override for this issuer, in seconds.
+    pub leeway_seconds: Option<u64>,
+    /// PEM public key file (RSA, EC P-256/P-384 or Ed25519), relative to the config file.
+    pub public_key_file: Option<Spanned<String>>,
+    /// Environment variable holding the HMAC secret.
+    pub secret_env: Option<Spanned<String>>,
+    /// File holding the HMAC secret, relative to the config file.
+    pub secret_file: Option<Spanned<String>>,
+}
+
+/// `[environments.NAME]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Environment {
+    /// Host names whose requests belong to this environment.
+    #[serde(default)]
+    pub hosts: Vec<Spanned<String>>,
+    /// Pool for tenants without a pool of their own.
+    pub default_pool: Option<Spanned<String>>,
+    /// What to do with a tenant that has no pool of its own.
+    #[serde(default)]
+    pub unmapped_tenants: UnmappedTenants,
+    /// Issuers whose tokens this environment accepts; empty means all.
+    #[serde(default)]
+    pub issuers: Vec<Spanned<String>>,
+    /// Tenant → pool, inline.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, Spanned<String>>,
+    /// Tenant map file (`tenant,pool` per line), relative to the config file.
+    pub tenant_map_file: Option<Spanned<String>>,
+}
+
+/// `environments.NAME.unmapped_tenants`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnmappedTenants {
+    /// Send them to the environment's `default_pool`.
+    #[default]
+    DefaultPool,
+    /// Refuse them with 403 `tenant_not_mapped`.
+    Refuse,
+}
+
+/// `[pools.NAME]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Pool {
+    /// `host:port` of each server.
+    pub servers: Spanned<Vec<Spanned<String>>>,
+    /// TCP connect timeout, in milliseconds.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Timeout for each read from the upstream, in milliseconds.
+    #[serde(default = "default_read_timeout_ms")]
+    pub read_timeout_ms: u64,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    1_000
+}
+fn default_read_timeout_ms() -> u64 {
+    30_000
+}
+
+/// `[[routes]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Route {
+    /// Name used in metrics and audit lines.
+    pub name: Spanned<String>,
+    /// Host names this route matches; empty matches any host.
+    #[serde(default)]
+    pub hosts: Vec<Spanned<String>>,
+    /// Path prefix, matched on whole segments.
+    #[serde(default = "default_path_prefix")]
+    pub path_prefix: Spanned<String>,
+    /// An environment name, or `"from_token"`; unset means the host's or the listener's.
+    pub environment: Option<Spanned<String>>,
+    /// Whether the client's `Authorization` header is passed to the upstream.
+    #[serde(default = "default_forward_authorization")]
+    pub forward_authorization: bool,
+}
+
+fn default_path_prefix() -> Spanned<String> {
+    Spanned::new(0..0, "/".to_owned())
+}
+fn default_forward_authorization() -> bool {
+    true
+}

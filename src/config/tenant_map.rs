@@ -1,0 +1,116 @@
+//! Tenant map files: one `tenant,pool` pair per line, `#` comments and blank lines
+//! ignored. They may hold a million entries, so the parser streams the text once and
+//! reports every bad line with its line and column.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::error::{At, ConfigError};
+
+/// One parsed entry: tenant id and the pool name as written, with its line and column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry<'a> {
+    /// Tenant id.
+    pub tenant: &'a str,
+    /// Pool name as written.
+    pub pool: &'a str,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column of the pool name.
+    pub pool_col: usize,
+}
+
+/// Parses `text` (the contents of `path`). Returns the entries, or every problem found.
+pub fn parse<'a>(
+    path: &Path,
+    key: &str,
+    text: &'a str,
+) -> Result<Vec<Entry<'a>>, Vec<ConfigError>> {
+    let mut entries = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        let content = raw.split('#').next().unwrap_or("").trim_end();
+        if content.trim().is_empty() {
+            continue;
+        }
+        let err = |col: usize, problem: String, fix: &str| ConfigError {
+            at: At::File {
+                path: path.to_owned(),
+                line,
+                col,
+            },
+            key: key.to_owned(),
+            problem,
+            fix: fix.to_owned(),
+        };
+        let Some((tenant, pool)) = content.split_once(',') else {
+            errors.push(err(
+                1,
+                format!("line {line} has no comma"),
+                "write `tenant,pool`",
+            ));
+            continue;
+        };
+        let (tenant, pool) = (tenant.trim(), pool.trim());
+        let pool_col = content.find(',').map_or(1, |c| c + 2);
+        if tenant.is_empty() || pool.is_empty() || pool.contains(',') {
+            errors.push(err(
+                1,
+                format!("line {line} is not `tenant,pool`"),
+                "write exactly two non-empty fields",
+            ));
+            continue;
+        }
+        if let Some(first) = seen.insert(tenant, line) {
+            errors.push(err(
+                1,
+                format!("tenant `{tenant}` is mapped twice (first on line {first})"),
+                "keep one line per tenant",
+            ));
+            continue;
+        }
+        entries.push(Entry {
+            tenant,
+            pool,
+            line,
+            pool_col,
+        });
+    }
+    if errors.is_empty() {
+        Ok(entries)
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_pairs_and_skips_comments() {
+        let text = "# tenants\nacme, prod-acme\n\nglobex,prod-shared # big one\n";
+        let entries = parse(Path::new("t.csv"), "k", text).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].tenant, "acme");
+        assert_eq!(entries[0].pool, "prod-acme");
+        assert_eq!(entries[1].line, 4);
+    }
+
+    #[test]
+    fn reports_every_bad_line() {
+        let text = "acme\nacme,a\nacme,b\n,x\n";
+        let errors = parse(Path::new("t.csv"), "k", text).unwrap_err();
+        let lines: Vec<usize> = errors
+            .iter()
+            .map(|e| match e.at {
+                At::File { line, .. } => line,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(lines, vec![1, 3, 4]);
+        assert!(errors[1].problem.contains("mapped twice (first on line 2)"));
+    }
+}

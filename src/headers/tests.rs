@@ -1,0 +1,166 @@
+use super::*;
+use crate::auth::IssuerId;
+
+fn plan() -> HeaderPlan {
+    let mut raw = file::Headers::default();
+    raw.strip.push(Spanned::new(0..0, "X-Tenant-Id".to_owned()));
+    HeaderPlan::compile(&raw).unwrap()
+}
+
+fn request(headers: &[(&str, &str)]) -> RequestHeader {
+    let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+    for (k, v) in headers {
+        req.append_header(k.to_string(), *v).unwrap();
+    }
+    req
+}
+
+fn identity() -> Identity {
+    Identity {
+        issuer: IssuerId(0),
+        kid: None,
+        environment: Some("prod".into()),
+        tenant: Some("acme".into()),
+        user: Some("u-1".into()),
+        roles: vec!["admin".into(), "dev".into()],
+        test_account: false,
+    }
+}
+
+#[test]
+fn strips_case_variants_duplicates_underscores_and_prefix() {
+    let plan = plan();
+    let mut req = request(&[
+        ("X-Isogate-Tenant", "evil"),
+        ("x-isogate-tenant", "evil2"),
+        ("X_ISOGATE_USER", "root"),
+        ("x-isogate-anything-else", "1"),
+        ("X-Tenant-Id", "evil"),
+        ("x_tenant_id", "evil"),
+        ("x-request-id", "spoof"),
+        ("accept", "*/*"),
+        ("x-isogatex", "kept"),
+    ]);
+    assert_eq!(plan.strip(&mut req), 7);
+    let mut left: Vec<_> = req.headers.keys().map(|k| k.as_str().to_owned()).collect();
+    left.sort();
+    assert_eq!(left, vec!["accept", "x-isogatex"]);
+}
+
+#[test]
+fn strip_without_identity_headers_removes_nothing() {
+    let mut req = request(&[("accept", "*/*"), ("user-agent", "curl")]);
+    assert_eq!(plan().strip(&mut req), 0);
+    assert_eq!(req.headers.len(), 2);
+}
+
+#[test]
+fn inject_sets_only_verified_values_and_leaves_missing_claims_absent() {
+    let plan = plan();
+    let mut req = request(&[("authorization", "Bearer t")]);
+    let mut id = identity();
+    id.user = None;
+    let env = HeaderValue::from_static("prod");
+    let pool = HeaderValue::from_static("prod-main");
+    let trusted = Trusted {
+        identity: &id,
+        environment: &env,
+        pool: &pool,
+        request_id: "r1",
+        forward_authorization: false,
+    };
+    plan.inject(&mut req, &trusted).unwrap();
+    let get = |k: &str| req.headers.get(k).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(get("x-isogate-environment").as_deref(), Some("prod"));
+    assert_eq!(get("x-isogate-tenant").as_deref(), Some("acme"));
+    assert_eq!(get("x-isogate-roles").as_deref(), Some("admin,dev"));
+    assert_eq!(get("x-isogate-pool").as_deref(), Some("prod-main"));
+    assert_eq!(get("x-request-id").as_deref(), Some("r1"));
+    assert_eq!(get("x-isogate-user"), None);
+    assert_eq!(get("x-isogate-test-account"), None);
+    assert_eq!(get("authorization"), None);
+}
+
+#[test]
+fn request_id_is_kept_only_when_single_and_safe() {
+    let plan = plan();
+    assert_eq!(
+        plan.client_request_id(&request(&[("x-request-id", "abc-123.x")])),
+        Some("abc-123.x")
+    );
+    assert_eq!(
+        plan.client_request_id(&request(&[("x-request-id", "a b")])),
+        None
+    );
+    assert_eq!(
+        plan.client_request_id(&request(&[("x-request-id", "a"), ("x-request-id", "b")])),
+        None
+    );
+    let long = "a".repeat(129);
+    assert_eq!(
+        plan.client_request_id(&request(&[("x-request-id", long.as_str())])),
+        None
+    );
+    assert_eq!(new_request_id().len(), 32);
+    assert!(valid_request_id(&new_request_id()));
+}
+
+#[test]
+fn bad_names_are_config_errors() {
+    let mut raw = file::Headers::default();
+    raw.tenant = Spanned::new(3..9, "x tenant".to_owned());
+    raw.reserved_prefix = Spanned::new(0..0, "x".to_owned());
+    let errors = HeaderPlan::compile(&raw).unwrap_err();
+    assert_eq!(errors.len(), 2);
+    assert_eq!(errors[0].key, "headers.tenant");
+    assert_eq!(errors[1].key, "headers.reserved_prefix");
+}
+
+/// Property: whatever identity headers a client sends, none of its values survive
+/// strip-then-inject; every trusted header carries the verified value or is absent.
+#[test]
+fn strip_then_inject_never_leaks_client_values() {
+    let plan = plan();
+    let names = [
+        "x-isogate-tenant",
+        "X-ISOGATE-USER",
+        "x_isogate_roles",
+        "x-isogate-environment",
+        "x-isogate-pool",
+        "x-isogate-test-account",
+        "x-tenant-id",
+        "X_Tenant_Id",
+        "x-isogate-zzz",
+    ];
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..500 {
+        let mut headers = Vec::new();
+        for name in names {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            for _ in 0..(seed % 3) {
+                headers.push((name, "CLIENT-VALUE"));
+            }
+        }
+        let mut req = request(&headers);
+        plan.strip(&mut req);
+        let mut id = identity();
+        id.tenant = (seed % 2 == 0).then(|| "acme".to_owned());
+        let env = HeaderValue::from_static("prod");
+        let pool = HeaderValue::from_static("p");
+        let trusted = Trusted {
+            identity: &id,
+            environment: &env,
+            pool: &pool,
+            request_id: "r",
+            forward_authorization: true,
+        };
+        plan.inject(&mut req, &trusted).unwrap();
+        assert!(
+            req.headers.values().all(|v| v != "CLIENT-VALUE"),
+            "{:?}",
+            req.headers
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! isogate: a reverse-proxy isolation gateway.
+//!
+//! Request path, one module per stage:
+//! `auth` (identify) → `bind` (environment) → `policy` (authorise) → `routing` (pool)
+//! → `headers` + `upstream` (forward) → `audit` + `metrics` (record).
+//! `config` parses the file, `snapshot` compiles it, `proxy` and `admin` are the only
+//! pingora-facing modules, and `server` wires them into a process.
+
+pub mod admin;
+pub mod audit;
+pub mod auth;
+pub mod bind;
+pub mod config;
+pub mod demo;
+pub mod headers;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod reject;
+pub mod routing;
+pub mod server;
+pub mod snapshot;
+pub mod upstream;

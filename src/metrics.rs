@@ -1,0 +1,191 @@
+//! Every metric isogate exports: names, help texts and label names live here and are a
+//! stable interface. Metrics register into a registry passed in, so tests can build an
+//! isolated one; the admin listener encodes that registry.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds, from 100 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Label value used when a label does not apply (no route matched, no environment bound).
+pub const NONE: &str = "none";
+
+/// The decision label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Sent upstream.
+    Allow,
+    /// Refused by the gateway or failed upstream.
+    Deny,
+}
+
+impl Decision {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+        }
+    }
+}
+
+/// `1xx` .. `5xx`, or `none` when nothing was sent.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => NONE,
+    }
+}
+
+/// All metric handles.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `isogate_requests_total{environment,route,decision,status_class}`
+    pub requests: IntCounterVec,
+    /// `isogate_rejections_total{reason}`
+    pub rejections: IntCounterVec,
+    /// `isogate_auth_failures_total{reason}`
+    pub auth_failures: IntCounterVec,
+    /// `isogate_request_duration_seconds{environment}`
+    pub request_duration: HistogramVec,
+    /// `isogate_upstream_duration_seconds{pool}`: from sending upstream to the response header.
+    pub upstream_duration: HistogramVec,
+    /// `isogate_identity_headers_stripped_total`
+    pub headers_stripped: IntCounter,
+    /// `isogate_audit_lines_written_total`
+    pub audit_written: IntCounter,
+    /// `isogate_audit_lines_lost_total`
+    pub audit_lost: IntCounter,
+    /// `isogate_config_generation`
+    pub config_generation: IntGauge,
+    /// `isogate_build_info{version}`
+    pub build_info: IntGaugeVec,
+    /// `isogate_request_duration_seconds` child for requests with no environment.
+    pub unbound_duration: Histogram,
+}
+
+impl Metrics {
+    /// Creates every metric and registers it into `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let counter_vec =
+            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let counter = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let histogram_vec =
+            |name: &str, help: &str, label: &str| -> prometheus::Result<HistogramVec> {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                    &[label],
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
+            };
+        let request_duration = histogram_vec(
+            "isogate_request_duration_seconds",
+            "Time from request start to the end of the response, by environment.",
+            "environment",
+        )?;
+        let config_generation = IntGauge::new(
+            "isogate_config_generation",
+            "Generation of the configuration in force; starts at 1.",
+        )?;
+        registry.register(Box::new(config_generation.clone()))?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "isogate_build_info",
+                "Always 1; the version label names the running build.",
+            ),
+            &["version"],
+        )?;
+        registry.register(Box::new(build_info.clone()))?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Ok(Self {
+            registry: registry.clone(),
+            requests: counter_vec(
+                "isogate_requests_total",
+                "Requests by environment, route, decision and status class.",
+                &["environment", "route", "decision", "status_class"],
+            )?,
+            rejections: counter_vec(
+                "isogate_rejections_total",
+                "Refused or failed requests by reason.",
+                &["reason"],
+            )?,
+            auth_failures: counter_vec(
+                "isogate_auth_failures_total",
+                "Token failures by reason.",
+                &["reason"],
+            )?,
+            unbound_duration: request_duration.with_label_values(&[NONE]),
+            request_duration,
+            upstream_duration: histogram_vec(
+                "isogate_upstream_duration_seconds",
+                "Time from sending the request upstream to its response header, by pool.",
+                "pool",
+            )?,
+            headers_stripped: counter(
+                "isogate_identity_headers_stripped_total",
+                "Client-supplied identity header values removed before forwarding.",
+            )?,
+            audit_written: counter(
+                "isogate_audit_lines_written_total",
+                "Audit lines written to the audit output.",
+            )?,
+            audit_lost: counter(
+                "isogate_audit_lines_lost_total",
+                "Audit lines that could not be queued or written.",
+            )?,
+            config_generation,
+            build_info,
+        })
+    }
+
+    /// Prometheus text exposition of the registry.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8192);
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registers_into_its_own_registry_and_encodes() {
+        let registry = Registry::new();
+        let m = Metrics::register(&registry).unwrap();
+        m.requests
+            .with_label_values(&["prod", "api", Decision::Allow.as_str(), status_class(204)])
+            .inc();
+        let text = String::from_utf8(m.encode()).unwrap();
+        assert!(text.contains(r#"isogate_requests_total{decision="allow",environment="prod",route="api",status_class="2xx"} 1"#), "{text}");
+        assert!(text.contains(r#"isogate_build_info{version=""#));
+        assert!(
+            Metrics::register(&registry).is_err(),
+            "names are registered once"
+        );
+    }
+}

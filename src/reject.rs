@@ -1,0 +1,140 @@
+//! Every way a request is refused, in one table: status, stable reason and extra headers.
+//!
+//! The reason strings are a stable interface: they appear in the response body, the
+//! audit line and the `reason` metric label. `proxy` is the only caller that writes
+//! the response, through `Reject::body`.
+
+use std::time::Duration;
+
+use crate::auth::AuthError;
+
+/// Why a request was not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// The request itself is malformed (e.g. several `Host` headers).
+    BadRequest,
+    /// No route matches the host and path.
+    NoRoute,
+    /// The token is missing or invalid.
+    Unauthenticated(AuthError),
+    /// The token's environment is not the environment of the listener, host or route.
+    WrongEnvironment,
+    /// The environment could not be determined, or names no configured environment.
+    UnknownEnvironment,
+    /// The token's issuer is not trusted by the request's environment.
+    IssuerNotTrusted,
+    /// The tenant has no pool and the environment refuses unmapped tenants.
+    TenantNotMapped,
+    /// The audit line could not be queued and the policy is fail-closed.
+    AuditUnavailable,
+    /// The upstream could not be reached or failed mid-request.
+    UpstreamUnreachable,
+    /// The pool has no server to send to.
+    UpstreamUnavailable,
+    /// The upstream did not answer in time.
+    UpstreamTimeout,
+}
+
+impl Reject {
+    /// HTTP status of the response.
+    pub fn status(self) -> u16 {
+        match self {
+            Reject::BadRequest => 400,
+            Reject::Unauthenticated(_) => 401,
+            Reject::WrongEnvironment
+            | Reject::UnknownEnvironment
+            | Reject::IssuerNotTrusted
+            | Reject::TenantNotMapped => 403,
+            Reject::NoRoute => 404,
+            Reject::UpstreamUnreachable => 502,
+            Reject::AuditUnavailable | Reject::UpstreamUnavailable => 503,
+            Reject::UpstreamTimeout => 504,
+        }
+    }
+
+    /// Stable snake_case reason for the body, the audit line and metrics.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Reject::BadRequest => "malformed_request",
+            Reject::NoRoute => "no_route",
+            Reject::Unauthenticated(e) => e.reason(),
+            Reject::WrongEnvironment => "wrong_environment",
+            Reject::UnknownEnvironment => "unknown_environment",
+            Reject::IssuerNotTrusted => "issuer_not_trusted",
+            Reject::TenantNotMapped => "tenant_not_mapped",
+            Reject::AuditUnavailable => "audit_unavailable",
+            Reject::UpstreamUnreachable => "upstream_unreachable",
+            Reject::UpstreamUnavailable => "upstream_unavailable",
+            Reject::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    /// `WWW-Authenticate` value for 401 answers (RFC 6750 section 3).
+    pub fn www_authenticate(self) -> Option<&'static str> {
+        match self {
+            Reject::Unauthenticated(AuthError::Missing) => Some("Bearer realm=\"isogate\""),
+            Reject::Unauthenticated(_) => Some("Bearer realm=\"isogate\", error=\"invalid_token\""),
+            _ => None,
+        }
+    }
+
+    /// `Retry-After` for refusals that may succeed later.
+    pub fn retry_after(self) -> Option<Duration> {
+        match self {
+            Reject::AuditUnavailable | Reject::UpstreamUnavailable => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+
+    /// Whether the gateway refused the request itself (as opposed to an upstream failure).
+    pub fn is_policy(self) -> bool {
+        !matches!(
+            self,
+            Reject::UpstreamUnreachable | Reject::UpstreamUnavailable | Reject::UpstreamTimeout
+        )
+    }
+
+    /// The small JSON body: `{"error":"<reason>","status":<n>,"request_id":"<id>"}`.
+    ///
+    /// `request_id` is either validated client input or generated, so it never needs
+    /// escaping (see `headers::valid_request_id`).
+    pub fn body(self, request_id: &str) -> Vec<u8> {
+        let mut status = itoa::Buffer::new();
+        let mut out = Vec::with_capacity(64 + request_id.len());
+        out.extend_from_slice(b"{\"error\":\"");
+        out.extend_from_slice(self.reason().as_bytes());
+        out.extend_from_slice(b"\",\"status\":");
+        out.extend_from_slice(status.format(self.status()).as_bytes());
+        out.extend_from_slice(b",\"request_id\":\"");
+        out.extend_from_slice(request_id.as_bytes());
+        out.extend_from_slice(b"\"}\n");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_json_with_reason_status_and_id() {
+        let body = Reject::WrongEnvironment.body("abc-1");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"], "wrong_environment");
+        assert_eq!(v["status"], 403);
+        assert_eq!(v["request_id"], "abc-1");
+    }
+
+    #[test]
+    fn missing_token_challenge_has_no_error_code() {
+        assert_eq!(
+            Reject::Unauthenticated(AuthError::Missing).www_authenticate(),
+            Some("Bearer realm=\"isogate\"")
+        );
+        assert!(Reject::Unauthenticated(AuthError::Expired)
+            .www_authenticate()
+            .unwrap()
+            .contains("invalid_token"));
+        assert_eq!(Reject::NoRoute.www_authenticate(), None);
+    }
+}

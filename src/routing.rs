@@ -1,0 +1,139 @@
+//! Route matching and stage 4, route: pick the route from host and path, then (with a
+//! `Permit`) pick the pool from the environment and the tenant.
+//!
+//! Both are pure functions over the compiled snapshot. Routes match in file order; a
+//! path prefix matches whole segments (`/api` matches `/api` and `/api/x`, not
+//! `/apix`). Tenants map to their own pool (silo) or share the environment's default
+//! pool; an unmapped tenant is refused when the environment says so.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use crate::bind::RouteEnvironment;
+use crate::policy::Permit;
+use crate::reject::Reject;
+use crate::upstream::PoolId;
+
+/// Index of a route in the compiled snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteId(pub u16);
+
+/// A compiled route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Name for metrics and audit lines.
+    pub name: Box<str>,
+    /// Lowercase host names; empty matches any host.
+    pub hosts: Box<[Box<str>]>,
+    /// Path prefix, always starting with `/`.
+    pub path_prefix: Box<str>,
+    /// Where the route takes its environment from.
+    pub environment: RouteEnvironment,
+    /// Whether the client's `Authorization` header goes upstream.
+    pub forward_authorization: bool,
+}
+
+impl Route {
+    fn matches(&self, host: Option<&str>, path: &str) -> bool {
+        let host_ok =
+            self.hosts.is_empty() || host.is_some_and(|h| self.hosts.iter().any(|x| &**x == h));
+        host_ok && prefix_matches(&self.path_prefix, path)
+    }
+}
+
+/// Whether `prefix` matches `path` on whole segments.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => {
+            prefix.ends_with('/')
+                || rest.is_empty()
+                || rest.starts_with('/')
+                || rest.starts_with('?')
+        }
+        None => false,
+    }
+}
+
+/// Routes in file order.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Box<[Route]>,
+}
+
+impl RouteTable {
+    /// Builds a table; order is match order.
+    pub fn new(routes: Vec<Route>) -> Self {
+        Self {
+            routes: routes.into(),
+        }
+    }
+
+    /// The first route matching `host` (lowercase, no port) and `path`.
+    pub fn find(&self, host: Option<&str>, path: &str) -> Option<RouteId> {
+        self.routes
+            .iter()
+            .position(|r| r.matches(host, path))
+            .and_then(|i| u16::try_from(i).ok())
+            .map(RouteId)
+    }
+
+    /// The route with this id.
+    pub fn get(&self, id: RouteId) -> &Route {
+        &self.routes[usize::from(id.0)]
+    }
+
+    /// All routes, in match order.
+    pub fn iter(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
+    }
+}
+
+/// Normalises a `Host` value for matching: lowercase, no port, no trailing dot.
+/// Returns `None` for values that are not a plausible host.
+pub fn normalize_host(raw: &str) -> Option<Cow<'_, str>> {
+    let host = if raw.starts_with('[') {
+        raw.split_inclusive(']').next().unwrap_or(raw)
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty()
+        || !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'))
+    {
+        return None;
+    }
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(Cow::Owned(host.to_ascii_lowercase()))
+    } else {
+        Some(Cow::Borrowed(host))
+    }
+}
+
+/// How one environment places tenants on pools.
+#[derive(Debug, Clone, Default)]
+pub struct Tenancy {
+    /// Pool for tenants without their own; `None` refuses them.
+    pub default_pool: Option<PoolId>,
+    /// Tenants with their own pool (silo).
+    pub tenants: HashMap<Box<str>, PoolId>,
+}
+
+/// Picks the pool for an authorised request. `tenancy` is indexed by environment.
+pub fn select(
+    permit: &Permit,
+    tenant: Option<&str>,
+    tenancy: &[Tenancy],
+) -> Result<PoolId, Reject> {
+    let t = tenancy
+        .get(permit.env().index())
+        .ok_or(Reject::UnknownEnvironment)?;
+    tenant
+        .and_then(|id| t.tenants.get(id).copied())
+        .or(t.default_pool)
+        .ok_or(Reject::TenantNotMapped)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,103 @@
+//! Process assembly: metrics registry, audit writer, the pingora server with the proxy
+//! and admin services, and an orderly stop that flushes the audit trail.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use pingora::prelude::*;
+use pingora::server::configuration::ServerConf;
+use pingora::server::RunArgs;
+use pingora::services::listening::Service;
+use prometheus::Registry;
+
+use crate::admin::Admin;
+use crate::audit::AuditSink;
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+use crate::snapshot::{Snapshot, SnapshotCell};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener address cannot be bound.
+    #[error("cannot listen on {addr}: {source} (is another process using it?)")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The bind error.
+        source: std::io::Error,
+    },
+    /// The audit output cannot be opened.
+    #[error("cannot open the audit output: {0}")]
+    Audit(std::io::Error),
+    /// Metrics could not be registered.
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Checks every address can be bound before pingora takes them, so a busy port is a
+/// clear error instead of a panic inside a service thread.
+fn check_bindable(addrs: impl IntoIterator<Item = SocketAddr>) -> Result<(), StartError> {
+    for addr in addrs {
+        TcpListener::bind(addr).map_err(|source| StartError::Bind { addr, source })?;
+    }
+    Ok(())
+}
+
+/// Runs the gateway until SIGINT or SIGTERM, then flushes the audit trail.
+pub fn run(snapshot: Snapshot) -> Result<(), StartError> {
+    let settings = snapshot.settings.clone();
+    check_bindable(settings.listeners.iter().copied().chain([settings.admin]))?;
+
+    let registry = Registry::new();
+    let metrics = Metrics::register(&registry)?;
+    metrics.config_generation.set(1);
+    let audit = AuditSink::start(
+        settings.audit_path.as_deref(),
+        settings.audit_queue_capacity,
+        settings.audit_on_full,
+        metrics.audit_written.clone(),
+        metrics.audit_lost.clone(),
+    )
+    .map(Arc::new)
+    .map_err(StartError::Audit)?;
+    let snapshots = Arc::new(SnapshotCell::new(snapshot));
+
+    let conf = ServerConf {
+        threads: settings.threads,
+        grace_period_seconds: Some(settings.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(settings.shutdown_timeout.as_secs()),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let gateway = Gateway::new(Arc::clone(&snapshots), Arc::clone(&audit), metrics.clone());
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway,
+        "isogate proxy",
+    );
+    for addr in &settings.listeners {
+        proxy.add_tcp(&addr.to_string());
+    }
+    let mut admin = Service::new("isogate admin".to_owned(), Admin::new(metrics, snapshots));
+    admin.add_tcp(&settings.admin.to_string());
+    admin.threads = Some(1);
+
+    log::info!(
+        "isogate listening on {:?}, admin on {}",
+        settings.listeners,
+        settings.admin
+    );
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.run(RunArgs::default());
+    audit.close(
+        settings
+            .shutdown_timeout
+            .max(std::time::Duration::from_secs(1)),
+    );
+    log::info!("isogate stopped");
+    Ok(())
+}

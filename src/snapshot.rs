@@ -1,0 +1,111 @@
+//! The compiled configuration: an immutable `Snapshot` built once from the on-disk
+//! schema, validated as a whole, and shared by every request through `SnapshotCell`.
+//!
+//! Names are resolved to indices (`EnvId`, `PoolId`, `RouteId`), header names and
+//! values are prebuilt, and every problem is collected so `check` can list them all.
+
+mod compile;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::auth::Authenticator;
+use crate::bind::Binder;
+use crate::config::file::OnQueueFull;
+use crate::config::{ConfigError, EnvLookup, Source};
+use crate::headers::HeaderPlan;
+use crate::policy::EnvironmentPolicy;
+use crate::routing::{RouteTable, Tenancy};
+use crate::upstream::Pools;
+
+pub use compile::compile;
+
+/// Settings read once at start (changing them needs a restart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Proxy listeners.
+    pub listeners: Vec<SocketAddr>,
+    /// Admin listener.
+    pub admin: SocketAddr,
+    /// Proxy worker threads.
+    pub threads: usize,
+    /// SIGTERM grace period.
+    pub grace_period: Duration,
+    /// Runtime shutdown timeout after the grace period.
+    pub shutdown_timeout: Duration,
+    /// Audit output: `None` for stdout, else a file path.
+    pub audit_path: Option<std::path::PathBuf>,
+    /// Audit queue capacity.
+    pub audit_queue_capacity: usize,
+    /// Audit queue-full policy.
+    pub audit_on_full: OnQueueFull,
+}
+
+/// Everything the request path reads, compiled and validated.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Start-time settings.
+    pub settings: Settings,
+    /// Token verification.
+    pub auth: Authenticator,
+    /// Header strip and inject plan.
+    pub headers: HeaderPlan,
+    /// Environment names and host/listener bindings.
+    pub binder: Binder,
+    /// Per-environment access rules, indexed by `EnvId`.
+    pub policies: Box<[EnvironmentPolicy]>,
+    /// Per-environment tenant placement, indexed by `EnvId`.
+    pub tenancy: Box<[Tenancy]>,
+    /// Routes in match order.
+    pub routes: RouteTable,
+    /// Upstream pools.
+    pub pools: Pools,
+}
+
+impl Snapshot {
+    /// Reads, parses and compiles a configuration file. The error is the rendered list
+    /// of every problem, one per line.
+    pub fn load(path: &Path, env: EnvLookup<'_>) -> Result<Self, String> {
+        let source = Source::read(path)?;
+        Self::from_source(&source, env)
+    }
+
+    /// Parses and compiles configuration text.
+    pub fn from_source(source: &Source, env: EnvLookup<'_>) -> Result<Self, String> {
+        let file = source.parse().map_err(|e| source.render(&[e]))?;
+        compile(&file, source, env).map_err(|errors| source.render(&errors))
+    }
+
+    /// Compiles an already-parsed file, returning the unrendered errors.
+    pub fn compile(
+        file: &crate::config::file::File,
+        source: &Source,
+        env: EnvLookup<'_>,
+    ) -> Result<Self, Vec<ConfigError>> {
+        compile(file, source, env)
+    }
+}
+
+/// The live snapshot, swapped atomically; each request pins the one it started with.
+#[derive(Debug)]
+pub struct SnapshotCell {
+    current: ArcSwap<Snapshot>,
+}
+
+impl SnapshotCell {
+    /// Starts with `snapshot`.
+    pub fn new(snapshot: Snapshot) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(snapshot),
+        }
+    }
+
+    /// The current snapshot.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+}

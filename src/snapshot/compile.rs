@@ -1,0 +1,583 @@
+//! `compile`: on-disk schema → `Snapshot`. Each section is checked on its own and every
+//! error is collected with its span, key path and fix.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::{Settings, Snapshot};
+use crate::auth::{safe_value, Authenticator};
+use crate::bind::{Binder, EnvId, RouteEnvironment};
+use crate::config::{file, tenant_map, ConfigError, EnvLookup, Source};
+use crate::headers::HeaderPlan;
+use crate::policy::EnvironmentPolicy;
+use crate::routing::{normalize_host, Route, RouteTable, Tenancy};
+use crate::upstream::{Pool, PoolId, Pools};
+
+/// Value of `routes[].environment` that takes the environment from the token.
+const FROM_TOKEN: &str = "from_token";
+
+/// Compiles a parsed file into a snapshot, or returns every problem found.
+pub fn compile(
+    raw: &file::File,
+    source: &Source,
+    env: EnvLookup<'_>,
+) -> Result<Snapshot, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let env_names: Vec<&Spanned<String>> = raw.environments.keys().collect();
+    check_environment_names(&env_names, &mut errors);
+    let find_env = |name: &str| {
+        env_names
+            .iter()
+            .position(|n| n.get_ref() == name)
+            .map(|i| EnvId(i as u16))
+    };
+
+    let settings = settings(raw, source, &find_env, &mut errors);
+    let auth = Authenticator::compile(raw, source, env)
+        .map_err(|mut e| errors.append(&mut e))
+        .ok();
+    let headers = HeaderPlan::compile(&raw.headers)
+        .map_err(|mut e| errors.append(&mut e))
+        .ok();
+    let (pools, pool_ids) = pools(&raw.pools, &mut errors);
+
+    let mut hosts = HashMap::new();
+    let mut policies = Vec::new();
+    let mut tenancy = Vec::new();
+    for (index, (name, environment)) in raw.environments.iter().enumerate() {
+        let key = format!("environments.{}", name.get_ref());
+        for (i, host) in environment.hosts.iter().enumerate() {
+            match normalize_host(host.get_ref()) {
+                Some(h) => {
+                    if let Some(other) =
+                        hosts.insert(Box::<str>::from(h.as_ref()), EnvId(index as u16))
+                    {
+                        let other = env_names[other.index()].get_ref();
+                        errors.push(ConfigError::at(
+                            host.span(),
+                            format!("{key}.hosts[{i}]"),
+                            format!("host `{h}` is already bound to environment `{other}`"),
+                            "bind each host to one environment",
+                        ));
+                    }
+                }
+                None => errors.push(ConfigError::at(
+                    host.span(),
+                    format!("{key}.hosts[{i}]"),
+                    format!("`{}` is not a host name", host.get_ref()),
+                    "write a bare host name such as `api.example.com`",
+                )),
+            }
+        }
+        policies.push(environment_policy(
+            &key,
+            environment,
+            auth.as_ref(),
+            &mut errors,
+        ));
+        tenancy.push(tenancy_of(
+            &key,
+            environment,
+            &pool_ids,
+            source,
+            &mut errors,
+        ));
+    }
+    if raw.environments.is_empty() {
+        errors.push(ConfigError::at(
+            0..0,
+            "environments",
+            "no environment is defined",
+            "add at least one [environments.NAME] section with a default_pool or tenants",
+        ));
+    }
+
+    let listener_envs: Vec<(SocketAddr, Option<EnvId>)> = settings
+        .listeners
+        .iter()
+        .zip(&raw.listeners)
+        .map(|(addr, l)| {
+            (
+                *addr,
+                l.environment.as_ref().and_then(|e| find_env(e.get_ref())),
+            )
+        })
+        .collect();
+    let can_inherit = !hosts.is_empty() || listener_envs.iter().any(|(_, e)| e.is_some());
+    let routes = routes(&raw.routes, &find_env, can_inherit, &mut errors);
+
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let (Some(auth), Some(headers)) = (auth, headers) else {
+        return Err(errors);
+    };
+    let names = env_names
+        .iter()
+        .map(|n| Box::from(n.get_ref().as_str()))
+        .collect();
+    Ok(Snapshot {
+        settings,
+        auth,
+        headers,
+        binder: Binder::new(names, hosts, listener_envs),
+        policies: policies.into(),
+        tenancy: tenancy.into(),
+        routes,
+        pools,
+    })
+}
+
+fn check_environment_names(names: &[&Spanned<String>], errors: &mut Vec<ConfigError>) {
+    if names.len() > usize::from(u16::MAX) {
+        errors.push(ConfigError::at(
+            0..0,
+            "environments",
+            "too many environments",
+            "keep fewer than 65535",
+        ));
+    }
+    for name in names {
+        if !safe_value(name.get_ref()) || name.get_ref() == FROM_TOKEN {
+            errors.push(ConfigError::at(
+                name.span(),
+                format!("environments.{}", name.get_ref()),
+                "this environment name cannot be matched against a token claim",
+                "use letters, digits, `-` or `_` (and not `from_token`)",
+            ));
+        }
+    }
+}
+
+fn settings(
+    raw: &file::File,
+    source: &Source,
+    find_env: &dyn Fn(&str) -> Option<EnvId>,
+    errors: &mut Vec<ConfigError>,
+) -> Settings {
+    let mut listeners = Vec::new();
+    if raw.listeners.is_empty() {
+        errors.push(ConfigError::at(
+            0..0,
+            "listeners",
+            "no listener is configured",
+            "add [[listeners]] with address = \"0.0.0.0:8080\"",
+        ));
+    }
+    for (i, l) in raw.listeners.iter().enumerate() {
+        let key = format!("listeners[{i}]");
+        if let Some(addr) = socket_addr(&l.address, &format!("{key}.address"), errors) {
+            if listeners.contains(&addr) {
+                errors.push(ConfigError::at(
+                    l.address.span(),
+                    format!("{key}.address"),
+                    format!("{addr} is listed twice"),
+                    "remove the duplicate listener",
+                ));
+            }
+            listeners.push(addr);
+        }
+        if let Some(env) = &l.environment {
+            if find_env(env.get_ref()).is_none() {
+                errors.push(unknown_env(
+                    env,
+                    &format!("{key}.environment"),
+                    &raw.environments,
+                ));
+            }
+        }
+    }
+    let admin = socket_addr(&raw.admin.address, "admin.address", errors)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901)));
+    if listeners.contains(&admin) {
+        errors.push(ConfigError::at(
+            raw.admin.address.span(),
+            "admin.address",
+            "the admin listener shares an address with a proxy listener",
+            "give the admin listener its own port",
+        ));
+    }
+    let capacity = *raw.audit.queue_capacity.get_ref();
+    if !(1..=10_000_000).contains(&capacity) {
+        errors.push(ConfigError::at(
+            raw.audit.queue_capacity.span(),
+            "audit.queue_capacity",
+            format!("{capacity} is out of range"),
+            "use a value from 1 to 10000000 (default 65536)",
+        ));
+    }
+    let output = raw.audit.output.get_ref();
+    let audit_path = if output == "stdout" {
+        None
+    } else if output.is_empty() {
+        errors.push(ConfigError::at(
+            raw.audit.output.span(),
+            "audit.output",
+            "the audit output is empty",
+            "write a file path or \"stdout\"",
+        ));
+        None
+    } else {
+        Some(source.resolve(output))
+    };
+    let threads = if raw.server.threads == 0 {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        raw.server.threads
+    };
+    Settings {
+        listeners,
+        admin,
+        threads,
+        grace_period: Duration::from_secs(raw.server.grace_period_seconds),
+        shutdown_timeout: Duration::from_secs(raw.server.shutdown_timeout_seconds),
+        audit_path,
+        audit_queue_capacity: capacity,
+        audit_on_full: raw.audit.on_queue_full,
+    }
+}
+
+fn socket_addr(
+    raw: &Spanned<String>,
+    key: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<SocketAddr> {
+    raw.get_ref()
+        .parse()
+        .map_err(|_| {
+            errors.push(ConfigError::at(
+                raw.span(),
+                key,
+                format!("`{}` is not an ip:port address", raw.get_ref()),
+                "write e.g. \"0.0.0.0:8080\" or \"127.0.0.1:9901\"",
+            ))
+        })
+        .ok()
+}
+
+fn unknown_env<T>(
+    name: &Spanned<String>,
+    key: &str,
+    defined: &BTreeMap<Spanned<String>, T>,
+) -> ConfigError {
+    let list: Vec<&str> = defined.keys().map(|k| k.get_ref().as_str()).collect();
+    ConfigError::at(
+        name.span(),
+        key,
+        format!(
+            "environment `{}` is not defined (defined: {})",
+            name.get_ref(),
+            list.join(", ")
+        ),
+        format!(
+            "define [environments.{}] or use one of the defined names",
+            name.get_ref()
+        ),
+    )
+}
+
+fn pools(
+    raw: &BTreeMap<Spanned<String>, file::Pool>,
+    errors: &mut Vec<ConfigError>,
+) -> (Pools, HashMap<String, PoolId>) {
+    let mut pools = Vec::new();
+    let mut ids = HashMap::new();
+    for (name, pool) in raw {
+        let key = format!("pools.{}", name.get_ref());
+        if !name
+            .get_ref()
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            || name.get_ref().is_empty()
+        {
+            errors.push(ConfigError::at(
+                name.span(),
+                &key,
+                "pool names may hold only letters, digits, `-`, `_` and `.`",
+                "rename the pool",
+            ));
+            continue;
+        }
+        if pool.servers.get_ref().is_empty() {
+            errors.push(ConfigError::at(
+                pool.servers.span(),
+                format!("{key}.servers"),
+                "the pool has no server",
+                "list at least one \"host:port\"",
+            ));
+        }
+        if pool.connect_timeout_ms == 0 || pool.read_timeout_ms == 0 {
+            errors.push(ConfigError::at(
+                name.span(),
+                &key,
+                "timeouts must be above zero",
+                "set connect_timeout_ms and read_timeout_ms in milliseconds",
+            ));
+        }
+        let mut addrs = Vec::new();
+        for (i, server) in pool.servers.get_ref().iter().enumerate() {
+            match server.get_ref().to_socket_addrs().map(|mut a| a.next()) {
+                Ok(Some(addr)) => addrs.push(addr),
+                _ => errors.push(ConfigError::at(
+                    server.span(),
+                    format!("{key}.servers[{i}]"),
+                    format!(
+                        "`{}` is not a reachable host:port (it does not parse or resolve)",
+                        server.get_ref()
+                    ),
+                    "write \"10.0.0.5:8080\" or \"app.internal:8080\"",
+                )),
+            }
+        }
+        let built = Pool::new(
+            name.get_ref(),
+            &addrs,
+            Duration::from_millis(pool.connect_timeout_ms),
+            Duration::from_millis(pool.read_timeout_ms),
+        );
+        match built {
+            Ok(p) => {
+                ids.insert(name.get_ref().clone(), PoolId(pools.len() as u16));
+                pools.push(p);
+            }
+            Err(e) => errors.push(ConfigError::at(
+                name.span(),
+                &key,
+                format!("cannot build the pool: {e}"),
+                "check the server list",
+            )),
+        }
+    }
+    (Pools::new(pools), ids)
+}
+
+fn environment_policy(
+    key: &str,
+    raw: &file::Environment,
+    auth: Option<&Authenticator>,
+    errors: &mut Vec<ConfigError>,
+) -> EnvironmentPolicy {
+    let mut trusted = Vec::new();
+    for (i, name) in raw.issuers.iter().enumerate() {
+        match auth.map(|a| a.issuer_by_name(name.get_ref())) {
+            Some(Some(id)) => trusted.push(id),
+            Some(None) => errors.push(ConfigError::at(
+                name.span(),
+                format!("{key}.issuers[{i}]"),
+                format!("issuer `{}` is not defined", name.get_ref()),
+                "use the `name` of an [[issuers]] entry",
+            )),
+            None => {}
+        }
+    }
+    EnvironmentPolicy {
+        trusted_issuers: trusted.into(),
+    }
+}
+
+fn pool_ref(
+    name: &Spanned<String>,
+    key: String,
+    pools: &HashMap<String, PoolId>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<PoolId> {
+    let id = pools.get(name.get_ref()).copied();
+    if id.is_none() {
+        let mut defined: Vec<&str> = pools.keys().map(String::as_str).collect();
+        defined.sort_unstable();
+        errors.push(ConfigError::at(
+            name.span(),
+            key,
+            format!(
+                "pool `{}` is not defined (defined: {})",
+                name.get_ref(),
+                defined.join(", ")
+            ),
+            format!(
+                "define [pools.{}] or use one of the defined pools",
+                name.get_ref()
+            ),
+        ));
+    }
+    id
+}
+
+fn tenancy_of(
+    key: &str,
+    raw: &file::Environment,
+    pools: &HashMap<String, PoolId>,
+    source: &Source,
+    errors: &mut Vec<ConfigError>,
+) -> Tenancy {
+    let default_pool = raw
+        .default_pool
+        .as_ref()
+        .and_then(|p| pool_ref(p, format!("{key}.default_pool"), pools, errors));
+    if raw.default_pool.is_none() && raw.unmapped_tenants == file::UnmappedTenants::DefaultPool {
+        errors.push(ConfigError::at(
+            0..0,
+            key,
+            "unmapped tenants go to the default pool, but no default_pool is set",
+            "set default_pool, or set unmapped_tenants = \"refuse\"",
+        ));
+    }
+    let mut tenants = HashMap::new();
+    for (tenant, pool) in &raw.tenants {
+        if let Some(id) = pool_ref(pool, format!("{key}.tenants.{tenant}"), pools, errors) {
+            tenants.insert(Box::from(tenant.as_str()), id);
+        }
+    }
+    if let Some(map) = &raw.tenant_map_file {
+        load_tenant_map(key, map, pools, source, &mut tenants, errors);
+    }
+    let default_pool = if raw.unmapped_tenants == file::UnmappedTenants::Refuse {
+        None
+    } else {
+        default_pool
+    };
+    Tenancy {
+        default_pool,
+        tenants,
+    }
+}
+
+fn load_tenant_map(
+    key: &str,
+    map: &Spanned<String>,
+    pools: &HashMap<String, PoolId>,
+    source: &Source,
+    tenants: &mut HashMap<Box<str>, PoolId>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let map_key = format!("{key}.tenant_map_file");
+    let path = source.resolve(map.get_ref());
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(ConfigError::at(map.span(), map_key, format!("cannot read {}: {e}", path.display()), "point it at a `tenant,pool` file (relative paths start at the config file's directory)"));
+            return;
+        }
+    };
+    let entries = match tenant_map::parse(&path, &map_key, &text) {
+        Ok(entries) => entries,
+        Err(mut e) => {
+            errors.append(&mut e);
+            return;
+        }
+    };
+    tenants.reserve(entries.len());
+    for entry in entries {
+        let at = |col| crate::config::At::File {
+            path: path.clone(),
+            line: entry.line,
+            col,
+        };
+        match pools.get(entry.pool) {
+            Some(id) if tenants.insert(Box::from(entry.tenant), *id).is_none() => {}
+            Some(_) => errors.push(ConfigError {
+                at: at(1),
+                key: map_key.clone(),
+                problem: format!("tenant `{}` is also mapped inline", entry.tenant),
+                fix: "map each tenant in one place".to_owned(),
+            }),
+            None => errors.push(ConfigError {
+                at: at(entry.pool_col),
+                key: map_key.clone(),
+                problem: format!("pool `{}` is not defined", entry.pool),
+                fix: format!("define [pools.{}] or use a defined pool", entry.pool),
+            }),
+        }
+    }
+}
+
+fn routes(
+    raw: &[file::Route],
+    find_env: &dyn Fn(&str) -> Option<EnvId>,
+    can_inherit: bool,
+    errors: &mut Vec<ConfigError>,
+) -> RouteTable {
+    if raw.is_empty() {
+        errors.push(ConfigError::at(
+            0..0,
+            "routes",
+            "no route is configured, so every request would get 404",
+            "add a [[routes]] entry, e.g. name = \"all\", path_prefix = \"/\"",
+        ));
+    }
+    let mut names = HashMap::new();
+    let mut routes = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let key = format!("routes[{i}]");
+        if let Some(first) = names.insert(r.name.get_ref().as_str(), i) {
+            errors.push(ConfigError::at(
+                r.name.span(),
+                format!("{key}.name"),
+                format!(
+                    "route name `{}` is already used by routes[{first}]",
+                    r.name.get_ref()
+                ),
+                "give each route its own name",
+            ));
+        }
+        if !safe_value(r.name.get_ref()) {
+            errors.push(ConfigError::at(
+                r.name.span(),
+                format!("{key}.name"),
+                "route names must be visible ASCII without spaces",
+                "rename the route",
+            ));
+        }
+        if !r.path_prefix.get_ref().starts_with('/') {
+            errors.push(ConfigError::at(
+                r.path_prefix.span(),
+                format!("{key}.path_prefix"),
+                format!("`{}` does not start with `/`", r.path_prefix.get_ref()),
+                "write an absolute path prefix such as \"/api\"",
+            ));
+        }
+        let mut hosts = Vec::new();
+        for (j, h) in r.hosts.iter().enumerate() {
+            match normalize_host(h.get_ref()) {
+                Some(n) => hosts.push(Box::from(n.as_ref())),
+                None => errors.push(ConfigError::at(
+                    h.span(),
+                    format!("{key}.hosts[{j}]"),
+                    format!("`{}` is not a host name", h.get_ref()),
+                    "write a bare host name such as `api.example.com`",
+                )),
+            }
+        }
+        let environment = match &r.environment {
+            Some(e) if e.get_ref() == FROM_TOKEN => RouteEnvironment::FromToken,
+            Some(e) => find_env(e.get_ref()).map_or_else(
+                || {
+                    errors.push(ConfigError::at(
+                        e.span(),
+                        format!("{key}.environment"),
+                        format!("environment `{}` is not defined", e.get_ref()),
+                        "name a defined environment, or write \"from_token\"",
+                    ));
+                    RouteEnvironment::Inherit
+                },
+                RouteEnvironment::Fixed,
+            ),
+            None => {
+                if !can_inherit {
+                    errors.push(ConfigError::at(r.name.span(), format!("{key}.environment"), "the route names no environment, and no host or listener binds one", "set environment = \"NAME\" or \"from_token\", or bind hosts/listeners to environments"));
+                }
+                RouteEnvironment::Inherit
+            }
+        };
+        routes.push(Route {
+            name: r.name.get_ref().as_str().into(),
+            hosts: hosts.into(),
+            path_prefix: r.path_prefix.get_ref().as_str().into(),
+            environment,
+            forward_authorization: r.forward_authorization,
+        });
+    }
+    RouteTable::new(routes)
+}
