@@ -361,6 +361,16 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // Clients and upstream logs can quote the same id.
+        resp.insert_header(&ctx.snapshot.headers.request_id, ctx.request_id.as_str())
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let reject = ctx.reject.or_else(|| Self::upstream_reject(e));
         ctx.reject = reject;

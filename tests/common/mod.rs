@@ -1,0 +1,401 @@
+//! Shared integration-test harness: echo upstreams, the real `isogate` binary on
+//! ephemeral loopback ports, a raw HTTP client, audit and metrics readers. Nothing
+//! leaves the machine and nothing sleeps blindly: waits poll against a deadline.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+pub mod jws;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use isogate::demo::client::{self, RawResponse};
+use isogate::demo::upstream::EchoUpstream;
+use serde_json::Value;
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Polls `f` until it returns `Some`, or panics after `DEADLINE`.
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A port free right now on loopback.
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Named echo upstreams on their own runtime.
+pub struct Upstreams {
+    pub list: Vec<EchoUpstream>,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Upstreams {
+    pub fn start(names: &[&str]) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let list = rt.block_on(async {
+            let mut v = Vec::new();
+            for n in names {
+                v.push(EchoUpstream::start(n).await.unwrap());
+            }
+            v
+        });
+        Self { list, _rt: rt }
+    }
+
+    pub fn get(&self, name: &str) -> &EchoUpstream {
+        self.list.iter().find(|u| u.name == name).unwrap()
+    }
+
+    /// Requests received by every upstream together.
+    pub fn total(&self) -> usize {
+        self.list.iter().map(EchoUpstream::count).sum()
+    }
+}
+
+/// A scratch directory under the target dir, removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "isogate-test-{tag}-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(Instant::now().elapsed().as_nanos() as u64);
+    h.finish()
+}
+
+/// A running gateway process.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub audit_path: PathBuf,
+    pub stderr_path: PathBuf,
+    child: Option<Child>,
+    _scratch: Scratch,
+}
+
+impl Gateway {
+    /// Writes `config` (with `@AUDIT@`, `@KEYS@`, `@DIR@`, `@LISTEN@` and `@ADMIN@` replaced)
+    /// and starts `isogate run` on it. `extra_listeners` are (placeholder, addr) pairs.
+    pub fn start(config: &str, extra_listeners: &[(&str, SocketAddr)]) -> Self {
+        let scratch = Scratch::new("gw");
+        let addr = free_addr();
+        let admin = free_addr();
+        let audit_path = scratch.0.join("audit.log");
+        let mut text = config
+            .replace("@AUDIT@", audit_path.to_str().unwrap())
+            .replace("@KEYS@", jws::keys_dir().to_str().unwrap())
+            .replace("@DIR@", scratch.0.to_str().unwrap())
+            .replace("@LISTEN@", &addr.to_string())
+            .replace("@ADMIN@", &admin.to_string());
+        for (placeholder, a) in extra_listeners {
+            text = text.replace(placeholder, &a.to_string());
+        }
+        let config_path = scratch.0.join("isogate.toml");
+        std::fs::write(&config_path, text).unwrap();
+        let stderr_path = scratch.0.join("stderr.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_isogate"))
+            .args(["run", "-c"])
+            .arg(&config_path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap();
+        let mut gw = Self {
+            addr,
+            admin,
+            audit_path,
+            stderr_path,
+            child: Some(child),
+            _scratch: scratch,
+        };
+        let mut wait_for = vec![addr, admin];
+        wait_for.extend(extra_listeners.iter().map(|(_, a)| *a));
+        for a in wait_for {
+            eventually(&format!("gateway listening on {a}"), || {
+                if let Some(status) = gw.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                    panic!(
+                        "gateway exited with {status}: {}",
+                        std::fs::read_to_string(&gw.stderr_path).unwrap_or_default()
+                    );
+                }
+                TcpStream::connect(a).ok()
+            });
+        }
+        gw
+    }
+
+    /// A GET to the proxy with the given `Host`, path and headers.
+    pub fn get(&self, host: &str, path: &str, headers: &[(&str, &str)]) -> RawResponse {
+        client::get(self.addr, host, path, headers).unwrap()
+    }
+
+    /// A GET with a bearer token.
+    pub fn get_with_token(&self, host: &str, path: &str, token: &str) -> RawResponse {
+        let auth = format!("Bearer {token}");
+        self.get(host, path, &[("authorization", auth.as_str())])
+    }
+
+    /// Sends raw bytes to the proxy.
+    pub fn send_raw(&self, raw: &[u8]) -> std::io::Result<RawResponse> {
+        client::send(self.addr, raw)
+    }
+
+    /// Every audit line written so far.
+    pub fn audit_lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.audit_path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}"))
+            })
+            .collect()
+    }
+
+    /// The audit line of `request_id`, waiting for it to be written.
+    pub fn audit_for(&self, request_id: &str) -> Value {
+        eventually(&format!("audit line for {request_id}"), || {
+            self.audit_lines()
+                .into_iter()
+                .find(|l| l["request_id"] == request_id)
+        })
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> String {
+        let r = client::get(self.admin, "admin", "/metrics", &[]).unwrap();
+        assert_eq!(r.status, 200);
+        String::from_utf8(r.body).unwrap()
+    }
+
+    /// The value of the sample whose line starts with `prefix` (name plus labels).
+    pub fn metric(&self, prefix: &str) -> Option<f64> {
+        metric_value(&self.metrics(), prefix)
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "gateway did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Finds `prefix value` in Prometheus text and parses the value.
+pub fn metric_value(text: &str, prefix: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(prefix)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}
+
+/// The config every isolation test runs with: three environments, six issuers (one per
+/// fixture key family), silo and shared pools, host- and listener-bound environments.
+/// Upstream addresses are filled from `ups`; `@DEV@` is the dev listener.
+pub fn standard_config(ups: &Upstreams, extra: &str) -> String {
+    let addr = |n: &str| ups.get(n).addr.to_string();
+    format!(
+        r#"
+[server]
+threads = 2
+grace_period_seconds = 1
+shutdown_timeout_seconds = 1
+
+[admin]
+address = "@ADMIN@"
+
+[audit]
+output = "@AUDIT@"
+
+[[listeners]]
+address = "@LISTEN@"
+
+[[listeners]]
+address = "@DEV@"
+environment = "dev"
+
+[[issuers]]
+name = "rsa"
+issuer = "https://rsa.test"
+audiences = ["isogate-tests"]
+algorithms = ["RS256", "PS256"]
+public_key_file = "@KEYS@/rsa.pub.pem"
+
+[[issuers]]
+name = "hmac"
+issuer = "https://hmac.test"
+audiences = ["isogate-tests"]
+algorithms = ["HS256"]
+secret_file = "@KEYS@/hmac.secret"
+
+[[issuers]]
+name = "ec256"
+issuer = "https://ec256.test"
+audiences = ["isogate-tests"]
+algorithms = ["ES256"]
+public_key_file = "@KEYS@/ec256.pub.pem"
+
+[[issuers]]
+name = "ec384"
+issuer = "https://ec384.test"
+audiences = ["isogate-tests"]
+algorithms = ["ES384"]
+public_key_file = "@KEYS@/ec384.pub.pem"
+
+[[issuers]]
+name = "ed"
+issuer = "https://ed.test"
+audiences = ["isogate-tests"]
+algorithms = ["EdDSA"]
+public_key_file = "@KEYS@/ed25519.pub.pem"
+
+[headers]
+strip = ["x-tenant-id", "x-user-id"]
+
+[environments.stage]
+hosts = ["stage.test"]
+default_pool = "stage-shared"
+
+[environments.prod]
+hosts = ["prod.test"]
+default_pool = "prod-shared"
+tenants = {{ globex = "prod-globex" }}
+
+[environments.dev]
+unmapped_tenants = "refuse"
+tenants = {{ acme = "dev-pool" }}
+issuers = ["hmac"]
+
+[environments.broken]
+hosts = ["broken.test"]
+default_pool = "dead"
+
+[pools.stage-shared]
+servers = ["{stage}"]
+
+[pools.prod-shared]
+servers = ["{prod}"]
+
+[pools.prod-globex]
+servers = ["{globex}"]
+
+[pools.dev-pool]
+servers = ["{dev}"]
+
+[pools.dead]
+servers = ["{dead}"]
+connect_timeout_ms = 500
+
+[[routes]]
+name = "by-token"
+hosts = ["any.test"]
+environment = "from_token"
+
+[[routes]]
+name = "private"
+path_prefix = "/private"
+forward_authorization = false
+
+[[routes]]
+name = "api"
+path_prefix = "/api"
+{extra}
+"#,
+        stage = addr("stage-shared"),
+        prod = addr("prod-shared"),
+        globex = addr("prod-globex"),
+        dev = addr("dev-pool"),
+        dead = dead_addr(),
+    )
+}
+
+/// An address nothing listens on.
+pub fn dead_addr() -> SocketAddr {
+    free_addr()
+}
+
+/// The standard upstream set.
+pub fn standard_upstreams() -> Upstreams {
+    Upstreams::start(&["stage-shared", "prod-shared", "prod-globex", "dev-pool"])
+}
+
+/// Starts the standard gateway; returns it and the dev listener address.
+pub fn standard_gateway(ups: &Upstreams) -> (Gateway, SocketAddr) {
+    let dev = free_addr();
+    let gw = Gateway::start(&standard_config(ups, ""), &[("@DEV@", dev)]);
+    (gw, dev)
+}
+
+/// The request id the gateway answered with.
+pub fn request_id(r: &RawResponse) -> String {
+    r.header("x-request-id")
+        .map(str::to_owned)
+        .or_else(|| r.json()["request_id"].as_str().map(str::to_owned))
+        .expect("response carries a request id")
+}
+
+pub fn path_of(p: &Path) -> String {
+    p.display().to_string()
+}
