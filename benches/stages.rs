@@ -1,1 +1,235 @@
-fn main() {}
+//! Per-stage micro benchmarks: token verification per algorithm, route and pool
+//! selection with 10 and 10^6 tenants, header strip + inject, audit line encoding.
+//!
+//! Run: `cargo bench --bench stages`. Results are recorded in docs/BENCHMARKS.md.
+
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::HeaderValue;
+use isogate::audit::{encode, AuditRecord};
+use isogate::auth::{Identity, IssuerId};
+use isogate::bind::{Binding, EnvId};
+use isogate::config::Source;
+use isogate::headers::Trusted;
+use isogate::policy::{authorize, EnvironmentPolicy};
+use isogate::routing::{select, Tenancy};
+use isogate::snapshot::Snapshot;
+use isogate::upstream::PoolId;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use pingora::http::RequestHeader;
+
+fn keys() -> String {
+    format!("{}/tests/fixtures/keys", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn snapshot() -> Snapshot {
+    let k = keys();
+    let text = format!(
+        r#"
+[[listeners]]
+address = "127.0.0.1:18080"
+[[issuers]]
+name = "hmac"
+issuer = "https://hmac.test"
+algorithms = ["HS256"]
+secret_file = "{k}/hmac.secret"
+[[issuers]]
+name = "rsa"
+issuer = "https://rsa.test"
+algorithms = ["RS256"]
+public_key_file = "{k}/rsa.pub.pem"
+[[issuers]]
+name = "ec"
+issuer = "https://ec.test"
+algorithms = ["ES256"]
+public_key_file = "{k}/ec256.pub.pem"
+[[issuers]]
+name = "ed"
+issuer = "https://ed.test"
+algorithms = ["EdDSA"]
+public_key_file = "{k}/ed25519.pub.pem"
+[environments.prod]
+hosts = ["prod.test"]
+default_pool = "shared"
+[pools.shared]
+servers = ["127.0.0.1:9"]
+[[routes]]
+name = "admin"
+path_prefix = "/admin"
+[[routes]]
+name = "billing"
+path_prefix = "/billing"
+[[routes]]
+name = "api"
+path_prefix = "/api"
+"#
+    );
+    Snapshot::from_source(&Source::embedded("bench.toml", &text), &|_| None)
+        .expect("bench config compiles")
+}
+
+fn mint(alg: Algorithm, iss: &str) -> String {
+    let k = keys();
+    let read = |f: &str| std::fs::read(format!("{k}/{f}")).expect("fixture key");
+    let key = match alg {
+        Algorithm::HS256 => EncodingKey::from_secret(&read("hmac.secret")),
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(&read("rsa.key.pem")).expect("rsa"),
+        Algorithm::ES256 => EncodingKey::from_ec_pem(&read("ec256.key.pem")).expect("ec"),
+        _ => EncodingKey::from_ed_pem(&read("ed25519.key.pem")).expect("ed"),
+    };
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 86_400;
+    let claims = serde_json::json!({"iss": iss, "exp": exp, "env": "prod", "tenant": "acme", "sub": "u-1", "roles": ["user"]});
+    jsonwebtoken::encode(&Header::new(alg), &claims, &key).expect("mint")
+}
+
+fn verify(c: &mut Criterion) {
+    let snap = snapshot();
+    let mut g = c.benchmark_group("verify");
+    for (alg, iss, name) in [
+        (Algorithm::HS256, "https://hmac.test", "HS256"),
+        (Algorithm::RS256, "https://rsa.test", "RS256"),
+        (Algorithm::ES256, "https://ec.test", "ES256"),
+        (Algorithm::EdDSA, "https://ed.test", "EdDSA"),
+    ] {
+        let header = format!("Bearer {}", mint(alg, iss));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                snap.auth
+                    .identify(std::iter::once(black_box(header.as_bytes())))
+                    .expect("valid")
+            })
+        });
+    }
+    g.finish();
+}
+
+fn identity() -> Identity {
+    Identity {
+        issuer: IssuerId(0),
+        kid: None,
+        environment: Some("prod".into()),
+        tenant: Some("tenant-424242".into()),
+        user: Some("u-1".into()),
+        roles: vec!["user".into()],
+        test_account: false,
+    }
+}
+
+fn route(c: &mut Criterion) {
+    let snap = snapshot();
+    let id = identity();
+    let permit = authorize(
+        &id,
+        &Binding { env: EnvId(0) },
+        &EnvironmentPolicy {
+            trusted_issuers: Box::new([]),
+        },
+    )
+    .expect("permit");
+    let mut g = c.benchmark_group("route");
+    g.bench_function("find_route", |b| {
+        b.iter(|| {
+            snap.routes
+                .find(black_box(Some("prod.test")), black_box("/api/orders/17"))
+        })
+    });
+    for tenants in [10usize, 1_000_000] {
+        let map: HashMap<Box<str>, PoolId> = (0..tenants)
+            .map(|i| {
+                (
+                    format!("tenant-{i}").into_boxed_str(),
+                    PoolId((i % 7) as u16),
+                )
+            })
+            .collect();
+        let tenancy = vec![Tenancy {
+            default_pool: Some(PoolId(0)),
+            tenants: map,
+        }];
+        g.bench_function(format!("select_pool_{tenants}_tenants"), |b| {
+            b.iter(|| select(&permit, black_box(id.tenant.as_deref()), &tenancy))
+        });
+    }
+    g.finish();
+}
+
+fn headers(c: &mut Criterion) {
+    let snap = snapshot();
+    let id = identity();
+    let env = HeaderValue::from_static("prod");
+    let pool = HeaderValue::from_static("shared");
+    let mut base = RequestHeader::build("GET", b"/api/orders/17", None).expect("request");
+    for (k, v) in [
+        ("host", "prod.test"),
+        ("user-agent", "bench/1.0"),
+        ("accept", "*/*"),
+        ("authorization", "Bearer x.y.z"),
+        ("x-isogate-tenant", "evil"),
+    ] {
+        base.append_header(k, v).expect("header");
+    }
+    c.bench_function("headers/strip_and_inject", |b| {
+        b.iter_batched(
+            || base.clone(),
+            |mut req| {
+                snap.headers.strip(&mut req);
+                let trusted = Trusted {
+                    identity: &id,
+                    environment: &env,
+                    pool: &pool,
+                    request_id: "0123456789abcdef0123456789abcdef",
+                    forward_authorization: true,
+                };
+                snap.headers.inject(&mut req, &trusted).expect("inject");
+                req
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+}
+
+fn audit(c: &mut Criterion) {
+    let roles = vec!["user".to_owned()];
+    c.bench_function("audit/encode_line", |b| {
+        b.iter(|| {
+            let record = AuditRecord {
+                ts: SystemTime::now(),
+                request_id: "0123456789abcdef0123456789abcdef",
+                environment: Some("prod"),
+                tenant: Some("tenant-424242"),
+                user: Some("u-1"),
+                roles: &roles,
+                test_account: false,
+                issuer: Some("rsa"),
+                method: "GET",
+                path: "/api/orders/17",
+                route: Some("api"),
+                pool: Some("shared"),
+                upstream: Some("10.0.0.5:8080".to_owned()),
+                status: 200,
+                decision: "allow",
+                reason: "ok",
+                latency_us: 321,
+                client: Some("10.1.2.3:45678".to_owned()),
+                user_agent: Some("bench/1.0"),
+            };
+            encode(black_box(&record))
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = verify, route, headers, audit
+}
+criterion_main!(benches);

@@ -2,6 +2,8 @@
 //! hostile or broken token is refused with 401, its reason, a challenge, an audit line
 //! and a metric — and never reaches an upstream.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 mod common;
 
 use common::jws::{self, claims, now, token, token_with};
@@ -162,7 +164,7 @@ fn hostile_cases() -> Vec<Case> {
         "token_header_forbidden",
     );
 
-    let mut c = valid.clone();
+    let mut c = valid;
     c["tenant"] = json!("acme\r\nx-isogate-user: root");
     add(
         "header injection in a claim",

@@ -106,7 +106,10 @@ mod tests {
     }
 
     fn identity(v: Value) -> Result<Identity, AuthError> {
-        names().identity(IssuerId(0), None, v.as_object().unwrap())
+        let Value::Object(claims) = v else {
+            panic!("claims are an object")
+        };
+        names().identity(IssuerId(0), None, &claims)
     }
 
     #[test]

@@ -107,9 +107,11 @@ fn request_id_is_kept_only_when_single_and_safe() {
 
 #[test]
 fn bad_names_are_config_errors() {
-    let mut raw = file::Headers::default();
-    raw.tenant = Spanned::new(3..9, "x tenant".to_owned());
-    raw.reserved_prefix = Spanned::new(0..0, "x".to_owned());
+    let raw = file::Headers {
+        tenant: Spanned::new(3..9, "x tenant".to_owned()),
+        reserved_prefix: Spanned::new(0..0, "x".to_owned()),
+        ..Default::default()
+    };
     let errors = HeaderPlan::compile(&raw).unwrap_err();
     assert_eq!(errors.len(), 2);
     assert_eq!(errors[0].key, "headers.tenant");
@@ -146,7 +148,7 @@ fn strip_then_inject_never_leaks_client_values() {
         let mut req = request(&headers);
         plan.strip(&mut req);
         let mut id = identity();
-        id.tenant = (seed % 2 == 0).then(|| "acme".to_owned());
+        id.tenant = seed.is_multiple_of(2).then(|| "acme".to_owned());
         let env = HeaderValue::from_static("prod");
         let pool = HeaderValue::from_static("p");
         let trusted = Trusted {
