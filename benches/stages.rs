@@ -16,7 +16,10 @@ use isogate::auth::{Identity, IssuerId};
 use isogate::bind::{Binding, EnvId};
 use isogate::config::Source;
 use isogate::headers::Trusted;
-use isogate::policy::{authorize, EnvironmentPolicy};
+use isogate::policy::{
+    authorize, AccessRules, EnvironmentPolicy, Policies, RequestFacts, RoutePolicy,
+};
+use isogate::routing::path::normalize;
 use isogate::routing::{select, Tenancy};
 use isogate::snapshot::Snapshot;
 use isogate::upstream::PoolId;
@@ -120,22 +123,51 @@ fn identity() -> Identity {
         tenant: Some("tenant-424242".into()),
         user: Some("u-1".into()),
         roles: vec!["user".into()],
-        test_account: false,
+        ..Default::default()
     }
 }
 
 fn route(c: &mut Criterion) {
     let snap = snapshot();
     let id = identity();
-    let permit = authorize(
-        &id,
-        &Binding { env: EnvId(0) },
-        &EnvironmentPolicy {
-            trusted_issuers: Box::new([]),
-        },
-    )
-    .expect("permit");
+    let environment = EnvironmentPolicy {
+        allowed_roles: Some(Box::new([
+            "user".into(),
+            "developer".into(),
+            "admin".into(),
+        ])),
+        reason_roles: Box::new(["developer".into()]),
+        ..Default::default()
+    };
+    let route_policy = RoutePolicy {
+        roles_any: Box::new(["user".into()]),
+        ..Default::default()
+    };
+    let access = AccessRules {
+        admin_prefix: Some("/admin".into()),
+        admin_roles: Box::new(["admin".into()]),
+        test_max_lifetime: Some(3600),
+        reason_max_chars: 200,
+    };
+    let policies = Policies {
+        environment: &environment,
+        route: &route_policy,
+        access: &access,
+    };
+    let facts = RequestFacts {
+        path: "/api/orders/17",
+        reason: None,
+        now: 1_000,
+    };
+    let binding = Binding { env: EnvId(0) };
+    let permit = authorize(&id, &binding, &policies, &facts).expect("permit");
     let mut g = c.benchmark_group("route");
+    g.bench_function("normalize_path", |b| {
+        b.iter(|| normalize(black_box("/api/orders/17")))
+    });
+    g.bench_function("authorize", |b| {
+        b.iter(|| authorize(black_box(&id), &binding, &policies, &facts))
+    });
     g.bench_function("find_route", |b| {
         b.iter(|| {
             snap.routes
@@ -154,6 +186,7 @@ fn route(c: &mut Criterion) {
         let tenancy = vec![Tenancy {
             default_pool: Some(PoolId(0)),
             tenants: map,
+            ..Default::default()
         }];
         g.bench_function(format!("select_pool_{tenants}_tenants"), |b| {
             b.iter(|| select(&permit, black_box(id.tenant.as_deref()), &tenancy))
@@ -188,6 +221,9 @@ fn headers(c: &mut Criterion) {
                     pool: &pool,
                     request_id: "0123456789abcdef0123456789abcdef",
                     forward_authorization: true,
+                    system_mode: false,
+                    db_schema: Some("company_424242"),
+                    db_pool: None,
                 };
                 snap.headers.inject(&mut req, &trusted).expect("inject");
                 req
@@ -218,6 +254,10 @@ fn audit(c: &mut Criterion) {
                 status: 200,
                 decision: "allow",
                 reason: "ok",
+                report_only: None,
+                access_reason: None,
+                system_mode: false,
+                db_schema: Some("company_424242"),
                 latency_us: 321,
                 client: Some("10.1.2.3:45678".to_owned()),
                 user_agent: Some("bench/1.0"),

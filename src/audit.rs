@@ -59,6 +59,14 @@ pub struct AuditRecord<'a> {
     pub decision: &'static str,
     /// Refusal or failure reason; `ok` when served.
     pub reason: &'static str,
+    /// In a report-only environment: the refusal the access rules would have made.
+    pub report_only: Option<&'static str>,
+    /// The cleaned access reason the caller gave.
+    pub access_reason: Option<&'a str>,
+    /// Whether the backend was told to bypass per-user filtering.
+    pub system_mode: bool,
+    /// The database schema hint sent upstream.
+    pub db_schema: Option<&'a str>,
     /// Time from request start to logging, in microseconds.
     pub latency_us: u64,
     /// Client address.
@@ -276,6 +284,10 @@ mod tests {
             status: 200,
             decision: "allow",
             reason: "ok",
+            report_only: None,
+            access_reason: Some("ticket 1"),
+            system_mode: false,
+            db_schema: None,
             latency_us: 12,
             client: None,
             user_agent: Some("curl\r\n{\"forged\":1}"),

@@ -10,13 +10,13 @@ mod token;
 
 use std::collections::HashMap;
 
-pub use claims::{safe_value, ClaimNames, MAX_CLAIM_BYTES, MAX_ROLES};
+pub use claims::{glob_match, safe_value, ClaimNames, MAX_CLAIM_BYTES, MAX_ROLES};
 pub use issuer::Issuer;
 
 use crate::config::{file, ConfigError, EnvLookup, Source};
 
 /// Index of an issuer in the compiled snapshot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct IssuerId(pub u16);
 
 /// Why a token was not accepted.
@@ -69,7 +69,7 @@ impl AuthError {
 }
 
 /// Who is calling, from a verified token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {
     /// The issuer that verified the token.
     pub issuer: IssuerId,
@@ -83,8 +83,25 @@ pub struct Identity {
     pub user: Option<String>,
     /// The roles claim.
     pub roles: Vec<String>,
-    /// Whether the token is a developer test account.
+    /// Whether the token is a developer test account (flag claim or subject pattern).
     pub test_account: bool,
+    /// The `iat` claim, in seconds since the epoch.
+    pub issued_at: Option<u64>,
+    /// The `exp` claim, in seconds since the epoch.
+    pub expires_at: Option<u64>,
+}
+
+impl Identity {
+    /// Whether the identity holds `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// Seconds from `iat` (or from `now` when there is none) to `exp`.
+    pub fn lifetime(&self, now: u64) -> Option<u64> {
+        self.expires_at
+            .map(|exp| exp.saturating_sub(self.issued_at.unwrap_or(now)))
+    }
 }
 
 /// Compiled identification stage: issuers by `iss`, claim names, size limit.
@@ -185,7 +202,7 @@ impl Authenticator {
         Ok(Self {
             issuers: issuers.into(),
             by_iss,
-            claims: ClaimNames::from(&raw.claims),
+            claims: ClaimNames::new(&raw.claims, &raw.access),
             max_bytes,
         })
     }

@@ -28,6 +28,9 @@ pub struct HeaderPlan {
     roles: HeaderName,
     test_account: HeaderName,
     pool: HeaderName,
+    system_mode: HeaderName,
+    db_schema: HeaderName,
+    db_pool: HeaderName,
     /// Request id header.
     pub request_id: HeaderName,
 }
@@ -45,6 +48,12 @@ pub struct Trusted<'a> {
     pub request_id: &'a str,
     /// Whether to pass the client's `Authorization` header on.
     pub forward_authorization: bool,
+    /// Whether the backend may bypass per-user filtering.
+    pub system_mode: bool,
+    /// Rendered database schema hint.
+    pub db_schema: Option<&'a str>,
+    /// Rendered database pool hint.
+    pub db_pool: Option<&'a str>,
 }
 
 impl HeaderPlan {
@@ -70,6 +79,9 @@ impl HeaderPlan {
         let test_account = name("test_account", &raw.test_account);
         let pool = name("pool", &raw.pool);
         let request_id = name("request_id", &raw.request_id);
+        let system_mode = name("system_mode", &raw.system_mode);
+        let db_schema = name("db_schema", &raw.db_schema);
+        let db_pool = name("db_pool", &raw.db_pool);
         let mut strip = vec![
             environment.clone(),
             tenant.clone(),
@@ -78,6 +90,9 @@ impl HeaderPlan {
             test_account.clone(),
             pool.clone(),
             request_id.clone(),
+            system_mode.clone(),
+            db_schema.clone(),
+            db_pool.clone(),
         ];
         for (i, extra) in raw.strip.iter().enumerate() {
             strip.push(name(&format!("strip[{i}]"), extra));
@@ -107,6 +122,9 @@ impl HeaderPlan {
             roles,
             test_account,
             pool,
+            system_mode,
+            db_schema,
+            db_pool,
             request_id,
         })
     }
@@ -175,6 +193,15 @@ impl HeaderPlan {
         }
         if id.test_account {
             req.insert_header(&self.test_account, "true")?;
+        }
+        if trusted.system_mode {
+            req.insert_header(&self.system_mode, "true")?;
+        }
+        if let Some(schema) = trusted.db_schema {
+            req.insert_header(&self.db_schema, schema)?;
+        }
+        if let Some(db_pool) = trusted.db_pool {
+            req.insert_header(&self.db_pool, db_pool)?;
         }
         if !trusted.forward_authorization {
             req.remove_header(&AUTHORIZATION);

@@ -20,4 +20,5 @@ pub mod reject;
 pub mod routing;
 pub mod server;
 pub mod snapshot;
+pub mod template;
 pub mod upstream;

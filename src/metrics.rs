@@ -35,6 +35,26 @@ impl Decision {
     }
 }
 
+/// The account label: developer test accounts are counted apart, so production
+/// statistics can exclude them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Account {
+    /// Not a test account (or no verified identity).
+    Regular,
+    /// A developer test account.
+    Test,
+}
+
+impl Account {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Account::Regular => "regular",
+            Account::Test => "test",
+        }
+    }
+}
+
 /// `1xx` .. `5xx`, or `none` when nothing was sent.
 pub fn status_class(status: u16) -> &'static str {
     match status {
@@ -51,8 +71,12 @@ pub fn status_class(status: u16) -> &'static str {
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// `isogate_requests_total{environment,route,decision,status_class}`
+    /// `isogate_requests_total{environment,route,decision,status_class,account}`
     pub requests: IntCounterVec,
+    /// `isogate_policy_report_only_total{environment,reason}`: would-be refusals served.
+    pub report_only: IntCounterVec,
+    /// `isogate_access_reasons_total{environment}`: elevated access with a reason given.
+    pub access_reasons: IntCounterVec,
     /// `isogate_rejections_total{reason}`
     pub rejections: IntCounterVec,
     /// `isogate_auth_failures_total{reason}`
@@ -123,8 +147,24 @@ impl Metrics {
             registry: registry.clone(),
             requests: counter_vec(
                 "isogate_requests_total",
-                "Requests by environment, route, decision and status class.",
-                &["environment", "route", "decision", "status_class"],
+                "Requests by environment, route, decision, status class and account type.",
+                &[
+                    "environment",
+                    "route",
+                    "decision",
+                    "status_class",
+                    "account",
+                ],
+            )?,
+            report_only: counter_vec(
+                "isogate_policy_report_only_total",
+                "Requests a report-only environment served that its access rules would refuse.",
+                &["environment", "reason"],
+            )?,
+            access_reasons: counter_vec(
+                "isogate_access_reasons_total",
+                "Requests that gave an access reason (cross-environment or elevated access).",
+                &["environment"],
             )?,
             rejections: counter_vec(
                 "isogate_rejections_total",
@@ -178,10 +218,16 @@ mod tests {
         let registry = Registry::new();
         let m = Metrics::register(&registry).unwrap();
         m.requests
-            .with_label_values(&["prod", "api", Decision::Allow.as_str(), status_class(204)])
+            .with_label_values(&[
+                "prod",
+                "api",
+                Decision::Allow.as_str(),
+                status_class(204),
+                Account::Regular.as_str(),
+            ])
             .inc();
         let text = String::from_utf8(m.encode()).unwrap();
-        assert!(text.contains(r#"isogate_requests_total{decision="allow",environment="prod",route="api",status_class="2xx"} 1"#), "{text}");
+        assert!(text.contains(r#"isogate_requests_total{account="regular",decision="allow",environment="prod",route="api",status_class="2xx"} 1"#), "{text}");
         assert!(text.contains(r#"isogate_build_info{version=""#));
         assert!(
             Metrics::register(&registry).is_err(),

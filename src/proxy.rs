@@ -2,30 +2,34 @@
 //! results in `Ctx`. `request_filter` runs identify → bind → authorise → route and
 //! answers every refusal itself, so a refused request never reaches an upstream;
 //! `upstream_peer` reads the chosen pool; `upstream_request_filter` applies the header
-//! plan; `logging` writes the one audit line and the metrics for every request.
+//! plan; `logging` writes the one audit line and the metrics for every request
+//! (see `record`).
+
+mod record;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, HOST, USER_AGENT};
+use http::header::{AUTHORIZATION, HOST};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::{ErrorSource, ErrorType};
 
-use crate::audit::{self, AuditRecord, AuditSink, Slot};
+use crate::audit::{AuditSink, Slot};
 use crate::auth::Identity;
 use crate::bind::{EnvId, RouteEnvironment};
 use crate::headers::{new_request_id, Trusted};
-use crate::metrics::{status_class, Decision, Metrics, NONE};
+use crate::metrics::Metrics;
 use crate::policy;
+use crate::policy::{Permit, Policies, RequestFacts};
 use crate::reject::Reject;
-use crate::routing::{self, normalize_host, RouteId};
+use crate::routing::{self, normalize_host, path, Placement, RouteId};
 use crate::snapshot::{Snapshot, SnapshotCell};
-use crate::upstream::PoolId;
+use crate::template::Values;
 
 /// The gateway application run by pingora's proxy service.
 #[derive(Debug)]
@@ -55,7 +59,8 @@ pub struct Ctx {
     route: Option<RouteId>,
     identity: Option<Identity>,
     env: Option<EnvId>,
-    pool: Option<PoolId>,
+    permit: Option<Permit>,
+    placement: Option<Placement>,
     upstream: Option<SocketAddr>,
     reject: Option<Reject>,
     audit_slot: Option<Slot>,
@@ -113,9 +118,10 @@ impl Gateway {
         }
         let req = session.req_header();
         let host = request_host(req)?;
+        let path = path::normalize(req.uri.path()).map_err(|_| Reject::AmbiguousPath)?;
         let route_id = snap
             .routes
-            .find(host.as_deref(), req.uri.path())
+            .find(host.as_deref(), &path)
             .ok_or(Reject::NoRoute)?;
         ctx.route = Some(route_id);
         let route = snap.routes.get(route_id);
@@ -124,25 +130,65 @@ impl Gateway {
             .expected(route.environment, host.as_deref(), local);
         ctx.env = Ctx::fixed_env(expected);
 
-        let identity = snap.auth.identify(
-            req.headers
-                .get_all(AUTHORIZATION)
-                .iter()
-                .map(|v| v.as_bytes()),
+        let authorization = req
+            .headers
+            .get_all(AUTHORIZATION)
+            .iter()
+            .map(|v| v.as_bytes());
+        let identity = ctx.identity.insert(
+            snap.auth
+                .identify(authorization)
+                .map_err(Reject::Unauthenticated)?,
         );
-        let identity = ctx
-            .identity
-            .insert(identity.map_err(Reject::Unauthenticated)?);
         let binding = snap
             .binder
             .bind(expected, identity.environment.as_deref())?;
         ctx.env = Some(binding.env);
-        let permit = policy::authorize(identity, &binding, &snap.policies[binding.env.index()])?;
-        ctx.pool = Some(routing::select(
-            &permit,
-            identity.tenant.as_deref(),
-            &snap.tenancy,
-        )?);
+        let policies = Policies {
+            environment: &snap.policies[binding.env.index()],
+            route: &route.policy,
+            access: &snap.access,
+        };
+        let mut reasons = req.headers.get_all(&snap.reason_header).iter();
+        let reason = reasons
+            .next()
+            .filter(|_| reasons.next().is_none())
+            .map(|v| v.as_bytes());
+        let facts = RequestFacts {
+            path: &path,
+            reason,
+            now: RequestFacts::now_seconds(),
+        };
+        let permit = ctx
+            .permit
+            .insert(policy::authorize(identity, &binding, &policies, &facts)?);
+        let env_name = snap.binder.name(binding.env);
+        let placement =
+            routing::place(permit, identity, env_name, &snap.tenancy, &snap.pool_hints)?;
+        ctx.placement = Some(placement);
+        let values = Values {
+            env: env_name,
+            tenant: identity.tenant.as_deref(),
+            sub: identity.user.as_deref(),
+        };
+        let rewrite = route.rewrite(&path, &values)?;
+
+        let new_path = rewrite.path.or(match path {
+            Cow::Owned(normalized) => Some(normalized),
+            Cow::Borrowed(_) => None,
+        });
+        let req = session.req_header_mut();
+        if let Some(new_path) = new_path {
+            let uri = match req.uri.query() {
+                Some(q) => format!("{new_path}?{q}"),
+                None => new_path,
+            };
+            req.set_uri(uri.parse().map_err(|_| Reject::AmbiguousPath)?);
+        }
+        if let Some(host) = rewrite.host {
+            req.insert_header(HOST, host)
+                .map_err(|_| Reject::UnsafeTenantValue)?;
+        }
         Ok(())
     }
 
@@ -184,88 +230,6 @@ impl Gateway {
             _ => Some(Reject::UpstreamUnreachable),
         }
     }
-
-    fn record(&self, session: &Session, e: Option<&Error>, ctx: &mut Ctx) {
-        let snap = &ctx.snapshot;
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let decision = if ctx.reject.is_some() {
-            Decision::Deny
-        } else {
-            Decision::Allow
-        };
-        let reason = match (ctx.reject, e) {
-            (Some(r), _) => r.reason(),
-            (None, Some(e)) if e.esource() == &ErrorSource::Upstream => "upstream_reset",
-            (None, Some(_)) => "client_aborted",
-            (None, None) => "ok",
-        };
-        let env = ctx.env.map(|id| snap.binder.name(id));
-        let route = ctx.route.map(|id| &*snap.routes.get(id).name);
-        let pool = ctx.pool.map(|id| &*snap.pools.get(id).name);
-        let elapsed = ctx.started.elapsed();
-
-        let m = &self.metrics;
-        m.requests
-            .with_label_values(&[
-                env.unwrap_or(NONE),
-                route.unwrap_or(NONE),
-                decision.as_str(),
-                status_class(status),
-            ])
-            .inc();
-        match env {
-            Some(env) => m
-                .request_duration
-                .with_label_values(&[env])
-                .observe(elapsed.as_secs_f64()),
-            None => m.unbound_duration.observe(elapsed.as_secs_f64()),
-        }
-        if let Some(r) = ctx.reject {
-            m.rejections.with_label_values(&[r.reason()]).inc();
-            if let Reject::Unauthenticated(a) = r {
-                m.auth_failures.with_label_values(&[a.reason()]).inc();
-            }
-        }
-        if let (Some(pool), Some(t)) = (pool, ctx.upstream_time) {
-            m.upstream_duration
-                .with_label_values(&[pool])
-                .observe(t.as_secs_f64());
-        }
-
-        if ctx.request_id.is_empty() {
-            ctx.request_id = new_request_id();
-        }
-        let req = session.req_header();
-        let id = ctx.identity.as_ref();
-        let record = AuditRecord {
-            ts: SystemTime::now(),
-            request_id: &ctx.request_id,
-            environment: env,
-            tenant: id.and_then(|i| i.tenant.as_deref()),
-            user: id.and_then(|i| i.user.as_deref()),
-            roles: id.map_or(&[], |i| i.roles.as_slice()),
-            test_account: id.is_some_and(|i| i.test_account),
-            issuer: id.map(|i| &*snap.auth.issuer(i.issuer).name),
-            method: req.method.as_str(),
-            path: req.uri.path(),
-            route,
-            pool,
-            upstream: ctx.upstream.map(|a| a.to_string()),
-            status,
-            decision: decision.as_str(),
-            reason,
-            latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            client: session.client_addr().map(|a| a.to_string()),
-            user_agent: req.headers.get(USER_AGENT).and_then(|v| v.to_str().ok()),
-        };
-        match audit::encode(&record) {
-            Some(line) => self.audit.submit(ctx.audit_slot.take(), line),
-            None => self.audit.count_lost(),
-        }
-        if let Some(r) = ctx.reject.filter(|r| r.is_policy()) {
-            log::info!(target: "isogate::reject", "request {} refused: {} ({})", ctx.request_id, r.reason(), r.status());
-        }
-    }
 }
 
 #[async_trait]
@@ -280,7 +244,8 @@ impl ProxyHttp for Gateway {
             route: None,
             identity: None,
             env: None,
-            pool: None,
+            permit: None,
+            placement: None,
             upstream: None,
             reject: None,
             audit_slot: None,
@@ -298,18 +263,17 @@ impl ProxyHttp for Gateway {
         Ok(true)
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        // request_filter answered every refusal, so a pool is always set here; fail closed anyway.
-        let pool = ctx
-            .pool
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no pool chosen"))?;
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        // request_filter answered every refusal, so a placement is always set here; fail closed anyway.
+        let Some(placement) = &ctx.placement else {
+            return Error::e_explain(ErrorType::InternalError, "no pool chosen");
+        };
         let key = ctx
             .identity
             .as_ref()
             .and_then(|i| i.tenant.as_deref())
             .unwrap_or("");
-        let _ = session;
-        match ctx.snapshot.pools.get(pool).peer(key.as_bytes()) {
+        match ctx.snapshot.pools.get(placement.pool).peer(key.as_bytes()) {
             Ok((addr, peer)) => {
                 ctx.upstream = Some(addr);
                 Ok(peer)
@@ -331,8 +295,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         let snap = &ctx.snapshot;
-        let (Some(identity), Some(env), Some(pool), Some(route)) =
-            (&ctx.identity, ctx.env, ctx.pool, ctx.route)
+        let (Some(identity), Some(permit), Some(placement), Some(route)) =
+            (&ctx.identity, &ctx.permit, &ctx.placement, ctx.route)
         else {
             return Error::e_explain(
                 ErrorType::InternalError,
@@ -341,10 +305,13 @@ impl ProxyHttp for Gateway {
         };
         let trusted = Trusted {
             identity,
-            environment: snap.binder.header_value(env),
-            pool: &snap.pools.get(pool).header_value,
+            environment: snap.binder.header_value(permit.env()),
+            pool: &snap.pools.get(placement.pool).header_value,
             request_id: &ctx.request_id,
             forward_authorization: snap.routes.get(route).forward_authorization,
+            system_mode: permit.system_mode(),
+            db_schema: placement.db_schema.as_deref(),
+            db_pool: placement.db_pool.as_deref(),
         };
         snap.headers.inject(upstream, &trusted)?;
         ctx.upstream_sent = Some(Instant::now());
@@ -398,6 +365,16 @@ impl ProxyHttp for Gateway {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ctx_stays_small() {
+        // Every in-flight request holds one; growth here should be deliberate.
+        assert!(
+            std::mem::size_of::<Ctx>() <= 400,
+            "Ctx is {} bytes",
+            std::mem::size_of::<Ctx>()
+        );
+    }
 
     #[test]
     fn several_host_headers_are_malformed() {

@@ -13,6 +13,8 @@ use crate::auth::AuthError;
 pub enum Reject {
     /// The request itself is malformed (e.g. several `Host` headers).
     BadRequest,
+    /// The path cannot be normalised without guessing (encoded slash, `..` above root).
+    AmbiguousPath,
     /// No route matches the host and path.
     NoRoute,
     /// The token is missing or invalid.
@@ -25,6 +27,20 @@ pub enum Reject {
     IssuerNotTrusted,
     /// The tenant has no pool and the environment refuses unmapped tenants.
     TenantNotMapped,
+    /// None of the caller's roles may enter this environment.
+    RoleNotAllowed,
+    /// The route needs a role the caller does not hold.
+    RoleRequired,
+    /// Admin routes need an admin role.
+    AdminRoleRequired,
+    /// The caller's role must give an access reason in this environment.
+    ReasonRequired,
+    /// Test accounts may not use critical routes.
+    TestAccountForbidden,
+    /// The test account's token lives longer than allowed.
+    TestAccountLifetime,
+    /// A claim rendered into a schema, path or host is not made of safe characters.
+    UnsafeTenantValue,
     /// The audit line could not be queued and the policy is fail-closed.
     AuditUnavailable,
     /// The upstream could not be reached or failed mid-request.
@@ -39,12 +55,19 @@ impl Reject {
     /// HTTP status of the response.
     pub fn status(self) -> u16 {
         match self {
-            Reject::BadRequest => 400,
+            Reject::BadRequest | Reject::AmbiguousPath => 400,
             Reject::Unauthenticated(_) => 401,
             Reject::WrongEnvironment
             | Reject::UnknownEnvironment
             | Reject::IssuerNotTrusted
-            | Reject::TenantNotMapped => 403,
+            | Reject::TenantNotMapped
+            | Reject::RoleNotAllowed
+            | Reject::RoleRequired
+            | Reject::AdminRoleRequired
+            | Reject::ReasonRequired
+            | Reject::TestAccountForbidden
+            | Reject::TestAccountLifetime
+            | Reject::UnsafeTenantValue => 403,
             Reject::NoRoute => 404,
             Reject::UpstreamUnreachable => 502,
             Reject::AuditUnavailable | Reject::UpstreamUnavailable => 503,
@@ -56,6 +79,14 @@ impl Reject {
     pub fn reason(self) -> &'static str {
         match self {
             Reject::BadRequest => "malformed_request",
+            Reject::AmbiguousPath => "ambiguous_path",
+            Reject::RoleNotAllowed => "role_not_allowed",
+            Reject::RoleRequired => "role_required",
+            Reject::AdminRoleRequired => "admin_role_required",
+            Reject::ReasonRequired => "reason_required",
+            Reject::TestAccountForbidden => "test_account_forbidden",
+            Reject::TestAccountLifetime => "test_account_lifetime",
+            Reject::UnsafeTenantValue => "tenant_value_unsafe",
             Reject::NoRoute => "no_route",
             Reject::Unauthenticated(e) => e.reason(),
             Reject::WrongEnvironment => "wrong_environment",

@@ -9,9 +9,13 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+pub mod path;
+
+use crate::auth::Identity;
 use crate::bind::RouteEnvironment;
-use crate::policy::Permit;
+use crate::policy::{Permit, RoutePolicy};
 use crate::reject::Reject;
+use crate::template::{valid_schema, Template, Values};
 use crate::upstream::PoolId;
 
 /// Index of a route in the compiled snapshot.
@@ -31,9 +35,48 @@ pub struct Route {
     pub environment: RouteEnvironment,
     /// Whether the client's `Authorization` header goes upstream.
     pub forward_authorization: bool,
+    /// Role and test-account requirements.
+    pub policy: RoutePolicy,
+    /// Replaces `path_prefix` upstream.
+    pub rewrite_prefix: Option<Template>,
+    /// Sets the upstream `Host`.
+    pub rewrite_host: Option<Template>,
+}
+
+/// What a route rewrites on the way upstream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rewrite {
+    /// New path (with the query string re-attached by the caller).
+    pub path: Option<String>,
+    /// New `Host`.
+    pub host: Option<String>,
 }
 
 impl Route {
+    /// Renders the route's rewrites for `path` (normalised, matched by this route).
+    /// The part after the prefix is kept as it is: it was normalised, so it cannot climb
+    /// out of the rewritten prefix.
+    pub fn rewrite(&self, path: &str, values: &Values<'_>) -> Result<Rewrite, Reject> {
+        let mut out = Rewrite::default();
+        if let Some(t) = &self.rewrite_prefix {
+            let mut new = t.render(values).map_err(|_| Reject::UnsafeTenantValue)?;
+            let rest = path.strip_prefix(&*self.path_prefix).unwrap_or("");
+            if !rest.is_empty() && !rest.starts_with('/') && !new.ends_with('/') {
+                new.push('/');
+            }
+            new.push_str(rest);
+            out.path = Some(new);
+        }
+        if let Some(t) = &self.rewrite_host {
+            out.host = Some(
+                t.render(values)
+                    .map_err(|_| Reject::UnsafeTenantValue)?
+                    .to_ascii_lowercase(),
+            );
+        }
+        Ok(out)
+    }
+
     fn matches(&self, host: Option<&str>, path: &str) -> bool {
         let host_ok =
             self.hosts.is_empty() || host.is_some_and(|h| self.hosts.iter().any(|x| &**x == h));
@@ -118,6 +161,28 @@ pub struct Tenancy {
     pub default_pool: Option<PoolId>,
     /// Tenants with their own pool (silo).
     pub tenants: HashMap<Box<str>, PoolId>,
+    /// The environment's database hints.
+    pub hints: DbHints,
+}
+
+/// Database hint templates of an environment or a pool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DbHints {
+    /// Schema template, e.g. `company_{tenant}`.
+    pub schema: Option<Template>,
+    /// Pool-name template, e.g. `prod-eu-1`.
+    pub db_pool: Option<Template>,
+}
+
+/// Where an authorised request goes, and the database hints for its backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The pool.
+    pub pool: PoolId,
+    /// Rendered schema hint.
+    pub db_schema: Option<String>,
+    /// Rendered database pool hint.
+    pub db_pool: Option<String>,
 }
 
 /// Picks the pool for an authorised request. `tenancy` is indexed by environment.
@@ -133,6 +198,44 @@ pub fn select(
         .and_then(|id| t.tenants.get(id).copied())
         .or(t.default_pool)
         .ok_or(Reject::TenantNotMapped)
+}
+
+/// Picks the pool and renders its database hints; a pool's own hint templates win over
+/// the environment's. A schema that is not `^[a-z_][a-z0-9_]{0,62}$` refuses the request.
+pub fn place(
+    permit: &Permit,
+    identity: &Identity,
+    env_name: &str,
+    tenancy: &[Tenancy],
+    pool_hints: &[DbHints],
+) -> Result<Placement, Reject> {
+    let pool = select(permit, identity.tenant.as_deref(), tenancy)?;
+    let env_hints = &tenancy[permit.env().index()].hints;
+    let pool_hints = pool_hints.get(usize::from(pool.0));
+    let pick = |f: fn(&DbHints) -> &Option<Template>| {
+        pool_hints
+            .and_then(|h| f(h).as_ref())
+            .or(f(env_hints).as_ref())
+    };
+    let values = Values {
+        env: env_name,
+        tenant: identity.tenant.as_deref(),
+        sub: identity.user.as_deref(),
+    };
+    let render = |t: Option<&Template>| {
+        t.map(|t| t.render(&values).map_err(|_| Reject::UnsafeTenantValue))
+            .transpose()
+    };
+    let db_schema = render(pick(|h| &h.schema))?;
+    if db_schema.as_deref().is_some_and(|s| !valid_schema(s)) {
+        return Err(Reject::UnsafeTenantValue);
+    }
+    let db_pool = render(pick(|h| &h.db_pool))?;
+    Ok(Placement {
+        pool,
+        db_schema,
+        db_pool,
+    })
 }
 
 #[cfg(test)]

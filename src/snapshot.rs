@@ -18,8 +18,8 @@ use crate::bind::Binder;
 use crate::config::file::OnQueueFull;
 use crate::config::{ConfigError, EnvLookup, Source};
 use crate::headers::HeaderPlan;
-use crate::policy::EnvironmentPolicy;
-use crate::routing::{RouteTable, Tenancy};
+use crate::policy::{AccessRules, EnvironmentPolicy};
+use crate::routing::{DbHints, RouteTable, Tenancy};
 use crate::upstream::Pools;
 
 pub use compile::compile;
@@ -64,6 +64,12 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// Upstream pools.
     pub pools: Pools,
+    /// Per-pool database hint templates, indexed by `PoolId`.
+    pub pool_hints: Box<[DbHints]>,
+    /// Access rules shared by every environment.
+    pub access: AccessRules,
+    /// Header carrying the access reason.
+    pub reason_header: http::HeaderName,
 }
 
 impl Snapshot {

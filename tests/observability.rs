@@ -28,6 +28,10 @@ const AUDIT_FIELDS: &[&str] = &[
     "status",
     "decision",
     "reason",
+    "report_only",
+    "access_reason",
+    "system_mode",
+    "db_schema",
     "latency_us",
     "client",
     "user_agent",
@@ -98,14 +102,14 @@ fn metrics_count_requests_by_environment_route_decision_and_status() {
     let v = |p: &str| metric_value(&text, p);
     assert_eq!(
         v(
-            r#"isogate_requests_total{decision="allow",environment="prod",route="api",status_class="2xx"}"#
+            r#"isogate_requests_total{account="regular",decision="allow",environment="prod",route="api",status_class="2xx"}"#
         ),
         Some(3.0),
         "{text}"
     );
     assert_eq!(
         v(
-            r#"isogate_requests_total{decision="deny",environment="prod",route="api",status_class="4xx"}"#
+            r#"isogate_requests_total{account="regular",decision="deny",environment="prod",route="api",status_class="4xx"}"#
         ),
         Some(1.0)
     );

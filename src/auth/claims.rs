@@ -15,7 +15,7 @@ pub const MAX_CLAIM_BYTES: usize = 256;
 /// Most roles accepted in one token.
 pub const MAX_ROLES: usize = 64;
 
-/// Configured claim names.
+/// Configured claim names, and the subject patterns that mark test accounts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimNames {
     environment: Box<str>,
@@ -23,18 +23,45 @@ pub struct ClaimNames {
     user: Box<str>,
     roles: Box<str>,
     test_account: Box<str>,
+    test_subjects: Box<[Box<str>]>,
 }
 
-impl From<&file::Claims> for ClaimNames {
-    fn from(raw: &file::Claims) -> Self {
+impl ClaimNames {
+    /// Builds the mapping from `[claims]` and `access.test_account_subjects`.
+    pub fn new(raw: &file::Claims, access: &file::Access) -> Self {
         Self {
             environment: raw.environment.as_str().into(),
             tenant: raw.tenant.as_str().into(),
             user: raw.user.as_str().into(),
             roles: raw.roles.as_str().into(),
             test_account: raw.test_account.as_str().into(),
+            test_subjects: access
+                .test_account_subjects
+                .iter()
+                .map(|p| p.get_ref().as_str().into())
+                .collect(),
         }
     }
+}
+
+/// Whether `text` matches `pattern`, where `*` stands for any run of characters.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let tail: Vec<&str> = parts.collect();
+    let Some((last, middle)) = tail.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 impl ClaimNames {
@@ -45,18 +72,26 @@ impl ClaimNames {
         kid: Option<String>,
         claims: &Claims,
     ) -> Result<Identity, AuthError> {
+        let user = text(claims.get(&*self.user), false)?;
+        let flagged = match claims.get(&*self.test_account) {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(AuthError::ClaimInvalid),
+        };
+        let by_subject = user
+            .as_deref()
+            .is_some_and(|u| self.test_subjects.iter().any(|p| glob_match(p, u)));
+        let seconds = |name: &str| claims.get(name).and_then(Value::as_u64);
         Ok(Identity {
             issuer,
             kid,
             environment: text(claims.get(&*self.environment), false)?,
             tenant: text(claims.get(&*self.tenant), true)?,
-            user: text(claims.get(&*self.user), false)?,
+            user,
             roles: roles(claims.get(&*self.roles))?,
-            test_account: match claims.get(&*self.test_account) {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(b)) => *b,
-                Some(_) => return Err(AuthError::ClaimInvalid),
-            },
+            test_account: flagged || by_subject,
+            issued_at: seconds("iat"),
+            expires_at: seconds("exp"),
         })
     }
 }
@@ -102,7 +137,11 @@ mod tests {
     use serde_json::json;
 
     fn names() -> ClaimNames {
-        ClaimNames::from(&file::Claims::default())
+        let access = file::Access {
+            test_account_subjects: vec![toml::Spanned::new(0..0, "qa-*@example.com".to_owned())],
+            ..Default::default()
+        };
+        ClaimNames::new(&file::Claims::default(), &access)
     }
 
     fn identity(v: Value) -> Result<Identity, AuthError> {
@@ -128,6 +167,26 @@ mod tests {
         assert_eq!((id.environment, id.tenant, id.user), (None, None, None));
         assert!(id.roles.is_empty());
         assert!(!id.test_account);
+    }
+
+    #[test]
+    fn subject_patterns_mark_test_accounts() {
+        assert!(
+            identity(json!({"sub":"qa-7@example.com"}))
+                .unwrap()
+                .test_account
+        );
+        assert!(
+            !identity(json!({"sub":"qa-7@example.org"}))
+                .unwrap()
+                .test_account
+        );
+        assert!(glob_match("*", "x"));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("a*b*c", "axxbyy"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
+        assert!(!glob_match("ab*ba", "aba"));
     }
 
     #[test]

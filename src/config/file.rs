@@ -32,6 +32,9 @@ pub struct File {
     /// Trusted header names injected upstream, and what else to strip.
     #[serde(default)]
     pub headers: Headers,
+    /// Access rules shared by every environment: reasons, admin routes, test accounts.
+    #[serde(default)]
+    pub access: Access,
     /// Plain-HTTP listeners; each may bind its requests to one environment.
     #[serde(default)]
     pub listeners: Vec<Listener>,
@@ -251,6 +254,15 @@ pub struct Headers {
     /// Request id header: kept from the client when valid, generated otherwise.
     #[serde(default = "default_header_request_id")]
     pub request_id: Spanned<String>,
+    /// System-mode header (`true` on admin routes for admins only).
+    #[serde(default = "default_header_system_mode")]
+    pub system_mode: Spanned<String>,
+    /// Database schema hint header.
+    #[serde(default = "default_header_db_schema")]
+    pub db_schema: Spanned<String>,
+    /// Database pool hint header.
+    #[serde(default = "default_header_db_pool")]
+    pub db_pool: Spanned<String>,
     /// More client headers to strip (identity headers of older app-side designs).
     #[serde(default)]
     pub strip: Vec<Spanned<String>>,
@@ -267,6 +279,9 @@ impl Default for Headers {
             test_account: default_header_test_account(),
             pool: default_header_pool(),
             request_id: default_header_request_id(),
+            system_mode: default_header_system_mode(),
+            db_schema: default_header_db_schema(),
+            db_pool: default_header_db_pool(),
             strip: Vec::new(),
         }
     }
@@ -295,6 +310,60 @@ fn default_header_pool() -> Spanned<String> {
 }
 fn default_header_request_id() -> Spanned<String> {
     Spanned::new(0..0, "x-request-id".to_owned())
+}
+fn default_header_system_mode() -> Spanned<String> {
+    Spanned::new(0..0, "x-isogate-system-mode".to_owned())
+}
+fn default_header_db_schema() -> Spanned<String> {
+    Spanned::new(0..0, "x-isogate-db-schema".to_owned())
+}
+fn default_header_db_pool() -> Spanned<String> {
+    Spanned::new(0..0, "x-isogate-db-pool".to_owned())
+}
+
+/// `[access]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Access {
+    /// Header carrying the access reason (e.g. `debugging issue #123`).
+    #[serde(default = "default_reason_header")]
+    pub reason_header: Spanned<String>,
+    /// Longest reason kept, in characters; longer ones are cut.
+    #[serde(default = "default_reason_max_chars")]
+    pub reason_max_chars: usize,
+    /// Paths under this prefix are admin (system-mode) routes.
+    pub admin_path_prefix: Option<Spanned<String>>,
+    /// Roles allowed on admin routes.
+    #[serde(default = "default_admin_roles")]
+    pub admin_roles: Vec<String>,
+    /// Subject patterns (`*` wildcard) that mark a token as a test account.
+    #[serde(default)]
+    pub test_account_subjects: Vec<Spanned<String>>,
+    /// Longest token lifetime accepted from a test account, in seconds.
+    pub test_account_max_lifetime_seconds: Option<u64>,
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Self {
+            reason_header: default_reason_header(),
+            reason_max_chars: default_reason_max_chars(),
+            admin_path_prefix: None,
+            admin_roles: default_admin_roles(),
+            test_account_subjects: Vec::new(),
+            test_account_max_lifetime_seconds: None,
+        }
+    }
+}
+
+fn default_reason_header() -> Spanned<String> {
+    Spanned::new(0..0, "x-access-reason".to_owned())
+}
+fn default_reason_max_chars() -> usize {
+    200
+}
+fn default_admin_roles() -> Vec<String> {
+    vec!["admin".to_owned()]
 }
 
 /// `[[listeners]]`
@@ -350,6 +419,29 @@ pub struct Environment {
     pub tenants: BTreeMap<String, Spanned<String>>,
     /// Tenant map file (`tenant,pool` per line), relative to the config file.
     pub tenant_map_file: Option<Spanned<String>>,
+    /// Roles that may enter this environment at all; unset means any.
+    pub allowed_roles: Option<Vec<String>>,
+    /// Roles that must give an access reason here.
+    #[serde(default)]
+    pub reason_required_roles: Vec<String>,
+    /// `enforce` access rules, or `report_only`: serve, but audit what would be refused.
+    #[serde(default)]
+    pub enforcement: Enforcement,
+    /// Database schema hint template, e.g. `company_{tenant}`.
+    pub db_schema: Option<Spanned<String>>,
+    /// Database pool hint template, e.g. `prod-eu-1`.
+    pub db_pool: Option<Spanned<String>>,
+}
+
+/// `environments.NAME.enforcement`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Enforcement {
+    /// Refuse what the access rules refuse.
+    #[default]
+    Enforce,
+    /// Serve, and write the would-be refusal to the audit line and a metric.
+    ReportOnly,
 }
 
 /// `environments.NAME.unmapped_tenants`
@@ -375,6 +467,10 @@ pub struct Pool {
     /// Timeout for each read from the upstream, in milliseconds.
     #[serde(default = "default_read_timeout_ms")]
     pub read_timeout_ms: u64,
+    /// Database schema hint template for this pool (overrides the environment's).
+    pub db_schema: Option<Spanned<String>>,
+    /// Database pool hint template for this pool (overrides the environment's).
+    pub db_pool: Option<Spanned<String>>,
 }
 
 fn default_connect_timeout_ms() -> u64 {
@@ -401,6 +497,22 @@ pub struct Route {
     /// Whether the client's `Authorization` header is passed to the upstream.
     #[serde(default = "default_forward_authorization")]
     pub forward_authorization: bool,
+    /// The caller needs at least one of these roles.
+    #[serde(default)]
+    pub roles_any: Vec<String>,
+    /// The caller needs all of these roles.
+    #[serde(default)]
+    pub roles_all: Vec<String>,
+    /// Per environment, the caller needs one of these roles (replaces `roles_any` there).
+    #[serde(default)]
+    pub roles_by_environment: BTreeMap<Spanned<String>, Vec<String>>,
+    /// Critical routes (payments, billing, exports) refuse test accounts.
+    #[serde(default)]
+    pub critical: bool,
+    /// Replaces the matched `path_prefix` upstream, e.g. `/buckets/{tenant}`.
+    pub rewrite_prefix: Option<Spanned<String>>,
+    /// Sets the upstream `Host`, e.g. `{tenant}.store.internal`.
+    pub rewrite_host: Option<Spanned<String>>,
 }
 
 fn default_path_prefix() -> Spanned<String> {

@@ -18,12 +18,11 @@ fn request(headers: &[(&str, &str)]) -> RequestHeader {
 fn identity() -> Identity {
     Identity {
         issuer: IssuerId(0),
-        kid: None,
         environment: Some("prod".into()),
         tenant: Some("acme".into()),
         user: Some("u-1".into()),
         roles: vec!["admin".into(), "dev".into()],
-        test_account: false,
+        ..Default::default()
     }
 }
 
@@ -68,8 +67,17 @@ fn inject_sets_only_verified_values_and_leaves_missing_claims_absent() {
         pool: &pool,
         request_id: "r1",
         forward_authorization: false,
+        system_mode: false,
+        db_schema: Some("company_42"),
+        db_pool: None,
     };
     plan.inject(&mut req, &trusted).unwrap();
+    assert_eq!(
+        req.headers.get("x-isogate-db-schema").unwrap(),
+        "company_42"
+    );
+    assert_eq!(req.headers.get("x-isogate-system-mode"), None);
+    assert_eq!(req.headers.get("x-isogate-db-pool"), None);
     let get = |k: &str| req.headers.get(k).map(|v| v.to_str().unwrap().to_owned());
     assert_eq!(get("x-isogate-environment").as_deref(), Some("prod"));
     assert_eq!(get("x-isogate-tenant").as_deref(), Some("acme"));
@@ -79,6 +87,9 @@ fn inject_sets_only_verified_values_and_leaves_missing_claims_absent() {
     assert_eq!(get("x-isogate-user"), None);
     assert_eq!(get("x-isogate-test-account"), None);
     assert_eq!(get("authorization"), None);
+    assert_eq!(get("x-isogate-db-schema").as_deref(), Some("company_42"));
+    assert_eq!(get("x-isogate-system-mode"), None);
+    assert_eq!(get("x-isogate-db-pool"), None);
 }
 
 #[test]
@@ -124,6 +135,8 @@ fn bad_names_are_config_errors() {
 fn strip_then_inject_never_leaks_client_values() {
     let plan = plan();
     let names = [
+        "x-isogate-system-mode",
+        "x-isogate-db-schema",
         "x-isogate-tenant",
         "X-ISOGATE-USER",
         "x_isogate_roles",
@@ -157,6 +170,9 @@ fn strip_then_inject_never_leaks_client_values() {
             pool: &pool,
             request_id: "r",
             forward_authorization: true,
+            system_mode: seed.is_multiple_of(3),
+            db_schema: None,
+            db_pool: None,
         };
         plan.inject(&mut req, &trusted).unwrap();
         assert!(

@@ -1,7 +1,7 @@
 use super::*;
-use crate::auth::{Identity, IssuerId};
+use crate::auth::Identity;
 use crate::bind::{Binding, EnvId};
-use crate::policy::{authorize, EnvironmentPolicy};
+use crate::policy::{authorize, AccessRules, EnvironmentPolicy, Policies, RequestFacts};
 
 fn route(name: &str, hosts: &[&str], prefix: &str) -> Route {
     Route {
@@ -10,25 +10,28 @@ fn route(name: &str, hosts: &[&str], prefix: &str) -> Route {
         path_prefix: prefix.into(),
         environment: RouteEnvironment::Inherit,
         forward_authorization: true,
+        policy: RoutePolicy::default(),
+        rewrite_prefix: None,
+        rewrite_host: None,
     }
 }
 
 fn permit(env: u16) -> Permit {
-    let id = Identity {
-        issuer: IssuerId(0),
-        kid: None,
-        environment: None,
-        tenant: None,
-        user: None,
-        roles: vec![],
-        test_account: false,
+    let policies = Policies {
+        environment: &EnvironmentPolicy::default(),
+        route: &RoutePolicy::default(),
+        access: &AccessRules::default(),
+    };
+    let facts = RequestFacts {
+        path: "/",
+        reason: None,
+        now: 0,
     };
     authorize(
-        &id,
+        &Identity::default(),
         &Binding { env: EnvId(env) },
-        &EnvironmentPolicy {
-            trusted_issuers: Box::new([]),
-        },
+        &policies,
+        &facts,
     )
     .unwrap()
 }
@@ -84,10 +87,12 @@ fn tenants_go_to_their_pool_or_the_default_or_are_refused() {
         Tenancy {
             default_pool: Some(PoolId(0)),
             tenants: HashMap::from([("acme".into(), PoolId(1))]),
+            ..Default::default()
         },
         Tenancy {
             default_pool: None,
             tenants: HashMap::from([("acme".into(), PoolId(2))]),
+            ..Default::default()
         },
     ];
     assert_eq!(select(&permit(0), Some("acme"), &tenancy), Ok(PoolId(1)));

@@ -12,8 +12,9 @@ use crate::auth::{safe_value, Authenticator};
 use crate::bind::{Binder, EnvId, RouteEnvironment};
 use crate::config::{file, tenant_map, ConfigError, EnvLookup, Source};
 use crate::headers::HeaderPlan;
-use crate::policy::EnvironmentPolicy;
-use crate::routing::{normalize_host, Route, RouteTable, Tenancy};
+use crate::policy::{AccessRules, EnvironmentPolicy, RoutePolicy};
+use crate::routing::{normalize_host, DbHints, Route, RouteTable, Tenancy};
+use crate::template::{valid_schema, Template, Values};
 use crate::upstream::{Pool, PoolId, Pools};
 
 /// Value of `routes[].environment` that takes the environment from the token.
@@ -42,7 +43,13 @@ pub fn compile(
     let headers = HeaderPlan::compile(&raw.headers)
         .map_err(|mut e| errors.append(&mut e))
         .ok();
-    let (pools, pool_ids) = pools(&raw.pools, &mut errors);
+    let (pools, pool_ids, pool_hints) = pools(&raw.pools, &mut errors);
+    let access = access_rules(&raw.access, &mut errors);
+    let reason_header = header_name(
+        &raw.access.reason_header,
+        "access.reason_header",
+        &mut errors,
+    );
 
     let mut hosts = HashMap::new();
     let mut policies = Vec::new();
@@ -108,11 +115,24 @@ pub fn compile(
         .collect();
     let can_inherit = !hosts.is_empty() || listener_envs.iter().any(|(_, e)| e.is_some());
     let routes = routes(&raw.routes, &find_env, can_inherit, &mut errors);
+    for (name, _) in raw
+        .routes
+        .iter()
+        .flat_map(|r| r.roles_by_environment.iter())
+    {
+        if find_env(name.get_ref()).is_none() {
+            errors.push(unknown_env(
+                name,
+                "routes[].roles_by_environment",
+                &raw.environments,
+            ));
+        }
+    }
 
     if !errors.is_empty() {
         return Err(errors);
     }
-    let (Some(auth), Some(headers)) = (auth, headers) else {
+    let (Some(auth), Some(headers), Some(reason_header)) = (auth, headers, reason_header) else {
         return Err(errors);
     };
     let names = env_names
@@ -128,7 +148,120 @@ pub fn compile(
         tenancy: tenancy.into(),
         routes,
         pools,
+        pool_hints: pool_hints.into(),
+        access,
+        reason_header,
     })
+}
+
+fn header_name(
+    raw: &Spanned<String>,
+    key: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<http::HeaderName> {
+    http::HeaderName::from_bytes(raw.get_ref().to_ascii_lowercase().as_bytes())
+        .map_err(|_| {
+            errors.push(ConfigError::at(
+                raw.span(),
+                key,
+                format!("`{}` is not a valid header name", raw.get_ref()),
+                "use letters, digits and dashes, e.g. `x-access-reason`",
+            ))
+        })
+        .ok()
+}
+
+fn access_rules(raw: &file::Access, errors: &mut Vec<ConfigError>) -> AccessRules {
+    if let Some(prefix) = &raw.admin_path_prefix {
+        if !prefix.get_ref().starts_with('/') || prefix.get_ref().len() < 2 {
+            errors.push(ConfigError::at(
+                prefix.span(),
+                "access.admin_path_prefix",
+                format!("`{}` is not a path prefix", prefix.get_ref()),
+                "write an absolute prefix such as \"/admin\"",
+            ));
+        }
+    }
+    if raw.admin_path_prefix.is_some() && raw.admin_roles.is_empty() {
+        errors.push(ConfigError::at(
+            0..0,
+            "access.admin_roles",
+            "admin routes are configured but no role may use them",
+            "list the admin roles, e.g. [\"admin\"]",
+        ));
+    }
+    if !(1..=1000).contains(&raw.reason_max_chars) {
+        errors.push(ConfigError::at(
+            0..0,
+            "access.reason_max_chars",
+            format!("{} is out of range", raw.reason_max_chars),
+            "use a value from 1 to 1000 (default 200)",
+        ));
+    }
+    for (i, p) in raw.test_account_subjects.iter().enumerate() {
+        if p.get_ref().is_empty() || p.get_ref() == "*" {
+            errors.push(ConfigError::at(
+                p.span(),
+                format!("access.test_account_subjects[{i}]"),
+                "this pattern would mark every token (or none) as a test account",
+                "write a pattern such as \"qa-*@example.com\"",
+            ));
+        }
+    }
+    AccessRules {
+        admin_prefix: raw
+            .admin_path_prefix
+            .as_ref()
+            .map(|p| p.get_ref().as_str().into()),
+        admin_roles: boxed(&raw.admin_roles),
+        test_max_lifetime: raw.test_account_max_lifetime_seconds,
+        reason_max_chars: raw.reason_max_chars,
+    }
+}
+
+fn boxed(list: &[String]) -> Box<[Box<str>]> {
+    list.iter().map(|s| Box::from(s.as_str())).collect()
+}
+
+/// Parses a template; `schema` templates must be able to produce a valid schema name.
+fn template(
+    raw: Option<&Spanned<String>>,
+    key: &str,
+    schema: bool,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Template> {
+    let raw = raw?;
+    let parsed = Template::parse(raw.get_ref())
+        .map_err(|e| {
+            errors.push(ConfigError::at(
+                raw.span(),
+                key,
+                e,
+                "use {env}, {tenant} or {sub} placeholders",
+            ))
+        })
+        .ok()?;
+    let sample = parsed.render(&Values {
+        env: "env",
+        tenant: Some("t1"),
+        sub: Some("s1"),
+    });
+    if schema && !sample.as_deref().is_ok_and(valid_schema) {
+        errors.push(ConfigError::at(raw.span(), key, format!("`{}` can never render a valid schema name", raw.get_ref()), "use lowercase letters, digits and `_` around the placeholders, e.g. `company_{tenant}`"));
+    }
+    Some(parsed)
+}
+
+fn db_hints(
+    schema: Option<&Spanned<String>>,
+    db_pool: Option<&Spanned<String>>,
+    key: &str,
+    errors: &mut Vec<ConfigError>,
+) -> DbHints {
+    DbHints {
+        schema: template(schema, &format!("{key}.db_schema"), true, errors),
+        db_pool: template(db_pool, &format!("{key}.db_pool"), false, errors),
+    }
 }
 
 fn check_environment_names(names: &[&Spanned<String>], errors: &mut Vec<ConfigError>) {
@@ -282,9 +415,10 @@ fn unknown_env<T>(
 fn pools(
     raw: &BTreeMap<Spanned<String>, file::Pool>,
     errors: &mut Vec<ConfigError>,
-) -> (Pools, HashMap<String, PoolId>) {
+) -> (Pools, HashMap<String, PoolId>, Vec<DbHints>) {
     let mut pools = Vec::new();
     let mut ids = HashMap::new();
+    let mut hints = Vec::new();
     for (name, pool) in raw {
         let key = format!("pools.{}", name.get_ref());
         if !name
@@ -342,6 +476,12 @@ fn pools(
             Ok(p) => {
                 ids.insert(name.get_ref().clone(), PoolId(pools.len() as u16));
                 pools.push(p);
+                hints.push(db_hints(
+                    pool.db_schema.as_ref(),
+                    pool.db_pool.as_ref(),
+                    &key,
+                    errors,
+                ));
             }
             Err(e) => errors.push(ConfigError::at(
                 name.span(),
@@ -351,7 +491,7 @@ fn pools(
             )),
         }
     }
-    (Pools::new(pools), ids)
+    (Pools::new(pools), ids, hints)
 }
 
 fn environment_policy(
@@ -375,6 +515,9 @@ fn environment_policy(
     }
     EnvironmentPolicy {
         trusted_issuers: trusted.into(),
+        allowed_roles: raw.allowed_roles.as_deref().map(boxed),
+        reason_roles: boxed(&raw.reason_required_roles),
+        report_only: raw.enforcement == file::Enforcement::ReportOnly,
     }
 }
 
@@ -438,9 +581,11 @@ fn tenancy_of(
     } else {
         default_pool
     };
+    let hints = db_hints(raw.db_schema.as_ref(), raw.db_pool.as_ref(), key, errors);
     Tenancy {
         default_pool,
         tenants,
+        hints,
     }
 }
 
@@ -571,12 +716,35 @@ fn routes(
                 RouteEnvironment::Inherit
             }
         };
+        let policy = RoutePolicy {
+            roles_any: boxed(&r.roles_any),
+            roles_all: boxed(&r.roles_all),
+            roles_by_env: r
+                .roles_by_environment
+                .iter()
+                .filter_map(|(env, roles)| find_env(env.get_ref()).map(|id| (id, boxed(roles))))
+                .collect(),
+            critical: r.critical,
+        };
         routes.push(Route {
             name: r.name.get_ref().as_str().into(),
             hosts: hosts.into(),
             path_prefix: r.path_prefix.get_ref().as_str().into(),
             environment,
             forward_authorization: r.forward_authorization,
+            policy,
+            rewrite_prefix: template(
+                r.rewrite_prefix.as_ref(),
+                &format!("{key}.rewrite_prefix"),
+                false,
+                errors,
+            ),
+            rewrite_host: template(
+                r.rewrite_host.as_ref(),
+                &format!("{key}.rewrite_host"),
+                false,
+                errors,
+            ),
         });
     }
     RouteTable::new(routes)
