@@ -16,9 +16,7 @@ use isogate::auth::{Identity, IssuerId};
 use isogate::bind::{Binding, EnvId};
 use isogate::config::Source;
 use isogate::headers::Trusted;
-use isogate::policy::{
-    authorize, AccessRules, EnvironmentPolicy, Policies, RequestFacts, RoutePolicy,
-};
+use isogate::policy::{authorize, AccessRules, EnvironmentPolicy, Policies, RequestFacts, RoutePolicy};
 use isogate::routing::path::normalize;
 use isogate::routing::{select, Tenancy};
 use isogate::snapshot::Snapshot;
@@ -31,9 +29,15 @@ fn keys() -> String {
 }
 
 fn snapshot() -> Snapshot {
+    snapshot_with_cache(10_000)
+}
+
+fn snapshot_with_cache(cache_entries: usize) -> Snapshot {
     let k = keys();
     let text = format!(
         r#"
+[token]
+cache_entries = {cache_entries}
 [[listeners]]
 address = "127.0.0.1:18080"
 [[issuers]]
@@ -72,8 +76,7 @@ name = "api"
 path_prefix = "/api"
 "#
     );
-    Snapshot::from_source(&Source::embedded("bench.toml", &text), &|_| None)
-        .expect("bench config compiles")
+    Snapshot::from_source(&Source::embedded("bench.toml", &text), &|_| None).expect("bench config compiles")
 }
 
 fn mint(alg: Algorithm, iss: &str) -> String {
@@ -85,17 +88,16 @@ fn mint(alg: Algorithm, iss: &str) -> String {
         Algorithm::ES256 => EncodingKey::from_ec_pem(&read("ec256.key.pem")).expect("ec"),
         _ => EncodingKey::from_ed_pem(&read("ed25519.key.pem")).expect("ed"),
     };
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 86_400;
-    let claims = serde_json::json!({"iss": iss, "exp": exp, "env": "prod", "tenant": "acme", "sub": "u-1", "roles": ["user"]});
+    let exp = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() + 86_400;
+    let claims =
+        serde_json::json!({"iss": iss, "exp": exp, "env": "prod", "tenant": "acme", "sub": "u-1", "roles": ["user"]});
     jsonwebtoken::encode(&Header::new(alg), &claims, &key).expect("mint")
 }
 
+/// Token verification per algorithm, cold (cache off) and cached (the same token again).
 fn verify(c: &mut Criterion) {
-    let snap = snapshot();
+    let cold = snapshot_with_cache(0);
+    let cached = snapshot();
     let mut g = c.benchmark_group("verify");
     for (alg, iss, name) in [
         (Algorithm::HS256, "https://hmac.test", "HS256"),
@@ -104,13 +106,11 @@ fn verify(c: &mut Criterion) {
         (Algorithm::EdDSA, "https://ed.test", "EdDSA"),
     ] {
         let header = format!("Bearer {}", mint(alg, iss));
-        g.bench_function(name, |b| {
-            b.iter(|| {
-                snap.auth
-                    .identify(std::iter::once(black_box(header.as_bytes())))
-                    .expect("valid")
-            })
-        });
+        for (mode, snap) in [("cold", &cold), ("cached", &cached)] {
+            g.bench_function(format!("{name}/{mode}"), |b| {
+                b.iter(|| snap.auth.identify(std::iter::once(black_box(header.as_bytes()))).expect("valid"))
+            });
+        }
     }
     g.finish();
 }
@@ -131,63 +131,31 @@ fn route(c: &mut Criterion) {
     let snap = snapshot();
     let id = identity();
     let environment = EnvironmentPolicy {
-        allowed_roles: Some(Box::new([
-            "user".into(),
-            "developer".into(),
-            "admin".into(),
-        ])),
+        allowed_roles: Some(Box::new(["user".into(), "developer".into(), "admin".into()])),
         reason_roles: Box::new(["developer".into()]),
         ..Default::default()
     };
-    let route_policy = RoutePolicy {
-        roles_any: Box::new(["user".into()]),
-        ..Default::default()
-    };
+    let route_policy = RoutePolicy { roles_any: Box::new(["user".into()]), ..Default::default() };
     let access = AccessRules {
         admin_prefix: Some("/admin".into()),
         admin_roles: Box::new(["admin".into()]),
         test_max_lifetime: Some(3600),
         reason_max_chars: 200,
     };
-    let policies = Policies {
-        environment: &environment,
-        route: &route_policy,
-        access: &access,
-    };
-    let facts = RequestFacts {
-        path: "/api/orders/17",
-        reason: None,
-        now: 1_000,
-    };
+    let policies = Policies { environment: &environment, route: &route_policy, access: &access };
+    let facts = RequestFacts { path: "/api/orders/17", reason: None, now: 1_000 };
     let binding = Binding { env: EnvId(0) };
     let permit = authorize(&id, &binding, &policies, &facts).expect("permit");
     let mut g = c.benchmark_group("route");
-    g.bench_function("normalize_path", |b| {
-        b.iter(|| normalize(black_box("/api/orders/17")))
-    });
-    g.bench_function("authorize", |b| {
-        b.iter(|| authorize(black_box(&id), &binding, &policies, &facts))
-    });
+    g.bench_function("normalize_path", |b| b.iter(|| normalize(black_box("/api/orders/17"))));
+    g.bench_function("authorize", |b| b.iter(|| authorize(black_box(&id), &binding, &policies, &facts)));
     g.bench_function("find_route", |b| {
-        b.iter(|| {
-            snap.routes
-                .find(black_box(Some("prod.test")), black_box("/api/orders/17"))
-        })
+        b.iter(|| snap.routes.find(black_box(Some("prod.test")), black_box("/api/orders/17")))
     });
     for tenants in [10usize, 1_000_000] {
-        let map: HashMap<Box<str>, PoolId> = (0..tenants)
-            .map(|i| {
-                (
-                    format!("tenant-{i}").into_boxed_str(),
-                    PoolId((i % 7) as u16),
-                )
-            })
-            .collect();
-        let tenancy = vec![Tenancy {
-            default_pool: Some(PoolId(0)),
-            tenants: map,
-            ..Default::default()
-        }];
+        let map: HashMap<Box<str>, PoolId> =
+            (0..tenants).map(|i| (format!("tenant-{i}").into_boxed_str(), PoolId((i % 7) as u16))).collect();
+        let tenancy = vec![Tenancy { default_pool: Some(PoolId(0)), tenants: map, ..Default::default() }];
         g.bench_function(format!("select_pool_{tenants}_tenants"), |b| {
             b.iter(|| select(&permit, black_box(id.tenant.as_deref()), &tenancy))
         });
@@ -246,6 +214,7 @@ fn audit(c: &mut Criterion) {
                 roles: &roles,
                 test_account: false,
                 issuer: Some("rsa"),
+                kid: None,
                 method: "GET",
                 path: "/api/orders/17",
                 route: Some("api"),

@@ -1,5 +1,5 @@
 //! The admin listener: `/metrics` (our registry, Prometheus text), `/healthz`
-//! (the process is up) and `/readyz` (a configuration is loaded and in force).
+//! (the process is up) and `/readyz` (every JWKS issuer holds usable keys).
 //! It runs on its own address, by default on loopback.
 
 use std::sync::Arc;
@@ -27,22 +27,23 @@ impl Admin {
 
     fn answer(&self, path: &str) -> (StatusCode, &'static str, Vec<u8>) {
         match path {
-            "/metrics" => (
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.metrics.encode(),
-            ),
+            "/metrics" => {
+                let cached = self.snapshots.load().auth.cached_tokens();
+                self.metrics.token_cache_entries.set(i64::try_from(cached).unwrap_or(i64::MAX));
+                (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", self.metrics.encode())
+            }
             "/healthz" => (StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             "/readyz" => {
-                // A snapshot exists from the start; readiness grows with later checks (keys, health).
-                let _ = self.snapshots.load();
-                (StatusCode::OK, "text/plain", b"ready\n".to_vec())
+                let snapshot = self.snapshots.load();
+                let waiting: Vec<&str> = snapshot.auth.remote_keys().filter(|r| !r.ready()).map(|r| &*r.name).collect();
+                if waiting.is_empty() {
+                    (StatusCode::OK, "text/plain", b"ready\n".to_vec())
+                } else {
+                    let body = format!("not ready: no usable keys yet for issuer(s) {}\n", waiting.join(", "));
+                    (StatusCode::SERVICE_UNAVAILABLE, "text/plain", body.into_bytes())
+                }
             }
-            _ => (
-                StatusCode::NOT_FOUND,
-                "text/plain",
-                b"not found: try /metrics, /healthz or /readyz\n".to_vec(),
-            ),
+            _ => (StatusCode::NOT_FOUND, "text/plain", b"not found: try /metrics, /healthz or /readyz\n".to_vec()),
         }
     }
 }

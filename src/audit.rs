@@ -40,8 +40,10 @@ pub struct AuditRecord<'a> {
     pub roles: &'a [String],
     /// Whether the token is a developer test account.
     pub test_account: bool,
-    /// Issuer that verified the token.
+    /// Issuer that verified (or, on refusal, was named by) the token.
     pub issuer: Option<&'a str>,
+    /// The token's `kid`, where known.
+    pub kid: Option<&'a str>,
     /// HTTP method.
     pub method: &'a str,
     /// Request path, without the query string.
@@ -126,9 +128,7 @@ pub struct AuditSink {
 
 impl std::fmt::Debug for AuditSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditSink")
-            .field("on_full", &self.on_full)
-            .finish_non_exhaustive()
+        f.debug_struct("AuditSink").field("on_full", &self.on_full).finish_non_exhaustive()
     }
 }
 
@@ -148,23 +148,11 @@ impl AuditSink {
         let (tx, rx) = mpsc::channel(capacity);
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let writer_lost = lost.clone();
-        let handle = std::thread::Builder::new()
-            .name("isogate-audit".to_owned())
-            .spawn(move || {
-                write_loop(
-                    rx,
-                    BufWriter::with_capacity(64 * 1024, out),
-                    &written,
-                    &writer_lost,
-                );
-                let _ = done_tx.send(());
-            })?;
-        Ok(Self {
-            tx,
-            on_full,
-            lost,
-            writer: Mutex::new(Some((handle, done_rx))),
-        })
+        let handle = std::thread::Builder::new().name("isogate-audit".to_owned()).spawn(move || {
+            write_loop(rx, BufWriter::with_capacity(64 * 1024, out), &written, &writer_lost);
+            let _ = done_tx.send(());
+        })?;
+        Ok(Self { tx, on_full, lost, writer: Mutex::new(Some((handle, done_rx))) })
     }
 
     /// Reserves a queue slot for a request's line. `None` when the queue is full.
@@ -221,20 +209,19 @@ fn write_loop(
     lost: &IntCounter,
 ) {
     let mut failing = false;
-    let mut write =
-        |out: &mut BufWriter<Box<dyn Write + Send>>, line: &[u8]| match out.write_all(line) {
-            Ok(()) => {
-                written.inc();
-                failing = false;
+    let mut write = |out: &mut BufWriter<Box<dyn Write + Send>>, line: &[u8]| match out.write_all(line) {
+        Ok(()) => {
+            written.inc();
+            failing = false;
+        }
+        Err(e) => {
+            lost.inc();
+            if !failing {
+                log::error!(target: "isogate::audit", "cannot write audit line: {e}");
+                failing = true;
             }
-            Err(e) => {
-                lost.inc();
-                if !failing {
-                    log::error!(target: "isogate::audit", "cannot write audit line: {e}");
-                    failing = true;
-                }
-            }
-        };
+        }
+    };
     while let Some(first) = rx.blocking_recv() {
         let mut closing = false;
         let mut next = Some(first);
@@ -276,6 +263,7 @@ mod tests {
             roles,
             test_account: false,
             issuer: Some("corp"),
+            kid: None,
             method: "GET",
             path,
             route: Some("api"),
@@ -321,18 +309,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("audit.log");
         let _ = std::fs::remove_file(&path);
-        let (written, lost) = (
-            IntCounter::new("w", "w").unwrap(),
-            IntCounter::new("l", "l").unwrap(),
-        );
-        let sink = AuditSink::start(
-            Some(&path),
-            4,
-            OnQueueFull::Serve,
-            written.clone(),
-            lost.clone(),
-        )
-        .unwrap();
+        let (written, lost) = (IntCounter::new("w", "w").unwrap(), IntCounter::new("l", "l").unwrap());
+        let sink = AuditSink::start(Some(&path), 4, OnQueueFull::Serve, written.clone(), lost.clone()).unwrap();
         for i in 0..3 {
             let slot = sink.reserve();
             sink.submit(slot, format!("{{\"n\":{i}}}\n").into_bytes());
@@ -348,12 +326,7 @@ mod tests {
     fn a_full_queue_refuses_reservations_and_counts_losses() {
         let (tx, _rx) = mpsc::channel(1);
         let lost = IntCounter::new("l", "l").unwrap();
-        let sink = AuditSink {
-            tx,
-            on_full: OnQueueFull::Refuse,
-            lost: lost.clone(),
-            writer: Mutex::new(None),
-        };
+        let sink = AuditSink { tx, on_full: OnQueueFull::Refuse, lost: lost.clone(), writer: Mutex::new(None) };
         let held = sink.reserve();
         assert!(held.is_some());
         assert!(sink.reserve().is_none());

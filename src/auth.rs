@@ -4,8 +4,10 @@
 //! `Identity` is the only output other stages trust. Every failure is one `AuthError`
 //! with a stable reason; nothing here knows about sockets or pingora.
 
+mod cache;
 mod claims;
 mod issuer;
+pub mod jwks;
 mod token;
 
 use std::collections::HashMap;
@@ -14,6 +16,12 @@ pub use claims::{glob_match, safe_value, ClaimNames, MAX_CLAIM_BYTES, MAX_ROLES}
 pub use issuer::Issuer;
 
 use crate::config::{file, ConfigError, EnvLookup, Source};
+use cache::TokenCache;
+
+/// Seconds since the epoch.
+fn now_seconds() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
 
 /// Index of an issuer in the compiled snapshot.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -46,6 +54,10 @@ pub enum AuthError {
     ClaimMissing,
     /// An identity claim has the wrong type or an unsafe value.
     ClaimInvalid,
+    /// The token's `kid` is not in the issuer's key set (after any allowed refetch).
+    UnknownKid,
+    /// The issuer's keys are not available (never fetched, or older than allowed).
+    KeysUnavailable,
 }
 
 impl AuthError {
@@ -64,6 +76,8 @@ impl AuthError {
             AuthError::NotYetValid => "token_not_yet_valid",
             AuthError::ClaimMissing => "claim_missing",
             AuthError::ClaimInvalid => "claim_invalid",
+            AuthError::UnknownKid => "unknown_kid",
+            AuthError::KeysUnavailable => "keys_unavailable",
         }
     }
 }
@@ -89,6 +103,8 @@ pub struct Identity {
     pub issued_at: Option<u64>,
     /// The `exp` claim, in seconds since the epoch.
     pub expires_at: Option<u64>,
+    /// The `nbf` claim, in seconds since the epoch.
+    pub not_before: Option<u64>,
 }
 
 impl Identity {
@@ -99,8 +115,7 @@ impl Identity {
 
     /// Seconds from `iat` (or from `now` when there is none) to `exp`.
     pub fn lifetime(&self, now: u64) -> Option<u64> {
-        self.expires_at
-            .map(|exp| exp.saturating_sub(self.issued_at.unwrap_or(now)))
+        self.expires_at.map(|exp| exp.saturating_sub(self.issued_at.unwrap_or(now)))
     }
 }
 
@@ -111,20 +126,79 @@ pub struct Authenticator {
     by_iss: HashMap<Box<str>, IssuerId>,
     claims: ClaimNames,
     max_bytes: usize,
+    cache: TokenCache,
+}
+
+/// A refused token, with what is known of it for the audit line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Why.
+    pub error: AuthError,
+    /// The issuer the token named, when it is a configured one.
+    pub issuer: Option<IssuerId>,
+    /// The token's `kid`, when it had one.
+    pub kid: Option<String>,
+}
+
+impl From<AuthError> for Refusal {
+    fn from(error: AuthError) -> Self {
+        Self { error, issuer: None, kid: None }
+    }
+}
+
+/// Whether the verified-token cache answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheUse {
+    /// Served from the cache: no signature work.
+    Hit,
+    /// Verified and cached.
+    Miss,
+    /// Not cacheable (HMAC issuer) or the cache is off.
+    Bypass,
 }
 
 impl Authenticator {
     /// Identifies the caller from the `Authorization` header values.
-    pub fn identify<'a, I>(&self, authorization: I) -> Result<Identity, AuthError>
+    pub fn identify<'a, I>(&self, authorization: I) -> Result<(Identity, CacheUse), Refusal>
     where
         I: Iterator<Item = &'a [u8]>,
     {
         let token = token::bearer(authorization, self.max_bytes)?;
+        let now = now_seconds();
+        if let Some(hit) = self.cache.get(token, now) {
+            if self.issuer(hit.issuer).holds_key(hit.key_id) {
+                return Ok((hit.identity, CacheUse::Hit));
+            }
+            self.cache.remove(token);
+        }
         let peeked = token::peek(token)?;
         let iss = peeked.iss.as_deref().ok_or(AuthError::ClaimMissing)?;
         let id = *self.by_iss.get(iss).ok_or(AuthError::WrongIssuer)?;
-        let claims = self.issuer(id).verify(&peeked)?;
-        self.claims.identity(id, peeked.kid, &claims)
+        let refusal = |error| Refusal { error, issuer: Some(id), kid: peeked.kid.clone() };
+        let issuer = self.issuer(id);
+        let (claims, key_id) = issuer.verify(&peeked).map_err(refusal)?;
+        let identity = self.claims.identity(id, peeked.kid.clone(), &claims).map_err(refusal)?;
+        if !issuer.cacheable() {
+            return Ok((identity, CacheUse::Bypass));
+        }
+        let entry = cache::Cached { identity: identity.clone(), issuer: id, key_id, leeway: issuer.leeway };
+        self.cache.insert(token, entry, now);
+        Ok((identity, CacheUse::Miss))
+    }
+
+    /// Tokens in the verified-token cache.
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Every issuer whose keys are fetched from a JWKS.
+    pub fn remote_keys(&self) -> impl Iterator<Item = &std::sync::Arc<jwks::RemoteKeys>> {
+        self.issuers.iter().filter_map(Issuer::remote)
+    }
+
+    /// Whether every JWKS issuer holds usable keys.
+    pub fn ready(&self) -> bool {
+        self.remote_keys().all(|r| r.ready())
     }
 
     /// The issuer with this id.
@@ -134,19 +208,11 @@ impl Authenticator {
 
     /// Looks an issuer up by its configured name.
     pub fn issuer_by_name(&self, name: &str) -> Option<IssuerId> {
-        self.issuers
-            .iter()
-            .position(|i| &*i.name == name)
-            .and_then(|i| u16::try_from(i).ok())
-            .map(IssuerId)
+        self.issuers.iter().position(|i| &*i.name == name).and_then(|i| u16::try_from(i).ok()).map(IssuerId)
     }
 
     /// Compiles `[token]`, `[claims]` and `[[issuers]]`.
-    pub fn compile(
-        raw: &file::File,
-        source: &Source,
-        env: EnvLookup<'_>,
-    ) -> Result<Self, Vec<ConfigError>> {
+    pub fn compile(raw: &file::File, source: &Source, env: EnvLookup<'_>) -> Result<Self, Vec<ConfigError>> {
         let mut errors = Vec::new();
         if raw.issuers.is_empty() {
             errors.push(ConfigError::at(
@@ -173,10 +239,7 @@ impl Authenticator {
                 errors.push(ConfigError::at(
                     entry.name.span(),
                     format!("issuers[{index}].name"),
-                    format!(
-                        "issuer name `{}` is already used by issuers[{first}]",
-                        entry.name.get_ref()
-                    ),
+                    format!("issuer name `{}` is already used by issuers[{first}]", entry.name.get_ref()),
                     "give each issuer its own name",
                 ));
             }
@@ -200,6 +263,7 @@ impl Authenticator {
             return Err(errors);
         }
         Ok(Self {
+            cache: TokenCache::new(raw.token.cache_entries),
             issuers: issuers.into(),
             by_iss,
             claims: ClaimNames::new(&raw.claims, &raw.access),

@@ -59,16 +59,9 @@ impl Binder {
     ) -> Self {
         let header_values = names
             .iter()
-            .map(|n| {
-                HeaderValue::from_str(n).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
-            })
+            .map(|n| HeaderValue::from_str(n).unwrap_or_else(|_| HeaderValue::from_static("invalid")))
             .collect();
-        Self {
-            names: names.into(),
-            header_values,
-            hosts,
-            listeners: listeners.into(),
-        }
+        Self { names: names.into(), header_values, hosts, listeners: listeners.into() }
     }
 
     /// The environment's name.
@@ -83,11 +76,7 @@ impl Binder {
 
     /// Finds an environment by name.
     pub fn find(&self, name: &str) -> Option<EnvId> {
-        self.names
-            .iter()
-            .position(|n| &**n == name)
-            .and_then(|i| u16::try_from(i).ok())
-            .map(EnvId)
+        self.names.iter().position(|n| &**n == name).and_then(|i| u16::try_from(i).ok()).map(EnvId)
     }
 
     /// The environment the request must be in, before looking at the token.
@@ -110,19 +99,12 @@ impl Binder {
     fn listener_env(&self, local: SocketAddr) -> Option<EnvId> {
         self.listeners
             .iter()
-            .find(|(addr, _)| {
-                addr.port() == local.port()
-                    && (addr.ip() == local.ip() || addr.ip().is_unspecified())
-            })
+            .find(|(addr, _)| addr.port() == local.port() && (addr.ip() == local.ip() || addr.ip().is_unspecified()))
             .and_then(|(_, env)| *env)
     }
 
     /// Binds the request to an environment, checking the token's environment claim.
-    pub fn bind(
-        &self,
-        expected: Option<RouteEnvironment>,
-        token_env: Option<&str>,
-    ) -> Result<Binding, Reject> {
+    pub fn bind(&self, expected: Option<RouteEnvironment>, token_env: Option<&str>) -> Result<Binding, Reject> {
         match expected {
             None | Some(RouteEnvironment::Inherit) => Err(Reject::UnknownEnvironment),
             Some(RouteEnvironment::Fixed(env)) => {
@@ -132,10 +114,9 @@ impl Binder {
                     Err(Reject::WrongEnvironment)
                 }
             }
-            Some(RouteEnvironment::FromToken) => token_env
-                .and_then(|name| self.find(name))
-                .map(|env| Binding { env })
-                .ok_or(Reject::UnknownEnvironment),
+            Some(RouteEnvironment::FromToken) => {
+                token_env.and_then(|name| self.find(name)).map(|env| Binding { env }).ok_or(Reject::UnknownEnvironment)
+            }
         }
     }
 }
@@ -146,10 +127,8 @@ mod tests {
 
     fn binder() -> Binder {
         let hosts = HashMap::from([("stage.example.com".into(), EnvId(0))]);
-        let listeners = vec![
-            ("127.0.0.1:8001".parse().unwrap(), Some(EnvId(1))),
-            ("0.0.0.0:8002".parse().unwrap(), None),
-        ];
+        let listeners =
+            vec![("127.0.0.1:8001".parse().unwrap(), Some(EnvId(1))), ("0.0.0.0:8002".parse().unwrap(), None)];
         Binder::new(vec!["stage".into(), "prod".into()], hosts, listeners)
     }
 
@@ -158,10 +137,7 @@ mod tests {
         let b = binder();
         let local = Some("127.0.0.1:8001".parse().unwrap());
         let fixed = RouteEnvironment::Fixed(EnvId(1));
-        assert_eq!(
-            b.expected(fixed, Some("stage.example.com"), local),
-            Some(fixed)
-        );
+        assert_eq!(b.expected(fixed, Some("stage.example.com"), local), Some(fixed));
         assert_eq!(
             b.expected(RouteEnvironment::Inherit, Some("stage.example.com"), local),
             Some(RouteEnvironment::Fixed(EnvId(0)))
@@ -170,14 +146,7 @@ mod tests {
             b.expected(RouteEnvironment::Inherit, Some("other"), local),
             Some(RouteEnvironment::Fixed(EnvId(1)))
         );
-        assert_eq!(
-            b.expected(
-                RouteEnvironment::Inherit,
-                None,
-                Some("127.0.0.1:8002".parse().unwrap())
-            ),
-            None
-        );
+        assert_eq!(b.expected(RouteEnvironment::Inherit, None, Some("127.0.0.1:8002".parse().unwrap())), None);
     }
 
     #[test]

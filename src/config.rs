@@ -24,24 +24,14 @@ pub struct Source {
 impl Source {
     /// Reads `path`.
     pub fn read(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            format!(
-                "{}: cannot read the configuration file: {e}",
-                path.display()
-            )
-        })?;
-        Ok(Self {
-            path: path.to_owned(),
-            text,
-        })
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read the configuration file: {e}", path.display()))?;
+        Ok(Self { path: path.to_owned(), text })
     }
 
     /// Wraps text that did not come from disk (the embedded demo config).
     pub fn embedded(name: &str, text: &str) -> Self {
-        Self {
-            path: PathBuf::from(name),
-            text: text.to_owned(),
-        }
+        Self { path: PathBuf::from(name), text: text.to_owned() }
     }
 
     /// The directory relative paths in the file are resolved against.

@@ -62,10 +62,7 @@ fn concrete(addr: SocketAddr) -> std::io::Result<SocketAddr> {
 impl Demo {
     /// Starts the upstreams and compiles the demo config into the snapshot to run.
     /// `listen`/`admin` override the embedded addresses (port 0 picks a free port).
-    pub fn prepare(
-        listen: Option<SocketAddr>,
-        admin: Option<SocketAddr>,
-    ) -> Result<(Snapshot, Self), String> {
+    pub fn prepare(listen: Option<SocketAddr>, admin: Option<SocketAddr>) -> Result<(Snapshot, Self), String> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -87,29 +84,15 @@ impl Demo {
             l.address = Spanned::new(0..0, concrete(addr).map_err(|e| e.to_string())?.to_string());
         }
         if let Some(addr) = admin {
-            file.admin.address =
-                Spanned::new(0..0, concrete(addr).map_err(|e| e.to_string())?.to_string());
+            file.admin.address = Spanned::new(0..0, concrete(addr).map_err(|e| e.to_string())?.to_string());
         }
-        let secret = format!(
-            "{:032x}{:032x}",
-            rand::random::<u128>(),
-            rand::random::<u128>()
-        );
+        let secret = format!("{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>());
         let lookup = |name: &str| (name == SECRET_VAR).then(|| secret.clone());
         let snapshot = Snapshot::compile(&file, &source, &lookup).map_err(|e| source.render(&e))?;
         let gateway = snapshot.settings.listeners[0];
         let admin = snapshot.settings.admin;
         let cases = cases(&secret).map_err(|e| format!("cannot mint demo tokens: {e}"))?;
-        Ok((
-            snapshot,
-            Self {
-                gateway,
-                admin,
-                cases,
-                upstreams,
-                _runtime: runtime,
-            },
-        ))
+        Ok((snapshot, Self { gateway, admin, cases, upstreams, _runtime: runtime }))
     }
 
     /// The text printed when the demo starts.
@@ -142,13 +125,7 @@ impl Demo {
         let start = Instant::now();
         while std::net::TcpStream::connect(self.gateway).is_err() {
             if start.elapsed() > deadline {
-                return (
-                    format!(
-                        "gateway did not start listening on {} within {deadline:?}\n",
-                        self.gateway
-                    ),
-                    false,
-                );
+                return (format!("gateway did not start listening on {} within {deadline:?}\n", self.gateway), false);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -156,31 +133,18 @@ impl Demo {
         let mut all = true;
         for case in &self.cases {
             let auth = format!("Bearer {}", case.token);
-            let got = client::get(
-                self.gateway,
-                case.host,
-                case.path,
-                &[("authorization", auth.as_str())],
-            );
+            let got = client::get(self.gateway, case.host, case.path, &[("authorization", auth.as_str())]);
             let (status, what) = match &got {
                 Ok(r) => {
                     let v = r.json();
-                    let what = v["upstream"]
-                        .as_str()
-                        .or(v["error"].as_str())
-                        .unwrap_or("?")
-                        .to_owned();
+                    let what = v["upstream"].as_str().or(v["error"].as_str()).unwrap_or("?").to_owned();
                     (r.status, what)
                 }
                 Err(e) => (0, e.to_string()),
             };
             let ok = status == case.status && what == case.expect;
             all &= ok;
-            report.push_str(&format!(
-                "{} {}: got {status} {what}\n",
-                if ok { "ok  " } else { "FAIL" },
-                case.title
-            ));
+            report.push_str(&format!("{} {}: got {status} {what}\n", if ok { "ok  " } else { "FAIL" }, case.title));
         }
         (report, all)
     }
@@ -194,16 +158,8 @@ async fn futures_join(names: [&str; 3]) -> std::io::Result<Vec<EchoUpstream>> {
     Ok(out)
 }
 
-fn mint(
-    secret: &str,
-    env: &str,
-    tenant: &str,
-    sub: &str,
-    roles: &[&str],
-) -> jsonwebtoken::errors::Result<String> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+fn mint(secret: &str, env: &str, tenant: &str, sub: &str, roles: &[&str]) -> jsonwebtoken::errors::Result<String> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let claims = json!({
         "iss": "https://idp.demo.isogate.local",
         "aud": "isogate-demo",
@@ -214,11 +170,7 @@ fn mint(
         "sub": sub,
         "roles": roles,
     });
-    jsonwebtoken::encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
+    jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.as_bytes()))
 }
 
 fn cases(secret: &str) -> jsonwebtoken::errors::Result<Vec<Case>> {

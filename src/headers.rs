@@ -97,11 +97,7 @@ impl HeaderPlan {
         for (i, extra) in raw.strip.iter().enumerate() {
             strip.push(name(&format!("strip[{i}]"), extra));
         }
-        let prefix = raw
-            .reserved_prefix
-            .get_ref()
-            .to_ascii_lowercase()
-            .replace('_', "-");
+        let prefix = raw.reserved_prefix.get_ref().to_ascii_lowercase().replace('_', "-");
         if prefix.len() < 3 {
             errors.push(ConfigError::at(
                 raw.reserved_prefix.span(),
@@ -134,29 +130,17 @@ impl HeaderPlan {
         let n = name.as_bytes();
         let prefix = self.reserved_prefix.as_bytes();
         (n.len() >= prefix.len() && same_name(&n[..prefix.len()], prefix))
-            || self
-                .strip
-                .iter()
-                .any(|s| same_name(n, s.as_str().as_bytes()))
+            || self.strip.iter().any(|s| same_name(n, s.as_str().as_bytes()))
     }
 
     /// Removes every client-supplied identity header (all values of each); returns how many
     /// values were removed. Allocates only when something is removed.
     pub fn strip(&self, req: &mut RequestHeader) -> usize {
-        let found = req
-            .headers
-            .keys()
-            .filter(|n| self.is_identity(n.as_str()))
-            .count();
+        let found = req.headers.keys().filter(|n| self.is_identity(n.as_str())).count();
         if found == 0 {
             return 0;
         }
-        let names: Vec<HeaderName> = req
-            .headers
-            .keys()
-            .filter(|n| self.is_identity(n.as_str()))
-            .cloned()
-            .collect();
+        let names: Vec<HeaderName> = req.headers.keys().filter(|n| self.is_identity(n.as_str())).cloned().collect();
         let mut removed = 0;
         for name in &names {
             removed += req.headers.get_all(name).iter().count();
@@ -229,8 +213,7 @@ fn same_name(a: &[u8], b: &[u8]) -> bool {
 pub fn valid_request_id(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= MAX_REQUEST_ID
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
 /// A fresh random request id: 32 lowercase hex digits.

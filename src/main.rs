@@ -78,16 +78,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Run { config } => {
-            let snapshot = Snapshot::load(&config, &process_env)
-                .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+            let snapshot =
+                Snapshot::load(&config, &process_env).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
             server::run(snapshot).context("cannot start")?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo {
-            listen,
-            admin,
-            check,
-        } => {
+        Command::Demo { listen, admin, check } => {
             let (snapshot, demo) = Demo::prepare(listen, admin).map_err(|e| anyhow::anyhow!(e))?;
             print!("{}", demo.banner());
             if check {

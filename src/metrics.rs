@@ -3,15 +3,13 @@
 //! isolated one; the admin listener encodes that registry.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Latency buckets in seconds, from 100 µs to 10 s.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0,
-];
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// Label value used when a label does not apply (no route matched, no environment bound).
 pub const NONE: &str = "none";
@@ -85,6 +83,20 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// `isogate_upstream_duration_seconds{pool}`: from sending upstream to the response header.
     pub upstream_duration: HistogramVec,
+    /// `isogate_token_cache_requests_total{result}`: verified-token cache hits and misses.
+    pub token_cache: IntCounterVec,
+    /// `isogate_token_cache_entries`: tokens held (set at scrape time).
+    pub token_cache_entries: IntGauge,
+    /// `isogate_jwks_fetches_total{issuer,result}`
+    pub jwks_fetches: IntCounterVec,
+    /// `isogate_jwks_keys{issuer}`
+    pub jwks_keys: IntGaugeVec,
+    /// `isogate_jwks_last_success_timestamp_seconds{issuer}`
+    pub jwks_last_success: IntGaugeVec,
+    /// `isogate_jwks_unknown_kid_refetches_total{issuer}`
+    pub jwks_unknown_kid_refetches: IntCounterVec,
+    /// `isogate_jwks_cooldown_hits_total{issuer}`
+    pub jwks_cooldown_hits: IntCounterVec,
     /// `isogate_identity_headers_stripped_total`
     pub headers_stripped: IntCounter,
     /// `isogate_audit_lines_written_total`
@@ -102,59 +114,48 @@ pub struct Metrics {
 impl Metrics {
     /// Creates every metric and registers it into `registry`.
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let counter_vec =
-            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
-                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-                registry.register(Box::new(c.clone()))?;
-                Ok(c)
-            };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
         let counter = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
             let c = IntCounter::new(name, help)?;
             registry.register(Box::new(c.clone()))?;
             Ok(c)
         };
-        let histogram_vec =
-            |name: &str, help: &str, label: &str| -> prometheus::Result<HistogramVec> {
-                let h = HistogramVec::new(
-                    HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
-                    &[label],
-                )?;
-                registry.register(Box::new(h.clone()))?;
-                Ok(h)
-            };
+        let histogram_vec = |name: &str, help: &str, label: &str| -> prometheus::Result<HistogramVec> {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), &[label])?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        let gauge_vec = |name: &str, help: &str, label: &str| -> prometheus::Result<IntGaugeVec> {
+            let g = IntGaugeVec::new(Opts::new(name, help), &[label])?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let token_cache_entries = IntGauge::new("isogate_token_cache_entries", "Verified tokens held in the cache.")?;
+        registry.register(Box::new(token_cache_entries.clone()))?;
         let request_duration = histogram_vec(
             "isogate_request_duration_seconds",
             "Time from request start to the end of the response, by environment.",
             "environment",
         )?;
-        let config_generation = IntGauge::new(
-            "isogate_config_generation",
-            "Generation of the configuration in force; starts at 1.",
-        )?;
+        let config_generation =
+            IntGauge::new("isogate_config_generation", "Generation of the configuration in force; starts at 1.")?;
         registry.register(Box::new(config_generation.clone()))?;
         let build_info = IntGaugeVec::new(
-            Opts::new(
-                "isogate_build_info",
-                "Always 1; the version label names the running build.",
-            ),
+            Opts::new("isogate_build_info", "Always 1; the version label names the running build."),
             &["version"],
         )?;
         registry.register(Box::new(build_info.clone()))?;
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         Ok(Self {
             registry: registry.clone(),
             requests: counter_vec(
                 "isogate_requests_total",
                 "Requests by environment, route, decision, status class and account type.",
-                &[
-                    "environment",
-                    "route",
-                    "decision",
-                    "status_class",
-                    "account",
-                ],
+                &["environment", "route", "decision", "status_class", "account"],
             )?,
             report_only: counter_vec(
                 "isogate_policy_report_only_total",
@@ -166,16 +167,8 @@ impl Metrics {
                 "Requests that gave an access reason (cross-environment or elevated access).",
                 &["environment"],
             )?,
-            rejections: counter_vec(
-                "isogate_rejections_total",
-                "Refused or failed requests by reason.",
-                &["reason"],
-            )?,
-            auth_failures: counter_vec(
-                "isogate_auth_failures_total",
-                "Token failures by reason.",
-                &["reason"],
-            )?,
+            rejections: counter_vec("isogate_rejections_total", "Refused or failed requests by reason.", &["reason"])?,
+            auth_failures: counter_vec("isogate_auth_failures_total", "Token failures by reason.", &["reason"])?,
             unbound_duration: request_duration.with_label_values(&[NONE]),
             request_duration,
             upstream_duration: histogram_vec(
@@ -183,21 +176,53 @@ impl Metrics {
                 "Time from sending the request upstream to its response header, by pool.",
                 "pool",
             )?,
+            token_cache: counter_vec(
+                "isogate_token_cache_requests_total",
+                "Verified-token cache lookups by result (hit, miss).",
+                &["result"],
+            )?,
+            token_cache_entries,
+            jwks_fetches: counter_vec(
+                "isogate_jwks_fetches_total",
+                "JWKS fetches by issuer and result.",
+                &["issuer", "result"],
+            )?,
+            jwks_keys: gauge_vec("isogate_jwks_keys", "Keys held from the issuer's JWKS.", "issuer")?,
+            jwks_last_success: gauge_vec(
+                "isogate_jwks_last_success_timestamp_seconds",
+                "Unix time of the last successful JWKS fetch; the key set's age is time() minus this.",
+                "issuer",
+            )?,
+            jwks_unknown_kid_refetches: counter_vec(
+                "isogate_jwks_unknown_kid_refetches_total",
+                "JWKS refetches triggered by a token with an unknown kid.",
+                &["issuer"],
+            )?,
+            jwks_cooldown_hits: counter_vec(
+                "isogate_jwks_cooldown_hits_total",
+                "Unknown-kid tokens refused without a refetch because of the cooldown.",
+                &["issuer"],
+            )?,
             headers_stripped: counter(
                 "isogate_identity_headers_stripped_total",
                 "Client-supplied identity header values removed before forwarding.",
             )?,
-            audit_written: counter(
-                "isogate_audit_lines_written_total",
-                "Audit lines written to the audit output.",
-            )?,
-            audit_lost: counter(
-                "isogate_audit_lines_lost_total",
-                "Audit lines that could not be queued or written.",
-            )?,
+            audit_written: counter("isogate_audit_lines_written_total", "Audit lines written to the audit output.")?,
+            audit_lost: counter("isogate_audit_lines_lost_total", "Audit lines that could not be queued or written.")?,
             config_generation,
             build_info,
         })
+    }
+
+    /// Handles for one JWKS issuer.
+    pub fn jwks(&self, issuer: &str) -> crate::auth::jwks::JwksMetrics {
+        crate::auth::jwks::JwksMetrics {
+            fetches: self.jwks_fetches.clone(),
+            keys: self.jwks_keys.with_label_values(&[issuer]),
+            last_success: self.jwks_last_success.with_label_values(&[issuer]),
+            unknown_kid_refetches: self.jwks_unknown_kid_refetches.with_label_values(&[issuer]),
+            cooldown_hits: self.jwks_cooldown_hits.with_label_values(&[issuer]),
+        }
     }
 
     /// Prometheus text exposition of the registry.
@@ -218,20 +243,11 @@ mod tests {
         let registry = Registry::new();
         let m = Metrics::register(&registry).unwrap();
         m.requests
-            .with_label_values(&[
-                "prod",
-                "api",
-                Decision::Allow.as_str(),
-                status_class(204),
-                Account::Regular.as_str(),
-            ])
+            .with_label_values(&["prod", "api", Decision::Allow.as_str(), status_class(204), Account::Regular.as_str()])
             .inc();
         let text = String::from_utf8(m.encode()).unwrap();
         assert!(text.contains(r#"isogate_requests_total{account="regular",decision="allow",environment="prod",route="api",status_class="2xx"} 1"#), "{text}");
         assert!(text.contains(r#"isogate_build_info{version=""#));
-        assert!(
-            Metrics::register(&registry).is_err(),
-            "names are registered once"
-        );
+        assert!(Metrics::register(&registry).is_err(), "names are registered once");
     }
 }

@@ -106,9 +106,7 @@ pub struct RequestFacts<'a> {
 impl RequestFacts<'_> {
     /// Seconds since the epoch, from the system clock.
     pub fn now_seconds() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
     }
 }
 
@@ -117,8 +115,7 @@ fn holds_any(identity: &Identity, roles: &[Box<str>]) -> bool {
 }
 
 fn under_prefix(prefix: &str, path: &str) -> bool {
-    path.strip_prefix(prefix)
-        .is_some_and(|rest| prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'))
+    path.strip_prefix(prefix).is_some_and(|rest| prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'))
 }
 
 /// The policy inputs of one request.
@@ -140,35 +137,17 @@ pub fn authorize(
     facts: &RequestFacts<'_>,
 ) -> Result<Permit, Reject> {
     let env_policy = policies.environment;
-    if !env_policy.trusted_issuers.is_empty()
-        && !env_policy.trusted_issuers.contains(&identity.issuer)
-    {
+    if !env_policy.trusted_issuers.is_empty() && !env_policy.trusted_issuers.contains(&identity.issuer) {
         return Err(Reject::IssuerNotTrusted);
     }
-    let access_reason = facts
-        .reason
-        .and_then(|r| clean_reason(r, policies.access.reason_max_chars));
-    let admin_route = policies
-        .access
-        .admin_prefix
-        .as_deref()
-        .is_some_and(|p| under_prefix(p, facts.path));
-    let broken = access_rules(
-        identity,
-        binding.env,
-        policies,
-        admin_route,
-        access_reason.is_some(),
-        facts.now,
-    );
+    let access_reason = facts.reason.and_then(|r| clean_reason(r, policies.access.reason_max_chars));
+    let admin_route = policies.access.admin_prefix.as_deref().is_some_and(|p| under_prefix(p, facts.path));
+    let broken = access_rules(identity, binding.env, policies, admin_route, access_reason.is_some(), facts.now);
     match broken {
         Some(reject) if !env_policy.report_only => Err(reject),
-        reported => Ok(Permit {
-            env: binding.env,
-            system_mode: admin_route && reported.is_none(),
-            access_reason,
-            reported,
-        }),
+        reported => {
+            Ok(Permit { env: binding.env, system_mode: admin_route && reported.is_none(), access_reason, reported })
+        }
     }
 }
 
@@ -182,34 +161,21 @@ fn access_rules(
     now: u64,
 ) -> Option<Reject> {
     let (env_policy, route, access) = (policies.environment, policies.route, policies.access);
-    if env_policy
-        .allowed_roles
-        .as_deref()
-        .is_some_and(|allowed| !holds_any(identity, allowed))
-    {
+    if env_policy.allowed_roles.as_deref().is_some_and(|allowed| !holds_any(identity, allowed)) {
         return Some(Reject::RoleNotAllowed);
     }
     if admin_route && !holds_any(identity, &access.admin_roles) {
         return Some(Reject::AdminRoleRequired);
     }
-    let any = route
-        .roles_by_env
-        .iter()
-        .find(|(e, _)| *e == env)
-        .map_or(&route.roles_any, |(_, roles)| roles);
-    if (!any.is_empty() && !holds_any(identity, any))
-        || !route.roles_all.iter().all(|r| identity.has_role(r))
-    {
+    let any = route.roles_by_env.iter().find(|(e, _)| *e == env).map_or(&route.roles_any, |(_, roles)| roles);
+    if (!any.is_empty() && !holds_any(identity, any)) || !route.roles_all.iter().all(|r| identity.has_role(r)) {
         return Some(Reject::RoleRequired);
     }
     if identity.test_account {
         if route.critical {
             return Some(Reject::TestAccountForbidden);
         }
-        if access
-            .test_max_lifetime
-            .is_some_and(|max| identity.lifetime(now).is_none_or(|l| l > max))
-        {
+        if access.test_max_lifetime.is_some_and(|max| identity.lifetime(now).is_none_or(|l| l > max)) {
             return Some(Reject::TestAccountLifetime);
         }
     }

@@ -119,10 +119,7 @@ impl Reject {
 
     /// Whether the gateway refused the request itself (as opposed to an upstream failure).
     pub fn is_policy(self) -> bool {
-        !matches!(
-            self,
-            Reject::UpstreamUnreachable | Reject::UpstreamUnavailable | Reject::UpstreamTimeout
-        )
+        !matches!(self, Reject::UpstreamUnreachable | Reject::UpstreamUnavailable | Reject::UpstreamTimeout)
     }
 
     /// The small JSON body: `{"error":"<reason>","status":<n>,"request_id":"<id>"}`.
@@ -158,14 +155,8 @@ mod tests {
 
     #[test]
     fn missing_token_challenge_has_no_error_code() {
-        assert_eq!(
-            Reject::Unauthenticated(AuthError::Missing).www_authenticate(),
-            Some("Bearer realm=\"isogate\"")
-        );
-        assert!(Reject::Unauthenticated(AuthError::Expired)
-            .www_authenticate()
-            .unwrap()
-            .contains("invalid_token"));
+        assert_eq!(Reject::Unauthenticated(AuthError::Missing).www_authenticate(), Some("Bearer realm=\"isogate\""));
+        assert!(Reject::Unauthenticated(AuthError::Expired).www_authenticate().unwrap().contains("invalid_token"));
         assert_eq!(Reject::NoRoute.www_authenticate(), None);
     }
 }

@@ -68,18 +68,13 @@ impl Route {
             out.path = Some(new);
         }
         if let Some(t) = &self.rewrite_host {
-            out.host = Some(
-                t.render(values)
-                    .map_err(|_| Reject::UnsafeTenantValue)?
-                    .to_ascii_lowercase(),
-            );
+            out.host = Some(t.render(values).map_err(|_| Reject::UnsafeTenantValue)?.to_ascii_lowercase());
         }
         Ok(out)
     }
 
     fn matches(&self, host: Option<&str>, path: &str) -> bool {
-        let host_ok =
-            self.hosts.is_empty() || host.is_some_and(|h| self.hosts.iter().any(|x| &**x == h));
+        let host_ok = self.hosts.is_empty() || host.is_some_and(|h| self.hosts.iter().any(|x| &**x == h));
         host_ok && prefix_matches(&self.path_prefix, path)
     }
 }
@@ -87,12 +82,7 @@ impl Route {
 /// Whether `prefix` matches `path` on whole segments.
 fn prefix_matches(prefix: &str, path: &str) -> bool {
     match path.strip_prefix(prefix) {
-        Some(rest) => {
-            prefix.ends_with('/')
-                || rest.is_empty()
-                || rest.starts_with('/')
-                || rest.starts_with('?')
-        }
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'),
         None => false,
     }
 }
@@ -106,18 +96,12 @@ pub struct RouteTable {
 impl RouteTable {
     /// Builds a table; order is match order.
     pub fn new(routes: Vec<Route>) -> Self {
-        Self {
-            routes: routes.into(),
-        }
+        Self { routes: routes.into() }
     }
 
     /// The first route matching `host` (lowercase, no port) and `path`.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<RouteId> {
-        self.routes
-            .iter()
-            .position(|r| r.matches(host, path))
-            .and_then(|i| u16::try_from(i).ok())
-            .map(RouteId)
+        self.routes.iter().position(|r| r.matches(host, path)).and_then(|i| u16::try_from(i).ok()).map(RouteId)
     }
 
     /// The route with this id.
@@ -141,9 +125,7 @@ pub fn normalize_host(raw: &str) -> Option<Cow<'_, str>> {
     };
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.is_empty()
-        || !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'))
+        || !host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'[' | b']' | b':'))
     {
         return None;
     }
@@ -186,18 +168,9 @@ pub struct Placement {
 }
 
 /// Picks the pool for an authorised request. `tenancy` is indexed by environment.
-pub fn select(
-    permit: &Permit,
-    tenant: Option<&str>,
-    tenancy: &[Tenancy],
-) -> Result<PoolId, Reject> {
-    let t = tenancy
-        .get(permit.env().index())
-        .ok_or(Reject::UnknownEnvironment)?;
-    tenant
-        .and_then(|id| t.tenants.get(id).copied())
-        .or(t.default_pool)
-        .ok_or(Reject::TenantNotMapped)
+pub fn select(permit: &Permit, tenant: Option<&str>, tenancy: &[Tenancy]) -> Result<PoolId, Reject> {
+    let t = tenancy.get(permit.env().index()).ok_or(Reject::UnknownEnvironment)?;
+    tenant.and_then(|id| t.tenants.get(id).copied()).or(t.default_pool).ok_or(Reject::TenantNotMapped)
 }
 
 /// Picks the pool and renders its database hints; a pool's own hint templates win over
@@ -212,30 +185,15 @@ pub fn place(
     let pool = select(permit, identity.tenant.as_deref(), tenancy)?;
     let env_hints = &tenancy[permit.env().index()].hints;
     let pool_hints = pool_hints.get(usize::from(pool.0));
-    let pick = |f: fn(&DbHints) -> &Option<Template>| {
-        pool_hints
-            .and_then(|h| f(h).as_ref())
-            .or(f(env_hints).as_ref())
-    };
-    let values = Values {
-        env: env_name,
-        tenant: identity.tenant.as_deref(),
-        sub: identity.user.as_deref(),
-    };
-    let render = |t: Option<&Template>| {
-        t.map(|t| t.render(&values).map_err(|_| Reject::UnsafeTenantValue))
-            .transpose()
-    };
+    let pick = |f: fn(&DbHints) -> &Option<Template>| pool_hints.and_then(|h| f(h).as_ref()).or(f(env_hints).as_ref());
+    let values = Values { env: env_name, tenant: identity.tenant.as_deref(), sub: identity.user.as_deref() };
+    let render = |t: Option<&Template>| t.map(|t| t.render(&values).map_err(|_| Reject::UnsafeTenantValue)).transpose();
     let db_schema = render(pick(|h| &h.schema))?;
     if db_schema.as_deref().is_some_and(|s| !valid_schema(s)) {
         return Err(Reject::UnsafeTenantValue);
     }
     let db_pool = render(pick(|h| &h.db_pool))?;
-    Ok(Placement {
-        pool,
-        db_schema,
-        db_pool,
-    })
+    Ok(Placement { pool, db_schema, db_pool })
 }
 
 #[cfg(test)]

@@ -10,8 +10,12 @@ use pingora::server::RunArgs;
 use pingora::services::listening::Service;
 use prometheus::Registry;
 
+use pingora::server::ShutdownWatch;
+use pingora::services::background::{background_service, BackgroundService};
+
 use crate::admin::Admin;
 use crate::audit::AuditSink;
+use crate::auth::jwks::RemoteKeys;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::snapshot::{Snapshot, SnapshotCell};
@@ -33,6 +37,19 @@ pub enum StartError {
     /// Metrics could not be registered.
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+}
+
+/// Keeps every JWKS issuer's keys fresh until shutdown.
+struct JwksRefresh(Vec<Arc<RemoteKeys>>);
+
+#[async_trait::async_trait]
+impl BackgroundService for JwksRefresh {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let tasks: Vec<_> = self.0.iter().map(|r| tokio::spawn(Arc::clone(r).run(shutdown.clone()))).collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
 }
 
 /// Checks every address can be bound before pingora takes them, so a busy port is a
@@ -61,6 +78,10 @@ pub fn run(snapshot: Snapshot) -> Result<(), StartError> {
     )
     .map(Arc::new)
     .map_err(StartError::Audit)?;
+    let remote_keys: Vec<_> = snapshot.auth.remote_keys().cloned().collect();
+    for remote in &remote_keys {
+        remote.attach_metrics(metrics.jwks(&remote.name));
+    }
     let snapshots = Arc::new(SnapshotCell::new(snapshot));
 
     let conf = ServerConf {
@@ -73,11 +94,7 @@ pub fn run(snapshot: Snapshot) -> Result<(), StartError> {
     server.bootstrap();
 
     let gateway = Gateway::new(Arc::clone(&snapshots), Arc::clone(&audit), metrics.clone());
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "isogate proxy",
-    );
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "isogate proxy");
     for addr in &settings.listeners {
         proxy.add_tcp(&addr.to_string());
     }
@@ -85,19 +102,14 @@ pub fn run(snapshot: Snapshot) -> Result<(), StartError> {
     admin.add_tcp(&settings.admin.to_string());
     admin.threads = Some(1);
 
-    log::info!(
-        "isogate listening on {:?}, admin on {}",
-        settings.listeners,
-        settings.admin
-    );
+    log::info!("isogate listening on {:?}, admin on {}", settings.listeners, settings.admin);
     server.add_service(proxy);
     server.add_service(admin);
+    if !remote_keys.is_empty() {
+        server.add_service(background_service("jwks refresh", JwksRefresh(remote_keys)));
+    }
     server.run(RunArgs::default());
-    audit.close(
-        settings
-            .shutdown_timeout
-            .max(std::time::Duration::from_secs(1)),
-    );
+    audit.close(settings.shutdown_timeout.max(std::time::Duration::from_secs(1)));
     log::info!("isogate stopped");
     Ok(())
 }

@@ -105,9 +105,7 @@ pub struct SnapshotCell {
 impl SnapshotCell {
     /// Starts with `snapshot`.
     pub fn new(snapshot: Snapshot) -> Self {
-        Self {
-            current: ArcSwap::from_pointee(snapshot),
-        }
+        Self { current: ArcSwap::from_pointee(snapshot) }
     }
 
     /// The current snapshot.

@@ -50,15 +50,16 @@ impl Template {
             if open > 0 {
                 parts.push(Part::Literal(rest[..open].into()));
             }
-            let close = rest[open..]
-                .find('}')
-                .ok_or_else(|| format!("unclosed `{{` in `{text}`"))?
-                + open;
+            let close = rest[open..].find('}').ok_or_else(|| format!("unclosed `{{` in `{text}`"))? + open;
             let var = match &rest[open + 1..close] {
                 "env" => Var::Env,
                 "tenant" => Var::Tenant,
                 "sub" => Var::Sub,
-                other => return Err(format!("unknown placeholder `{{{other}}}` in `{text}`; use {{env}}, {{tenant}} or {{sub}}")),
+                other => {
+                    return Err(format!(
+                        "unknown placeholder `{{{other}}}` in `{text}`; use {{env}}, {{tenant}} or {{sub}}"
+                    ))
+                }
             };
             parts.push(Part::Var(var));
             rest = &rest[close + 1..];
@@ -69,9 +70,7 @@ impl Template {
         if !rest.is_empty() {
             parts.push(Part::Literal(rest.into()));
         }
-        Ok(Self {
-            parts: parts.into(),
-        })
+        Ok(Self { parts: parts.into() })
     }
 
     /// Renders the template. Every substituted value must be 1..=64 characters of
@@ -105,9 +104,7 @@ impl Template {
 }
 
 fn safe_value(v: &str) -> bool {
-    (1..=64).contains(&v.len())
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Whether `s` is a safe schema name: `^[a-z_][a-z0-9_]{0,62}$`.
@@ -116,8 +113,7 @@ pub fn valid_schema(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && (b[0].is_ascii_lowercase() || b[0] == b'_')
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
 }
 
 #[cfg(test)]
@@ -125,11 +121,7 @@ mod tests {
     use super::*;
 
     fn values(tenant: &str) -> Values<'_> {
-        Values {
-            env: "prod",
-            tenant: Some(tenant),
-            sub: Some("u-1"),
-        }
+        Values { env: "prod", tenant: Some(tenant), sub: Some("u-1") }
     }
 
     #[test]
@@ -137,34 +129,17 @@ mod tests {
         let t = Template::parse("company_{tenant}").unwrap();
         assert_eq!(t.render(&values("42")).unwrap(), "company_42");
         let t = Template::parse("/collections/documents_{env}/{sub}").unwrap();
-        assert_eq!(
-            t.render(&values("x")).unwrap(),
-            "/collections/documents_prod/u-1"
-        );
+        assert_eq!(t.render(&values("x")).unwrap(), "/collections/documents_prod/u-1");
         assert!(t.uses(Var::Env) && t.uses(Var::Sub) && !t.uses(Var::Tenant));
     }
 
     #[test]
     fn hostile_values_never_render() {
         let t = Template::parse("company_{tenant}").unwrap();
-        for hostile in [
-            "1; DROP TABLE x",
-            "../other",
-            "a/b",
-            "a.b",
-            "ü",
-            "",
-            &"a".repeat(200),
-            "a b",
-            "%2e%2e",
-        ] {
+        for hostile in ["1; DROP TABLE x", "../other", "a/b", "a.b", "ü", "", &"a".repeat(200), "a b", "%2e%2e"] {
             assert_eq!(t.render(&values(hostile)), Err(Unsafe), "{hostile:?}");
         }
-        let missing = Values {
-            env: "prod",
-            tenant: None,
-            sub: None,
-        };
+        let missing = Values { env: "prod", tenant: None, sub: None };
         assert_eq!(t.render(&missing), Err(Unsafe));
     }
 

@@ -28,9 +28,7 @@ pub struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("Pool").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
@@ -42,8 +40,8 @@ impl Pool {
         connect_timeout: Duration,
         read_timeout: Duration,
     ) -> std::io::Result<Self> {
-        let header_value = HeaderValue::from_str(name)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let header_value =
+            HeaderValue::from_str(name).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         Ok(Self {
             name: name.into(),
             header_value,
@@ -55,15 +53,8 @@ impl Pool {
 
     /// The peer for the next request, or `UpstreamUnavailable` when no server is usable.
     pub fn peer(&self, key: &[u8]) -> Result<(SocketAddr, Box<HttpPeer>), Reject> {
-        let backend = self
-            .balancer
-            .select(key, 256)
-            .ok_or(Reject::UpstreamUnavailable)?;
-        let addr = backend
-            .addr
-            .as_inet()
-            .copied()
-            .ok_or(Reject::UpstreamUnavailable)?;
+        let backend = self.balancer.select(key, 256).ok_or(Reject::UpstreamUnavailable)?;
+        let addr = backend.addr.as_inet().copied().ok_or(Reject::UpstreamUnavailable)?;
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.read_timeout = Some(self.read_timeout);
@@ -81,9 +72,7 @@ pub struct Pools {
 impl Pools {
     /// Wraps compiled pools.
     pub fn new(pools: Vec<Pool>) -> Self {
-        Self {
-            pools: pools.into(),
-        }
+        Self { pools: pools.into() }
     }
 
     /// The pool with this id.

@@ -15,17 +15,8 @@ fn every_configured_algorithm_is_accepted() {
     let ups = standard_upstreams();
     let (gw, _) = standard_gateway(&ups);
     for alg in ["RS256", "PS256", "ES256", "ES384", "EdDSA", "HS256"] {
-        let r = gw.get_with_token(
-            "prod.test",
-            "/api/orders",
-            &token(alg, claims("prod", "acme")),
-        );
-        assert_eq!(
-            r.status,
-            200,
-            "{alg}: {:?}",
-            String::from_utf8_lossy(&r.body)
-        );
+        let r = gw.get_with_token("prod.test", "/api/orders", &token(alg, claims("prod", "acme")));
+        assert_eq!(r.status, 200, "{alg}: {:?}", String::from_utf8_lossy(&r.body));
         assert_eq!(r.json()["upstream"], "prod-shared", "{alg}");
     }
     assert_eq!(ups.get("prod-shared").count(), 6);
@@ -42,54 +33,25 @@ fn hostile_cases() -> Vec<Case> {
     let valid = claims("prod", "acme");
     let rsa_pub = std::fs::read(jws::keys_dir().join("rsa.pub.pem")).unwrap();
     let mut cases = Vec::new();
-    let mut add = |name, token, reason| {
-        cases.push(Case {
-            name,
-            token,
-            reason,
-        })
-    };
+    let mut add = |name, token, reason| cases.push(Case { name, token, reason });
 
     // alg none, with and without a trailing signature.
-    let none_input = format!(
-        "{}.{}",
-        jws::b64(br#"{"alg":"none","typ":"JWT"}"#),
-        jws::b64(valid.to_string().as_bytes())
-    );
-    add(
-        "alg none",
-        format!("{none_input}."),
-        "algorithm_not_allowed",
-    );
-    add(
-        "alg none with signature",
-        format!("{none_input}.c2ln"),
-        "algorithm_not_allowed",
-    );
+    let none_input =
+        format!("{}.{}", jws::b64(br#"{"alg":"none","typ":"JWT"}"#), jws::b64(valid.to_string().as_bytes()));
+    add("alg none", format!("{none_input}."), "algorithm_not_allowed");
+    add("alg none with signature", format!("{none_input}.c2ln"), "algorithm_not_allowed");
 
     // RS256 -> HS256 confusion: HMAC over the token with the RSA public key as the secret.
     let mut c = valid.clone();
     c["iss"] = json!("https://rsa.test");
-    let input = format!(
-        "{}.{}",
-        jws::b64(br#"{"alg":"HS256","typ":"JWT"}"#),
-        jws::b64(c.to_string().as_bytes())
-    );
+    let input = format!("{}.{}", jws::b64(br#"{"alg":"HS256","typ":"JWT"}"#), jws::b64(c.to_string().as_bytes()));
     let sig = jws::hmac::<hmac::Hmac<sha2::Sha256>>(&rsa_pub, input.as_bytes());
-    add(
-        "RS256 to HS256 confusion",
-        format!("{input}.{}", jws::b64(&sig)),
-        "algorithm_not_allowed",
-    );
+    add("RS256 to HS256 confusion", format!("{input}.{}", jws::b64(&sig)), "algorithm_not_allowed");
 
     // An algorithm of the right family that the issuer does not list.
     let mut c = valid.clone();
     c["iss"] = json!("https://rsa.test");
-    add(
-        "RS384 not in the issuer's list",
-        token_with(&json!({"alg":"RS384"}), &c, "RS256"),
-        "algorithm_not_allowed",
-    );
+    add("RS384 not in the issuer's list", token_with(&json!({"alg":"RS384"}), &c, "RS256"), "algorithm_not_allowed");
 
     let mut c = valid.clone();
     c["exp"] = json!(now() - 120);
@@ -109,20 +71,12 @@ fn hostile_cases() -> Vec<Case> {
 
     let mut c = valid.clone();
     c["iss"] = json!("https://evil.test");
-    add(
-        "unknown issuer",
-        token_with(&json!({"alg":"RS256"}), &c, "RS256"),
-        "wrong_issuer",
-    );
+    add("unknown issuer", token_with(&json!({"alg":"RS256"}), &c, "RS256"), "wrong_issuer");
 
     // A token signed by the EC key but claiming the RSA issuer.
     let mut c = valid.clone();
     c["iss"] = json!("https://rsa.test");
-    add(
-        "other issuer's key",
-        token_with(&json!({"alg":"ES256"}), &c, "ES256"),
-        "algorithm_not_allowed",
-    );
+    add("other issuer's key", token_with(&json!({"alg":"ES256"}), &c, "ES256"), "algorithm_not_allowed");
 
     // Tampered payload: a valid token whose tenant is swapped after signing.
     let good = token("RS256", claims("prod", "acme"));
@@ -131,53 +85,28 @@ fn hostile_cases() -> Vec<Case> {
     evil["iss"] = json!("https://rsa.test");
     add(
         "tampered payload",
-        format!(
-            "{}.{}.{}",
-            parts[0],
-            jws::b64(evil.to_string().as_bytes()),
-            parts[2]
-        ),
+        format!("{}.{}.{}", parts[0], jws::b64(evil.to_string().as_bytes()), parts[2]),
         "bad_signature",
     );
-    add(
-        "signature cut short",
-        format!("{}.{}.{}", parts[0], parts[1], &parts[2][..20]),
-        "bad_signature",
-    );
+    add("signature cut short", format!("{}.{}.{}", parts[0], parts[1], &parts[2][..20]), "bad_signature");
 
     add(
         "jku header",
-        token_with(
-            &json!({"alg":"RS256","jku":"https://evil.test/keys"}),
-            &c_with_iss(&valid),
-            "RS256",
-        ),
+        token_with(&json!({"alg":"RS256","jku":"https://evil.test/keys"}), &c_with_iss(&valid), "RS256"),
         "token_header_forbidden",
     );
     add(
         "embedded jwk header",
-        token_with(
-            &json!({"alg":"RS256","jwk":{"kty":"oct","k":"AAAA"}}),
-            &c_with_iss(&valid),
-            "RS256",
-        ),
+        token_with(&json!({"alg":"RS256","jwk":{"kty":"oct","k":"AAAA"}}), &c_with_iss(&valid), "RS256"),
         "token_header_forbidden",
     );
 
     let mut c = valid;
     c["tenant"] = json!("acme\r\nx-isogate-user: root");
-    add(
-        "header injection in a claim",
-        token("RS256", c),
-        "claim_invalid",
-    );
+    add("header injection in a claim", token("RS256", c), "claim_invalid");
 
     add("garbage", "not-a-token".to_owned(), "token_malformed");
-    add(
-        "two segments",
-        "eyJhbGciOiJSUzI1NiJ9.e30".to_owned(),
-        "token_malformed",
-    );
+    add("two segments", "eyJhbGciOiJSUzI1NiJ9.e30".to_owned(), "token_malformed");
     add("oversized", "a".repeat(9000), "token_too_large");
     cases
 }
@@ -194,20 +123,10 @@ fn hostile_tokens_are_refused_audited_and_never_forwarded() {
     let (gw, _) = standard_gateway(&ups);
     for case in hostile_cases() {
         let r = gw.get_with_token("prod.test", "/api/orders", &case.token);
-        assert_eq!(
-            r.status,
-            401,
-            "{}: {}",
-            case.name,
-            String::from_utf8_lossy(&r.body)
-        );
+        assert_eq!(r.status, 401, "{}: {}", case.name, String::from_utf8_lossy(&r.body));
         assert_eq!(r.json()["error"], case.reason, "{}", case.name);
         let challenge = r.header("www-authenticate").unwrap_or_default();
-        assert!(
-            challenge.starts_with("Bearer") && challenge.contains("invalid_token"),
-            "{}: {challenge}",
-            case.name
-        );
+        assert!(challenge.starts_with("Bearer") && challenge.contains("invalid_token"), "{}: {challenge}", case.name);
         let line = gw.audit_for(&request_id(&r));
         assert_eq!(line["decision"], "deny", "{}", case.name);
         assert_eq!(line["reason"], case.reason, "{}", case.name);
@@ -233,34 +152,16 @@ fn missing_or_misplaced_credentials_get_a_plain_challenge() {
     let r = gw.get("prod.test", "/api", &[]);
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["error"], "token_missing");
-    assert_eq!(
-        r.header("www-authenticate"),
-        Some("Bearer realm=\"isogate\"")
-    );
+    assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"isogate\""));
 
     let t = token("RS256", claims("prod", "acme"));
     for value in [format!("Basic {t}"), t.clone(), format!("Bearer {t} extra")] {
         let r = gw.get("prod.test", "/api", &[("authorization", value.as_str())]);
-        assert_eq!(
-            (r.status, r.json()["error"].as_str()),
-            (401, Some("token_malformed")),
-            "{value}"
-        );
+        assert_eq!((r.status, r.json()["error"].as_str()), (401, Some("token_malformed")), "{value}");
     }
     let bearer = format!("Bearer {t}");
-    let r = gw.get(
-        "prod.test",
-        "/api",
-        &[
-            ("authorization", bearer.as_str()),
-            ("authorization", bearer.as_str()),
-        ],
-    );
-    assert_eq!(
-        (r.status, r.json()["error"].as_str()),
-        (401, Some("token_malformed")),
-        "two Authorization headers"
-    );
+    let r = gw.get("prod.test", "/api", &[("authorization", bearer.as_str()), ("authorization", bearer.as_str())]);
+    assert_eq!((r.status, r.json()["error"].as_str()), (401, Some("token_malformed")), "two Authorization headers");
     assert_eq!(ups.total(), 0);
 }
 

@@ -8,23 +8,12 @@ use std::process::Command;
 #[test]
 fn demo_shows_isolation_working() {
     let out = Command::new(env!("CARGO_BIN_EXE_isogate"))
-        .args([
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--check",
-        ])
+        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--check"])
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "demo check failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "demo check failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stdout.matches("curl -s -i").count(), 4, "{stdout}");
     for line in [
         "ok   stage token on stage: got 200 stage-shared",

@@ -57,17 +57,11 @@ fn spoofed_identity_headers_are_replaced_by_verified_ones() {
         })
         .filter(|(k, _)| !expected.iter().any(|(n, _)| n == k))
         .collect();
-    assert!(
-        leaked.is_empty(),
-        "client identity headers reached the upstream: {leaked:?}"
-    );
+    assert!(leaked.is_empty(), "client identity headers reached the upstream: {leaked:?}");
     assert_eq!(got.header_values("accept"), vec!["application/json"]);
     assert_eq!(got.path, "/api/orders?x=1");
     assert_eq!(r.header("x-request-id"), Some("client-id-1"));
-    assert_eq!(
-        gw.metric("isogate_identity_headers_stripped_total"),
-        Some(10.0)
-    );
+    assert_eq!(gw.metric("isogate_identity_headers_stripped_total"), Some(10.0));
 }
 
 #[test]
@@ -83,25 +77,12 @@ fn missing_claims_leave_their_headers_absent() {
     let r = gw.get(
         "prod.test",
         "/api",
-        &[
-            ("authorization", auth.as_str()),
-            ("x-isogate-user", "root"),
-            ("x-isogate-tenant", "globex"),
-        ],
+        &[("authorization", auth.as_str()), ("x-isogate-user", "root"), ("x-isogate-tenant", "globex")],
     );
     assert_eq!(r.status, 200);
     let got = &ups.get("prod-shared").received()[0];
-    for name in [
-        "x-isogate-user",
-        "x-isogate-tenant",
-        "x-isogate-roles",
-        "x-isogate-test-account",
-    ] {
-        assert!(
-            got.header_values(name).is_empty(),
-            "{name} must be absent, got {:?}",
-            got.header_values(name)
-        );
+    for name in ["x-isogate-user", "x-isogate-tenant", "x-isogate-roles", "x-isogate-test-account"] {
+        assert!(got.header_values(name).is_empty(), "{name} must be absent, got {:?}", got.header_values(name));
     }
     assert_eq!(got.header("x-isogate-environment"), Some("prod"));
 }
@@ -117,21 +98,10 @@ fn test_accounts_are_flagged_and_authorization_forwarding_is_per_route() {
     gw.get_with_token("prod.test", "/private/x", &t);
     let got = ups.get("prod-shared").received();
     assert_eq!(got[0].header("x-isogate-test-account"), Some("true"));
-    assert_eq!(
-        got[0].header("authorization"),
-        Some(format!("Bearer {t}").as_str()),
-        "forwarded by default"
-    );
-    assert_eq!(
-        got[1].header("authorization"),
-        None,
-        "the private route does not forward it"
-    );
-    let line = eventually("the private route's audit line", || {
-        gw.audit_lines()
-            .into_iter()
-            .find(|l| l["route"] == "private")
-    });
+    assert_eq!(got[0].header("authorization"), Some(format!("Bearer {t}").as_str()), "forwarded by default");
+    assert_eq!(got[1].header("authorization"), None, "the private route does not forward it");
+    let line =
+        eventually("the private route's audit line", || gw.audit_lines().into_iter().find(|l| l["route"] == "private"));
     assert_eq!(line["test_account"], true);
 }
 
@@ -141,17 +111,10 @@ fn request_ids_are_kept_when_safe_and_generated_otherwise() {
     let (gw, _) = standard_gateway(&ups);
     let auth = format!("Bearer {}", token("RS256", claims("prod", "acme")));
     let hostile = "a\"b";
-    let r = gw.get(
-        "prod.test",
-        "/api",
-        &[("authorization", auth.as_str()), ("x-request-id", hostile)],
-    );
+    let r = gw.get("prod.test", "/api", &[("authorization", auth.as_str()), ("x-request-id", hostile)]);
     let id = r.header("x-request-id").unwrap().to_owned();
     assert_eq!(id.len(), 32, "a generated id replaces {hostile:?}");
-    assert_eq!(
-        ups.get("prod-shared").received()[0].header("x-request-id"),
-        Some(id.as_str())
-    );
+    assert_eq!(ups.get("prod-shared").received()[0].header("x-request-id"), Some(id.as_str()));
     assert_eq!(gw.audit_for(&id)["request_id"], id);
 }
 
@@ -164,29 +127,20 @@ fn malformed_requests_are_refused_without_reaching_an_upstream() {
     // pingora's parser already refuses a request with two Host headers.
     assert_eq!(gw.send_raw(two_hosts.as_bytes()).unwrap().status, 400);
 
-    let bad_host = format!("GET /api HTTP/1.1\r\nhost: prod.test/evil\r\nauthorization: Bearer {t}\r\nconnection: close\r\n\r\n");
+    let bad_host =
+        format!("GET /api HTTP/1.1\r\nhost: prod.test/evil\r\nauthorization: Bearer {t}\r\nconnection: close\r\n\r\n");
     let r = gw.send_raw(bad_host.as_bytes()).unwrap();
-    assert_eq!(
-        (r.status, r.json()["error"].as_str()),
-        (400, Some("malformed_request"))
-    );
+    assert_eq!((r.status, r.json()["error"].as_str()), (400, Some("malformed_request")));
 
     // Garbage and oversized heads must not crash or hang the gateway.
     for raw in [
         b"\x16\x03\x01\x02\x00garbage\r\n\r\n".to_vec(),
         b"GET / HTTP/1.1\r\nhost: prod.test\r\nx-bad\r\n\r\n".to_vec(),
-        format!(
-            "GET /{} HTTP/1.1\r\nhost: prod.test\r\n\r\n",
-            "a".repeat(200_000)
-        )
-        .into_bytes(),
+        format!("GET /{} HTTP/1.1\r\nhost: prod.test\r\n\r\n", "a".repeat(200_000)).into_bytes(),
     ] {
         let _ = gw.send_raw(&raw);
     }
     let r = gw.get_with_token("prod.test", "/api", &t);
-    assert_eq!(
-        r.status, 200,
-        "the gateway still serves after hostile input"
-    );
+    assert_eq!(r.status, 200, "the gateway still serves after hostile input");
     assert_eq!(ups.total(), 1);
 }

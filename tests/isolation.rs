@@ -17,10 +17,7 @@ fn stage_token_never_works_on_prod_and_is_audited() {
 
     let stage = token("RS256", claims("stage", "acme"));
     let ok = gw.get_with_token("stage.test", "/api/orders", &stage);
-    assert_eq!(
-        (ok.status, ok.json()["upstream"].as_str()),
-        (200, Some("stage-shared"))
-    );
+    assert_eq!((ok.status, ok.json()["upstream"].as_str()), (200, Some("stage-shared")));
 
     let refused = gw.get_with_token("prod.test", "/api/orders", &stage);
     assert_eq!(refused.status, 403);
@@ -44,22 +41,11 @@ fn stage_token_never_works_on_prod_and_is_audited() {
         let mut c = claims("prod", "acme");
         c["env"] = env.clone();
         let r = gw.get_with_token("prod.test", "/api", &token("RS256", c));
-        assert_eq!(
-            (r.status, r.json()["error"].as_str()),
-            (status, Some(reason)),
-            "env {env}"
-        );
+        assert_eq!((r.status, r.json()["error"].as_str()), (status, Some(reason)), "env {env}");
     }
-    assert_eq!(
-        ups.get("prod-shared").count(),
-        0,
-        "prod received a request it must not"
-    );
+    assert_eq!(ups.get("prod-shared").count(), 0, "prod received a request it must not");
     assert_eq!(ups.get("stage-shared").count(), 1);
-    assert_eq!(
-        gw.metric(r#"isogate_rejections_total{reason="wrong_environment"}"#),
-        Some(3.0)
-    );
+    assert_eq!(gw.metric(r#"isogate_rejections_total{reason="wrong_environment"}"#), Some(3.0));
 }
 
 #[test]
@@ -68,44 +54,23 @@ fn a_listener_binds_its_environment_and_its_issuer_rules() {
     let (_gw, dev) = standard_gateway(&ups);
     let get = |t: &str| {
         let auth = format!("Bearer {t}");
-        client::get(
-            dev,
-            "whatever.test",
-            "/api",
-            &[("authorization", auth.as_str())],
-        )
-        .unwrap()
+        client::get(dev, "whatever.test", "/api", &[("authorization", auth.as_str())]).unwrap()
     };
     let r = get(&token("HS256", claims("dev", "acme")));
-    assert_eq!(
-        (r.status, r.json()["upstream"].as_str()),
-        (200, Some("dev-pool"))
-    );
+    assert_eq!((r.status, r.json()["upstream"].as_str()), (200, Some("dev-pool")));
     // dev trusts only the hmac issuer.
     let r = get(&token("RS256", claims("dev", "acme")));
-    assert_eq!(
-        (r.status, r.json()["error"].as_str()),
-        (403, Some("issuer_not_trusted"))
-    );
+    assert_eq!((r.status, r.json()["error"].as_str()), (403, Some("issuer_not_trusted")));
     // A prod token on the dev listener.
     let r = get(&token("HS256", claims("prod", "acme")));
-    assert_eq!(
-        (r.status, r.json()["error"].as_str()),
-        (403, Some("wrong_environment"))
-    );
+    assert_eq!((r.status, r.json()["error"].as_str()), (403, Some("wrong_environment")));
     // dev refuses tenants without their own pool.
     let r = get(&token("HS256", claims("dev", "globex")));
-    assert_eq!(
-        (r.status, r.json()["error"].as_str()),
-        (403, Some("tenant_not_mapped"))
-    );
+    assert_eq!((r.status, r.json()["error"].as_str()), (403, Some("tenant_not_mapped")));
     let mut c = claims("dev", "acme");
     c.as_object_mut().unwrap().remove("tenant");
     let r = get(&token("HS256", c));
-    assert_eq!(
-        (r.status, r.json()["error"].as_str()),
-        (403, Some("tenant_not_mapped"))
-    );
+    assert_eq!((r.status, r.json()["error"].as_str()), (403, Some("tenant_not_mapped")));
     assert_eq!(ups.get("dev-pool").count(), 1);
     assert_eq!(ups.total(), 1);
 }
@@ -114,18 +79,10 @@ fn a_listener_binds_its_environment_and_its_issuer_rules() {
 fn tenants_land_on_their_silo_or_the_shared_pool() {
     let ups = standard_upstreams();
     let (gw, _) = standard_gateway(&ups);
-    let r = gw.get_with_token(
-        "prod.test",
-        "/api/x",
-        &token("ES256", claims("prod", "globex")),
-    );
+    let r = gw.get_with_token("prod.test", "/api/x", &token("ES256", claims("prod", "globex")));
     assert_eq!(r.json()["upstream"], "prod-globex");
     assert_eq!(r.json()["trusted_headers"]["x-isogate-pool"], "prod-globex");
-    let r = gw.get_with_token(
-        "prod.test",
-        "/api/x",
-        &token("ES256", claims("prod", "initech")),
-    );
+    let r = gw.get_with_token("prod.test", "/api/x", &token("ES256", claims("prod", "initech")));
     assert_eq!(r.json()["upstream"], "prod-shared");
     // Integer tenant ids are accepted and compared as text.
     let mut c = claims("prod", "x");
@@ -143,15 +100,9 @@ fn a_from_token_route_takes_the_environment_from_the_token() {
     let ups = standard_upstreams();
     let (gw, _) = standard_gateway(&ups);
     let r = gw.get_with_token("any.test", "/", &token("RS256", claims("stage", "acme")));
-    assert_eq!(
-        (r.status, r.json()["upstream"].as_str()),
-        (200, Some("stage-shared"))
-    );
+    assert_eq!((r.status, r.json()["upstream"].as_str()), (200, Some("stage-shared")));
     let r = gw.get_with_token("any.test", "/", &token("RS256", claims("qa", "acme")));
-    assert_eq!(
-        (r.status, r.json()["error"].as_str()),
-        (403, Some("unknown_environment"))
-    );
+    assert_eq!((r.status, r.json()["error"].as_str()), (403, Some("unknown_environment")));
 }
 
 #[test]
@@ -160,21 +111,12 @@ fn unmatched_requests_get_404_and_unbound_ones_403() {
     let (gw, _) = standard_gateway(&ups);
     let t = token("RS256", claims("prod", "acme"));
     let r = gw.get_with_token("prod.test", "/apix", &t);
-    assert_eq!(
-        (r.status, r.json()["error"].as_str()),
-        (404, Some("no_route"))
-    );
+    assert_eq!((r.status, r.json()["error"].as_str()), (404, Some("no_route")));
     let r = gw.get_with_token("prod.test", "/", &t);
-    assert_eq!(
-        (r.status, r.json()["error"].as_str()),
-        (404, Some("no_route"))
-    );
+    assert_eq!((r.status, r.json()["error"].as_str()), (404, Some("no_route")));
     // A host bound to no environment on a listener bound to none.
     let r = gw.get_with_token("unknown.test", "/api", &t);
-    assert_eq!(
-        (r.status, r.json()["error"].as_str()),
-        (403, Some("unknown_environment"))
-    );
+    assert_eq!((r.status, r.json()["error"].as_str()), (403, Some("unknown_environment")));
     let line = gw.audit_for(&request_id(&r));
     assert_eq!(line["environment"], serde_json::Value::Null);
     assert_eq!(line["route"], "api");
@@ -185,21 +127,14 @@ fn unmatched_requests_get_404_and_unbound_ones_403() {
 fn an_unreachable_upstream_is_a_502_with_reason() {
     let ups = standard_upstreams();
     let (gw, _) = standard_gateway(&ups);
-    let r = gw.get_with_token(
-        "broken.test",
-        "/api",
-        &token("RS256", claims("broken", "acme")),
-    );
+    let r = gw.get_with_token("broken.test", "/api", &token("RS256", claims("broken", "acme")));
     assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["error"], "upstream_unreachable");
     let line = gw.audit_for(&request_id(&r));
     assert_eq!(line["reason"], "upstream_unreachable");
     assert_eq!(line["pool"], "dead");
     assert_eq!(line["status"], 502);
-    assert_eq!(
-        gw.metric(r#"isogate_rejections_total{reason="upstream_unreachable"}"#),
-        Some(1.0)
-    );
+    assert_eq!(gw.metric(r#"isogate_rejections_total{reason="upstream_unreachable"}"#), Some(1.0));
     // The gateway keeps serving.
     let r = gw.get_with_token("prod.test", "/api", &token("RS256", claims("prod", "acme")));
     assert_eq!(r.status, 200);

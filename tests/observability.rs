@@ -20,6 +20,7 @@ const AUDIT_FIELDS: &[&str] = &[
     "roles",
     "test_account",
     "issuer",
+    "kid",
     "method",
     "path",
     "route",
@@ -45,38 +46,24 @@ fn an_allowed_request_writes_one_complete_audit_line() {
     let r = gw.get(
         "prod.test",
         "/api/orders?secret=1",
-        &[
-            ("authorization", auth.as_str()),
-            ("user-agent", "audit-test/1.0"),
-        ],
+        &[("authorization", auth.as_str()), ("user-agent", "audit-test/1.0")],
     );
     assert_eq!(r.status, 200);
     let line = gw.audit_for(&request_id(&r));
-    let mut keys: Vec<&str> = line
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let mut keys: Vec<&str> = line.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort_unstable();
     let mut expected = AUDIT_FIELDS.to_vec();
     expected.sort_unstable();
     assert_eq!(keys, expected);
     let ts = line["ts"].as_str().unwrap();
-    assert!(
-        ts.ends_with('Z') && ts.len() == "2026-01-01T00:00:00.000000Z".len(),
-        "RFC 3339 with µs: {ts}"
-    );
+    assert!(ts.ends_with('Z') && ts.len() == "2026-01-01T00:00:00.000000Z".len(), "RFC 3339 with µs: {ts}");
     assert_eq!(line["environment"], "prod");
     assert_eq!(line["tenant"], "acme");
     assert_eq!(line["user"], "user-1");
     assert_eq!(line["roles"], serde_json::json!(["user"]));
     assert_eq!(line["issuer"], "ed");
     assert_eq!(line["method"], "GET");
-    assert_eq!(
-        line["path"], "/api/orders",
-        "the query string stays out of the audit trail"
-    );
+    assert_eq!(line["path"], "/api/orders", "the query string stays out of the audit trail");
     assert_eq!(line["route"], "api");
     assert_eq!(line["pool"], "prod-shared");
     assert_eq!(line["status"], 200);
@@ -113,28 +100,13 @@ fn metrics_count_requests_by_environment_route_decision_and_status() {
         ),
         Some(1.0)
     );
-    assert_eq!(
-        v(r#"isogate_request_duration_seconds_count{environment="prod"}"#),
-        Some(4.0)
-    );
-    assert_eq!(
-        v(r#"isogate_upstream_duration_seconds_count{pool="prod-shared"}"#),
-        Some(3.0)
-    );
+    assert_eq!(v(r#"isogate_request_duration_seconds_count{environment="prod"}"#), Some(4.0));
+    assert_eq!(v(r#"isogate_upstream_duration_seconds_count{pool="prod-shared"}"#), Some(3.0));
     assert_eq!(v("isogate_config_generation"), Some(1.0));
-    assert_eq!(
-        v(&format!(
-            r#"isogate_build_info{{version="{}"}}"#,
-            env!("CARGO_PKG_VERSION")
-        )),
-        Some(1.0)
-    );
+    assert_eq!(v(&format!(r#"isogate_build_info{{version="{}"}}"#, env!("CARGO_PKG_VERSION"))), Some(1.0));
     assert_eq!(v("isogate_audit_lines_written_total"), Some(4.0));
     assert_eq!(v("isogate_audit_lines_lost_total"), Some(0.0));
-    assert!(
-        !text.contains("tenant="),
-        "no tenant label: cardinality stays bounded"
-    );
+    assert!(!text.contains("tenant="), "no tenant label: cardinality stays bounded");
 }
 
 #[test]
@@ -146,10 +118,7 @@ fn admin_endpoints_answer_on_their_own_listener() {
     assert_eq!(get("/readyz").status, 200);
     assert_eq!(get("/nope").status, 404);
     let m = get("/metrics");
-    assert!(m
-        .header("content-type")
-        .unwrap()
-        .starts_with("text/plain; version=0.0.4"));
+    assert!(m.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
     // The proxy listener does not serve admin paths.
     assert_eq!(gw.get("prod.test", "/metrics", &[]).status, 404);
 }
@@ -173,16 +142,8 @@ fn start_up_failures_are_clear_and_exit_non_zero() {
     let scratch = Scratch::new("startup");
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let cases = [
-        (
-            "/nonexistent-dir/audit.log".to_owned(),
-            free_addr().to_string(),
-            "cannot open the audit output",
-        ),
-        (
-            scratch.0.join("audit.log").display().to_string(),
-            busy.local_addr().unwrap().to_string(),
-            "cannot listen on",
-        ),
+        ("/nonexistent-dir/audit.log".to_owned(), free_addr().to_string(), "cannot open the audit output"),
+        (scratch.0.join("audit.log").display().to_string(), busy.local_addr().unwrap().to_string(), "cannot listen on"),
     ];
     for (audit, listen, message) in cases {
         let config = standard_config(&ups, "")
@@ -193,11 +154,7 @@ fn start_up_failures_are_clear_and_exit_non_zero() {
             .replace("@ADMIN@", &free_addr().to_string());
         let path = scratch.0.join("isogate.toml");
         std::fs::write(&path, config).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_isogate"))
-            .args(["run", "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_isogate")).args(["run", "-c"]).arg(&path).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{message}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(message), "{message}: {stderr}");

@@ -35,11 +35,7 @@ impl ClaimNames {
             user: raw.user.as_str().into(),
             roles: raw.roles.as_str().into(),
             test_account: raw.test_account.as_str().into(),
-            test_subjects: access
-                .test_account_subjects
-                .iter()
-                .map(|p| p.get_ref().as_str().into())
-                .collect(),
+            test_subjects: access.test_account_subjects.iter().map(|p| p.get_ref().as_str().into()).collect(),
         }
     }
 }
@@ -78,9 +74,7 @@ impl ClaimNames {
             Some(Value::Bool(b)) => *b,
             Some(_) => return Err(AuthError::ClaimInvalid),
         };
-        let by_subject = user
-            .as_deref()
-            .is_some_and(|u| self.test_subjects.iter().any(|p| glob_match(p, u)));
+        let by_subject = user.as_deref().is_some_and(|u| self.test_subjects.iter().any(|p| glob_match(p, u)));
         let seconds = |name: &str| claims.get(name).and_then(Value::as_u64);
         Ok(Identity {
             issuer,
@@ -92,6 +86,7 @@ impl ClaimNames {
             test_account: flagged || by_subject,
             issued_at: seconds("iat"),
             expires_at: seconds("exp"),
+            not_before: seconds("nbf"),
         })
     }
 }
@@ -145,15 +140,14 @@ mod tests {
     }
 
     fn identity(v: Value) -> Result<Identity, AuthError> {
-        let Value::Object(claims) = v else {
-            panic!("claims are an object")
-        };
+        let Value::Object(claims) = v else { panic!("claims are an object") };
         names().identity(IssuerId(0), None, &claims)
     }
 
     #[test]
     fn maps_default_claims() {
-        let id = identity(json!({"env":"prod","tenant":42,"sub":"u-1","roles":["admin","dev"],"is_test_account":true})).unwrap();
+        let id = identity(json!({"env":"prod","tenant":42,"sub":"u-1","roles":["admin","dev"],"is_test_account":true}))
+            .unwrap();
         assert_eq!(id.environment.as_deref(), Some("prod"));
         assert_eq!(id.tenant.as_deref(), Some("42"));
         assert_eq!(id.user.as_deref(), Some("u-1"));
@@ -171,16 +165,8 @@ mod tests {
 
     #[test]
     fn subject_patterns_mark_test_accounts() {
-        assert!(
-            identity(json!({"sub":"qa-7@example.com"}))
-                .unwrap()
-                .test_account
-        );
-        assert!(
-            !identity(json!({"sub":"qa-7@example.org"}))
-                .unwrap()
-                .test_account
-        );
+        assert!(identity(json!({"sub":"qa-7@example.com"})).unwrap().test_account);
+        assert!(!identity(json!({"sub":"qa-7@example.org"})).unwrap().test_account);
         assert!(glob_match("*", "x"));
         assert!(glob_match("a*b*c", "axxbyyc"));
         assert!(!glob_match("a*b*c", "axxbyy"));
@@ -191,10 +177,7 @@ mod tests {
 
     #[test]
     fn space_separated_roles_are_split() {
-        assert_eq!(
-            identity(json!({"roles":"a b  c"})).unwrap().roles,
-            vec!["a", "b", "c"]
-        );
+        assert_eq!(identity(json!({"roles":"a b  c"})).unwrap().roles, vec!["a", "b", "c"]);
     }
 
     #[test]
@@ -214,11 +197,7 @@ mod tests {
             json!({"roles":vec!["r"; 65]}),
             json!({"is_test_account":"false"}),
         ] {
-            assert_eq!(
-                identity(v.clone()).unwrap_err(),
-                AuthError::ClaimInvalid,
-                "{v}"
-            );
+            assert_eq!(identity(v.clone()).unwrap_err(), AuthError::ClaimInvalid, "{v}");
         }
     }
 }

@@ -10,6 +10,10 @@ use std::str::FromStr;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use toml::Spanned;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::jwks::{JwksSettings, KeySource, RemoteKeys};
 use super::token::Peeked;
 use super::AuthError;
 use crate::config::{file, ConfigError, EnvLookup, Source};
@@ -23,19 +27,28 @@ pub struct Issuer {
     pub name: Box<str>,
     /// The exact `iss` value.
     pub iss: Box<str>,
-    key: DecodingKey,
+    keys: IssuerKeys,
     /// One validation per allowed algorithm (jsonwebtoken takes the algorithm from it).
     validations: Box<[(Algorithm, Validation)]>,
+    /// Clock leeway for `exp` and `nbf`, in seconds.
+    pub leeway: u64,
 }
+
+/// Where an issuer's verification keys come from.
+pub(crate) enum IssuerKeys {
+    /// One key from the config (PEM file or HMAC secret).
+    Static(DecodingKey),
+    /// A JWKS fetched and refreshed in the background.
+    Remote(Arc<RemoteKeys>),
+}
+
+/// Identity of the only key of a static issuer (cached tokens never need dropping).
+const STATIC_KEY_ID: u64 = 0;
 
 impl std::fmt::Debug for Issuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let algs: Vec<_> = self.validations.iter().map(|(a, _)| a).collect();
-        f.debug_struct("Issuer")
-            .field("name", &self.name)
-            .field("iss", &self.iss)
-            .field("algorithms", &algs)
-            .finish()
+        f.debug_struct("Issuer").field("name", &self.name).field("iss", &self.iss).field("algorithms", &algs).finish()
     }
 }
 
@@ -44,16 +57,46 @@ pub(crate) type Claims = serde_json::Map<String, serde_json::Value>;
 
 impl Issuer {
     /// Verifies signature, `alg`, `iss`, `aud`, `exp` and `nbf`, and returns the claims.
-    pub(crate) fn verify(&self, peeked: &Peeked<'_>) -> Result<Claims, AuthError> {
+    /// Verifies signature, `alg`, `iss`, `aud`, `exp` and `nbf`; returns the claims and
+    /// the identity of the key that verified them.
+    pub(crate) fn verify(&self, peeked: &Peeked<'_>) -> Result<(Claims, u64), AuthError> {
         let alg = Algorithm::from_str(&peeked.alg).map_err(|_| AuthError::AlgorithmNotAllowed)?;
-        let (_, validation) = self
-            .validations
-            .iter()
-            .find(|(a, _)| *a == alg)
-            .ok_or(AuthError::AlgorithmNotAllowed)?;
-        jsonwebtoken::decode::<Claims>(peeked.token, &self.key, validation)
-            .map(|data| data.claims)
-            .map_err(|e| map_error(e.kind()))
+        let (_, validation) = self.validations.iter().find(|(a, _)| *a == alg).ok_or(AuthError::AlgorithmNotAllowed)?;
+        let decode = |key: &DecodingKey| {
+            jsonwebtoken::decode::<Claims>(peeked.token, key, validation)
+                .map(|data| data.claims)
+                .map_err(|e| map_error(e.kind()))
+        };
+        match &self.keys {
+            IssuerKeys::Static(key) => Ok((decode(key)?, STATIC_KEY_ID)),
+            IssuerKeys::Remote(remote) => {
+                let set = remote.current();
+                let entry = remote.key_for(&set, peeked.kid.as_deref(), alg)?;
+                Ok((decode(&entry.key)?, entry.id))
+            }
+        }
+    }
+
+    /// Whether the key that verified a cached token is still trusted.
+    pub(crate) fn holds_key(&self, key_id: u64) -> bool {
+        match &self.keys {
+            IssuerKeys::Static(_) => key_id == STATIC_KEY_ID,
+            IssuerKeys::Remote(remote) => remote.ready() && remote.current().holds(key_id),
+        }
+    }
+
+    /// The issuer's JWKS cache, when its keys are fetched.
+    pub fn remote(&self) -> Option<&Arc<RemoteKeys>> {
+        match &self.keys {
+            IssuerKeys::Remote(r) => Some(r),
+            IssuerKeys::Static(_) => None,
+        }
+    }
+
+    /// Whether verified tokens are worth caching (public-key signatures are costly;
+    /// HMAC is cheaper than the cache lookup).
+    pub(crate) fn cacheable(&self) -> bool {
+        self.validations.iter().all(|(a, _)| a.family() != jsonwebtoken::AlgorithmFamily::Hmac)
     }
 
     /// Compiles `[[issuers]]` entry `index`.
@@ -83,27 +126,23 @@ impl Issuer {
             ));
         }
         let algorithms = parse_algorithms(&raw.algorithms, &key_path, &mut errors);
-        let key = algorithms
+        let keys = algorithms
             .first()
-            .and_then(|first| load_key(raw, first.family(), &key_path, source, env, &mut errors));
-        let (Some(key), true) = (key, errors.is_empty()) else {
+            .and_then(|first| load_keys(raw, &algorithms, first.family(), &key_path, source, env, &mut errors));
+        let (Some(keys), true) = (keys, errors.is_empty()) else {
             return Err(errors);
         };
         let leeway = raw.leeway_seconds.unwrap_or(default_leeway);
         let validations = algorithms
             .iter()
-            .map(|alg| {
-                (
-                    *alg,
-                    validation(*alg, raw.issuer.get_ref(), &raw.audiences, leeway),
-                )
-            })
+            .map(|alg| (*alg, validation(*alg, raw.issuer.get_ref(), &raw.audiences, leeway)))
             .collect();
         Ok(Self {
             name: raw.name.get_ref().as_str().into(),
             iss: raw.issuer.get_ref().as_str().into(),
-            key,
+            keys,
             validations,
+            leeway,
         })
     }
 }
@@ -129,8 +168,7 @@ fn parse_algorithms(
     key_path: &str,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<Algorithm> {
-    const ALLOWED: &str =
-        "HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA";
+    const ALLOWED: &str = "HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA";
     if raw.get_ref().is_empty() {
         errors.push(ConfigError::at(
             raw.span(),
@@ -165,6 +203,111 @@ fn parse_algorithms(
     algorithms
 }
 
+fn load_keys(
+    raw: &file::Issuer,
+    algorithms: &[Algorithm],
+    family: jsonwebtoken::AlgorithmFamily,
+    key_path: &str,
+    source: &Source,
+    env: EnvLookup<'_>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<IssuerKeys> {
+    let sources = [
+        raw.public_key_file.is_some(),
+        raw.secret_env.is_some(),
+        raw.secret_file.is_some(),
+        raw.jwks_url.is_some(),
+        raw.discovery_url.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() != 1 {
+        errors.push(ConfigError::at(
+            raw.name.span(),
+            key_path,
+            "an issuer needs exactly one of public_key_file, secret_env, secret_file, jwks_url, discovery_url",
+            "keep the one that matches its algorithms",
+        ));
+        return None;
+    }
+    if raw.jwks_url.is_some() || raw.discovery_url.is_some() {
+        return remote_keys(raw, algorithms, family, key_path, source, errors).map(|r| IssuerKeys::Remote(Arc::new(r)));
+    }
+    load_key(raw, family, key_path, source, env, errors).map(IssuerKeys::Static)
+}
+
+fn remote_keys(
+    raw: &file::Issuer,
+    algorithms: &[Algorithm],
+    family: jsonwebtoken::AlgorithmFamily,
+    key_path: &str,
+    source: &Source,
+    errors: &mut Vec<ConfigError>,
+) -> Option<RemoteKeys> {
+    let (field, url, key_source) = match (&raw.jwks_url, &raw.discovery_url) {
+        (Some(u), _) => ("jwks_url", u, KeySource::Jwks(u.get_ref().clone())),
+        (_, Some(u)) => ("discovery_url", u, KeySource::Discovery(u.get_ref().clone())),
+        _ => return None,
+    };
+    if family == jsonwebtoken::AlgorithmFamily::Hmac {
+        errors.push(ConfigError::at(
+            url.span(),
+            format!("{key_path}.{field}"),
+            "HMAC secrets are never taken from a JWKS",
+            "use secret_env or secret_file for HS* algorithms",
+        ));
+        return None;
+    }
+    if !(url.get_ref().starts_with("https://") || url.get_ref().starts_with("http://"))
+        || url.get_ref().parse::<http::Uri>().is_err()
+    {
+        errors.push(ConfigError::at(
+            url.span(),
+            format!("{key_path}.{field}"),
+            format!("`{}` is not an http(s) URL", url.get_ref()),
+            "write e.g. \"https://idp.example.com/.well-known/jwks.json\"",
+        ));
+        return None;
+    }
+    let secs = |s: u64| Duration::from_secs(s);
+    let settings = JwksSettings {
+        fetch_timeout: Duration::from_millis(raw.fetch_timeout_ms.max(1)),
+        refresh_min: secs(raw.refresh_min_seconds.max(1)),
+        refresh_max: secs(raw.refresh_max_seconds.max(raw.refresh_min_seconds).max(1)),
+        max_staleness: secs(raw.max_staleness_seconds),
+        unknown_kid_cooldown: secs(raw.unknown_kid_cooldown_seconds),
+    };
+    let mut builder = reqwest::Client::builder().use_rustls_tls().connect_timeout(settings.fetch_timeout);
+    if let Some(ca) = &raw.ca_file {
+        let path = source.resolve(ca.get_ref());
+        let cert = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| reqwest::Certificate::from_pem(&pem).map_err(|e| e.to_string()));
+        match cert {
+            Ok(cert) => builder = builder.add_root_certificate(cert),
+            Err(e) => {
+                errors.push(ConfigError::at(
+                    ca.span(),
+                    format!("{key_path}.ca_file"),
+                    format!("cannot use {} as a CA certificate: {e}", path.display()),
+                    "point it at a PEM CA certificate",
+                ));
+                return None;
+            }
+        }
+    }
+    let client = builder
+        .build()
+        .map_err(|e| {
+            errors.push(ConfigError::at(
+                url.span(),
+                key_path,
+                format!("cannot build the HTTPS client: {e}"),
+                "check ca_file",
+            ))
+        })
+        .ok()?;
+    Some(RemoteKeys::new(raw.name.get_ref(), raw.issuer.get_ref(), key_source, algorithms, settings, client))
+}
+
 fn load_key(
     raw: &file::Issuer,
     family: jsonwebtoken::AlgorithmFamily,
@@ -174,34 +317,28 @@ fn load_key(
     errors: &mut Vec<ConfigError>,
 ) -> Option<DecodingKey> {
     use jsonwebtoken::AlgorithmFamily as F;
-    let sources = [
-        raw.public_key_file.is_some(),
-        raw.secret_env.is_some(),
-        raw.secret_file.is_some(),
-    ];
-    if sources.iter().filter(|s| **s).count() != 1 {
-        errors.push(ConfigError::at(
-            raw.name.span(),
-            key_path,
-            "an issuer needs exactly one of public_key_file, secret_env, secret_file",
-            "keep the one that matches its algorithms",
-        ));
-        return None;
-    }
     match (family, &raw.public_key_file) {
         (F::Hmac, Some(pem)) => {
-            errors.push(ConfigError::at(pem.span(), format!("{key_path}.public_key_file"), "HMAC algorithms cannot be verified with a public key (this is the RS256→HS256 confusion attack)", "use secret_env or secret_file for HS*, or list RS*/PS*/ES*/EdDSA algorithms"));
+            errors.push(ConfigError::at(
+                pem.span(),
+                format!("{key_path}.public_key_file"),
+                "HMAC algorithms cannot be verified with a public key (this is the RS256→HS256 confusion attack)",
+                "use secret_env or secret_file for HS*, or list RS*/PS*/ES*/EdDSA algorithms",
+            ));
             None
         }
-        (F::Hmac, None) => {
-            load_secret(raw, key_path, source, env, errors).map(|s| DecodingKey::from_secret(&s))
-        }
+        (F::Hmac, None) => load_secret(raw, key_path, source, env, errors).map(|s| DecodingKey::from_secret(&s)),
         (family, Some(pem)) => {
             let path = source.resolve(pem.get_ref());
             let bytes = match std::fs::read(&path) {
                 Ok(b) => b,
                 Err(e) => {
-                    errors.push(ConfigError::at(pem.span(), format!("{key_path}.public_key_file"), format!("cannot read {}: {e}", path.display()), "point it at a PEM public key file (relative paths start at the config file's directory)"));
+                    errors.push(ConfigError::at(
+                        pem.span(),
+                        format!("{key_path}.public_key_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                        "point it at a PEM public key file (relative paths start at the config file's directory)",
+                    ));
                     return None;
                 }
             };
@@ -211,15 +348,18 @@ fn load_key(
                 _ => DecodingKey::from_ed_pem(&bytes),
             };
             parsed
-                .map_err(|e| errors.push(ConfigError::at(pem.span(), format!("{key_path}.public_key_file"), format!("{} is not a {family:?} public key in PEM: {e}", path.display()), "use the issuer's public key (`-----BEGIN PUBLIC KEY-----`) matching its algorithms")))
+                .map_err(|e| {
+                    errors.push(ConfigError::at(
+                        pem.span(),
+                        format!("{key_path}.public_key_file"),
+                        format!("{} is not a {family:?} public key in PEM: {e}", path.display()),
+                        "use the issuer's public key (`-----BEGIN PUBLIC KEY-----`) matching its algorithms",
+                    ))
+                })
                 .ok()
         }
         (_, None) => {
-            let span = raw
-                .secret_env
-                .as_ref()
-                .or(raw.secret_file.as_ref())
-                .map_or(0..0, Spanned::span);
+            let span = raw.secret_env.as_ref().or(raw.secret_file.as_ref()).map_or(0..0, Spanned::span);
             errors.push(ConfigError::at(
                 span,
                 key_path,
@@ -241,7 +381,12 @@ fn load_secret(
     let (span, key, secret) = if let Some(var) = &raw.secret_env {
         let value = env(var.get_ref());
         if value.is_none() {
-            errors.push(ConfigError::at(var.span(), format!("{key_path}.secret_env"), format!("environment variable `{}` is not set", var.get_ref()), "export it before starting isogate (e.g. from a systemd EnvironmentFile or a Kubernetes Secret)"));
+            errors.push(ConfigError::at(
+                var.span(),
+                format!("{key_path}.secret_env"),
+                format!("environment variable `{}` is not set", var.get_ref()),
+                "export it before starting isogate (e.g. from a systemd EnvironmentFile or a Kubernetes Secret)",
+            ));
         }
         (var.span(), "secret_env", value.map(String::into_bytes))
     } else if let Some(file) = &raw.secret_file {
@@ -271,10 +416,7 @@ fn load_secret(
         errors.push(ConfigError::at(
             span,
             format!("{key_path}.{key}"),
-            format!(
-                "the HMAC secret is {} bytes; at least {MIN_SECRET_BYTES} are required",
-                secret.len()
-            ),
+            format!("the HMAC secret is {} bytes; at least {MIN_SECRET_BYTES} are required", secret.len()),
             "generate one with `head -c 48 /dev/urandom | base64`",
         ));
         return None;
@@ -291,10 +433,9 @@ fn map_error(kind: &jsonwebtoken::errors::ErrorKind) -> AuthError {
         K::InvalidAudience => AuthError::WrongAudience,
         K::MissingRequiredClaim(_) => AuthError::ClaimMissing,
         K::InvalidClaimFormat(_) => AuthError::ClaimInvalid,
-        K::InvalidAlgorithm
-        | K::MissingAlgorithm
-        | K::InvalidAlgorithmName
-        | K::UnsupportedAlgorithm => AuthError::AlgorithmNotAllowed,
+        K::InvalidAlgorithm | K::MissingAlgorithm | K::InvalidAlgorithmName | K::UnsupportedAlgorithm => {
+            AuthError::AlgorithmNotAllowed
+        }
         K::InvalidToken | K::Base64(_) | K::Json(_) | K::Utf8(_) => AuthError::Malformed,
         // Signature failures and any crypto error fail closed the same way.
         _ => AuthError::BadSignature,

@@ -46,11 +46,7 @@ where
     if token.len() > max_bytes {
         return Err(AuthError::TooLarge);
     }
-    if token.is_empty()
-        || !token
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
+    if token.is_empty() || !token.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
         return Err(AuthError::Malformed);
     }
     // Only ASCII remains, so this cannot fail.
@@ -76,8 +72,7 @@ struct RawIssuer {
 /// Splits and decodes the header and the `iss` claim without verifying anything.
 pub(crate) fn peek(token: &str) -> Result<Peeked<'_>, AuthError> {
     let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(AuthError::Malformed);
     };
@@ -85,8 +80,7 @@ pub(crate) fn peek(token: &str) -> Result<Peeked<'_>, AuthError> {
         return Err(AuthError::Malformed);
     }
     let header: RawHeader = decode_json(header)?;
-    if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() || header.x5c.is_some()
-    {
+    if header.jku.is_some() || header.x5u.is_some() || header.jwk.is_some() || header.x5c.is_some() {
         return Err(AuthError::HeaderForbidden);
     }
     if header.crit.is_some() {
@@ -102,18 +96,11 @@ pub(crate) fn peek(token: &str) -> Result<Peeked<'_>, AuthError> {
         Some(_) => return Err(AuthError::ClaimInvalid),
         None => None,
     };
-    Ok(Peeked {
-        token,
-        alg,
-        kid: header.kid,
-        iss,
-    })
+    Ok(Peeked { token, alg, kid: header.kid, iss })
 }
 
 fn decode_json<T: for<'de> Deserialize<'de>>(segment: &str) -> Result<T, AuthError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| AuthError::Malformed)?;
+    let bytes = URL_SAFE_NO_PAD.decode(segment).map_err(|_| AuthError::Malformed)?;
     serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)
 }
 
@@ -143,15 +130,9 @@ mod tests {
         let two = [b"Bearer a.b.c".as_slice(), b"Bearer a.b.c".as_slice()];
         assert_eq!(bearer(two.into_iter(), 100), Err(AuthError::Malformed));
         let big = format!("Bearer {}", "a".repeat(101));
-        assert_eq!(
-            bearer([big.as_bytes()].into_iter(), 100),
-            Err(AuthError::TooLarge)
-        );
+        assert_eq!(bearer([big.as_bytes()].into_iter(), 100), Err(AuthError::TooLarge));
         let huge = format!("Bearer {}", "a".repeat(100_000));
-        assert_eq!(
-            bearer([huge.as_bytes()].into_iter(), 100),
-            Err(AuthError::TooLarge)
-        );
+        assert_eq!(bearer([huge.as_bytes()].into_iter(), 100), Err(AuthError::TooLarge));
     }
 
     #[test]
@@ -172,45 +153,20 @@ mod tests {
             r#"{"alg":"RS256","x5c":["MIIB"]}"#,
             r#"{"alg":"RS256","crit":["exp"]}"#,
         ] {
-            assert_eq!(
-                peek(&token(h, "{}")).unwrap_err(),
-                AuthError::HeaderForbidden,
-                "{h}"
-            );
+            assert_eq!(peek(&token(h, "{}")).unwrap_err(), AuthError::HeaderForbidden, "{h}");
         }
-        assert_eq!(
-            peek(&token(r#"{"alg":"none"}"#, "{}")).unwrap_err(),
-            AuthError::AlgorithmNotAllowed
-        );
-        assert_eq!(
-            peek(&token(r#"{"alg":"NoNe"}"#, "{}")).unwrap_err(),
-            AuthError::AlgorithmNotAllowed
-        );
+        assert_eq!(peek(&token(r#"{"alg":"none"}"#, "{}")).unwrap_err(), AuthError::AlgorithmNotAllowed);
+        assert_eq!(peek(&token(r#"{"alg":"NoNe"}"#, "{}")).unwrap_err(), AuthError::AlgorithmNotAllowed);
         let unsigned = format!("{}.{}.", b64(r#"{"alg":"HS256"}"#), b64("{}"));
         assert_eq!(peek(&unsigned).unwrap_err(), AuthError::AlgorithmNotAllowed);
     }
 
     #[test]
     fn peek_refuses_garbage() {
-        for t in [
-            "",
-            "a",
-            "a.b",
-            "a.b.c.d",
-            "..",
-            "!!.!!.!!",
-            "e30.e30",
-            "bm90IGpzb24.e30.c2ln",
-        ] {
+        for t in ["", "a", "a.b", "a.b.c.d", "..", "!!.!!.!!", "e30.e30", "bm90IGpzb24.e30.c2ln"] {
             assert_eq!(peek(t).unwrap_err(), AuthError::Malformed, "{t:?}");
         }
-        assert_eq!(
-            peek(&token(r#"{"kid":"x"}"#, "{}")).unwrap_err(),
-            AuthError::Malformed
-        );
-        assert_eq!(
-            peek(&token(r#"{"alg":"HS256"}"#, r#"{"iss":42}"#)).unwrap_err(),
-            AuthError::ClaimInvalid
-        );
+        assert_eq!(peek(&token(r#"{"kid":"x"}"#, "{}")).unwrap_err(), AuthError::Malformed);
+        assert_eq!(peek(&token(r#"{"alg":"HS256"}"#, r#"{"iss":42}"#)).unwrap_err(), AuthError::ClaimInvalid);
     }
 }

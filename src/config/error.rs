@@ -38,23 +38,9 @@ pub struct ConfigError {
 
 impl ConfigError {
     /// A problem at a span of the main file.
-    pub fn at(
-        span: Range<usize>,
-        key: impl Into<String>,
-        problem: impl Into<String>,
-        fix: impl Into<String>,
-    ) -> Self {
-        let at = if span.is_empty() && span.start == 0 {
-            At::Unknown
-        } else {
-            At::Span(span)
-        };
-        Self {
-            at,
-            key: key.into(),
-            problem: problem.into(),
-            fix: fix.into(),
-        }
+    pub fn at(span: Range<usize>, key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        let at = if span.is_empty() && span.start == 0 { At::Unknown } else { At::Span(span) };
+        Self { at, key: key.into(), problem: problem.into(), fix: fix.into() }
     }
 
     /// Renders the error as `file:line:col: key: problem (fix: ...)`, resolving spans
@@ -68,11 +54,7 @@ impl ConfigError {
             At::File { path, line, col } => format!("{}:{line}:{col}", path.display()),
             At::Unknown => path.display().to_string(),
         };
-        let key = if self.key.is_empty() {
-            String::new()
-        } else {
-            format!(" {}:", self.key)
-        };
+        let key = if self.key.is_empty() { String::new() } else { format!(" {}:", self.key) };
         if self.fix.is_empty() {
             format!("{location}:{key} {}", self.problem)
         } else {

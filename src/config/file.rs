@@ -95,9 +95,7 @@ pub struct Admin {
 
 impl Default for Admin {
     fn default() -> Self {
-        Self {
-            address: default_admin_address(),
-        }
+        Self { address: default_admin_address() }
     }
 }
 
@@ -158,6 +156,13 @@ pub struct Token {
     /// Default clock leeway for `exp` and `nbf`, in seconds.
     #[serde(default = "default_leeway_seconds")]
     pub leeway_seconds: u64,
+    /// Verified public-key tokens remembered to skip signature work; 0 turns it off.
+    #[serde(default = "default_token_cache_entries")]
+    pub cache_entries: usize,
+}
+
+fn default_token_cache_entries() -> usize {
+    10_000
 }
 
 impl Default for Token {
@@ -165,6 +170,7 @@ impl Default for Token {
         Self {
             max_bytes: default_token_max_bytes(),
             leeway_seconds: default_leeway_seconds(),
+            cache_entries: default_token_cache_entries(),
         }
     }
 }
@@ -397,6 +403,43 @@ pub struct Issuer {
     pub secret_env: Option<Spanned<String>>,
     /// File holding the HMAC secret, relative to the config file.
     pub secret_file: Option<Spanned<String>>,
+    /// URL of the issuer's JWKS (keys fetched and refreshed in the background).
+    pub jwks_url: Option<Spanned<String>>,
+    /// URL of the issuer's OpenID discovery document (`.../.well-known/openid-configuration`).
+    pub discovery_url: Option<Spanned<String>>,
+    /// Extra CA certificate (PEM) trusted for JWKS and discovery fetches.
+    pub ca_file: Option<Spanned<String>>,
+    /// Fetch timeout, in milliseconds.
+    #[serde(default = "default_fetch_timeout_ms")]
+    pub fetch_timeout_ms: u64,
+    /// Shortest refresh interval, in seconds (lower bound for `Cache-Control: max-age`).
+    #[serde(default = "default_refresh_min_seconds")]
+    pub refresh_min_seconds: u64,
+    /// Longest refresh interval, in seconds (upper bound, and the interval without max-age).
+    #[serde(default = "default_refresh_max_seconds")]
+    pub refresh_max_seconds: u64,
+    /// How long the last good keys keep working while the IdP is down, in seconds.
+    #[serde(default = "default_max_staleness_seconds")]
+    pub max_staleness_seconds: u64,
+    /// After an unknown-`kid` refetch, seconds before another one is allowed.
+    #[serde(default = "default_unknown_kid_cooldown_seconds")]
+    pub unknown_kid_cooldown_seconds: u64,
+}
+
+fn default_fetch_timeout_ms() -> u64 {
+    2_000
+}
+fn default_refresh_min_seconds() -> u64 {
+    60
+}
+fn default_refresh_max_seconds() -> u64 {
+    3_600
+}
+fn default_max_staleness_seconds() -> u64 {
+    86_400
+}
+fn default_unknown_kid_cooldown_seconds() -> u64 {
+    30
 }
 
 /// `[environments.NAME]`

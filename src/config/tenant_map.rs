@@ -21,11 +21,7 @@ pub struct Entry<'a> {
 }
 
 /// Parses `text` (the contents of `path`). Returns the entries, or every problem found.
-pub fn parse<'a>(
-    path: &Path,
-    key: &str,
-    text: &'a str,
-) -> Result<Vec<Entry<'a>>, Vec<ConfigError>> {
+pub fn parse<'a>(path: &Path, key: &str, text: &'a str) -> Result<Vec<Entry<'a>>, Vec<ConfigError>> {
     let mut entries = Vec::new();
     let mut errors = Vec::new();
     let mut seen: HashMap<&str, usize> = HashMap::new();
@@ -36,31 +32,19 @@ pub fn parse<'a>(
             continue;
         }
         let err = |col: usize, problem: String, fix: &str| ConfigError {
-            at: At::File {
-                path: path.to_owned(),
-                line,
-                col,
-            },
+            at: At::File { path: path.to_owned(), line, col },
             key: key.to_owned(),
             problem,
             fix: fix.to_owned(),
         };
         let Some((tenant, pool)) = content.split_once(',') else {
-            errors.push(err(
-                1,
-                format!("line {line} has no comma"),
-                "write `tenant,pool`",
-            ));
+            errors.push(err(1, format!("line {line} has no comma"), "write `tenant,pool`"));
             continue;
         };
         let (tenant, pool) = (tenant.trim(), pool.trim());
         let pool_col = content.find(',').map_or(1, |c| c + 2);
         if tenant.is_empty() || pool.is_empty() || pool.contains(',') {
-            errors.push(err(
-                1,
-                format!("line {line} is not `tenant,pool`"),
-                "write exactly two non-empty fields",
-            ));
+            errors.push(err(1, format!("line {line} is not `tenant,pool`"), "write exactly two non-empty fields"));
             continue;
         }
         if let Some(first) = seen.insert(tenant, line) {
@@ -71,12 +55,7 @@ pub fn parse<'a>(
             ));
             continue;
         }
-        entries.push(Entry {
-            tenant,
-            pool,
-            line,
-            pool_col,
-        });
+        entries.push(Entry { tenant, pool, line, pool_col });
     }
     if errors.is_empty() {
         Ok(entries)

@@ -20,10 +20,7 @@ pub struct RawResponse {
 impl RawResponse {
     /// The first value of a header (name lowercase).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     /// The body parsed as JSON (`Null` when it is not JSON).
@@ -53,12 +50,7 @@ pub fn send(addr: SocketAddr, raw: &[u8]) -> std::io::Result<RawResponse> {
 }
 
 /// A GET with the given `Host` and extra header lines.
-pub fn get(
-    addr: SocketAddr,
-    host: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> std::io::Result<RawResponse> {
+pub fn get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<RawResponse> {
     let mut raw = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
     for (k, v) in headers {
         raw.push_str(&format!("{k}: {v}\r\n"));
@@ -76,16 +68,11 @@ fn parse(buf: &[u8]) -> std::io::Result<Option<RawResponse>> {
     let Some((status, headers, head_len)) = head(buf)? else {
         return Ok(None);
     };
-    let length = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse::<usize>().ok());
+    let length = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse::<usize>().ok());
     match length {
-        Some(len) if buf.len() >= head_len + len => Ok(Some(RawResponse {
-            status,
-            headers,
-            body: buf[head_len..head_len + len].to_vec(),
-        })),
+        Some(len) if buf.len() >= head_len + len => {
+            Ok(Some(RawResponse { status, headers, body: buf[head_len..head_len + len].to_vec() }))
+        }
         _ => Ok(None),
     }
 }
@@ -93,11 +80,7 @@ fn parse(buf: &[u8]) -> std::io::Result<Option<RawResponse>> {
 fn parse_to_end(buf: &[u8]) -> std::io::Result<RawResponse> {
     let (status, headers, head_len) =
         head(buf)?.ok_or_else(|| invalid("connection closed before a full response head"))?;
-    Ok(RawResponse {
-        status,
-        headers,
-        body: buf[head_len..].to_vec(),
-    })
+    Ok(RawResponse { status, headers, body: buf[head_len..].to_vec() })
 }
 
 type Head = (u16, Vec<(String, String)>, usize);
@@ -110,12 +93,7 @@ fn head(buf: &[u8]) -> std::io::Result<Option<Head>> {
             let headers = resp
                 .headers
                 .iter()
-                .map(|h| {
-                    (
-                        h.name.to_ascii_lowercase(),
-                        String::from_utf8_lossy(h.value).into_owned(),
-                    )
-                })
+                .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
                 .collect();
             Ok(Some((resp.code.unwrap_or(0), headers, n)))
         }

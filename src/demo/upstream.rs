@@ -25,11 +25,7 @@ pub struct Received {
 impl Received {
     /// All values of a header (name lowercase).
     pub fn header_values(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
+        self.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
     }
 
     /// The single value of a header, if present.
@@ -52,11 +48,7 @@ impl EchoUpstream {
     /// Binds `127.0.0.1:0` and serves on the current tokio runtime.
     pub async fn start(name: &str) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let upstream = Self {
-            name: name.to_owned(),
-            addr: listener.local_addr()?,
-            received: Arc::default(),
-        };
+        let upstream = Self { name: name.to_owned(), addr: listener.local_addr()?, received: Arc::default() };
         let served = upstream.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -102,13 +94,9 @@ impl EchoUpstream {
             if let Ok(mut r) = self.received.lock() {
                 r.push(request);
             }
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                body.len()
-            );
-            if stream.write_all(head.as_bytes()).await.is_err()
-                || stream.write_all(&body).await.is_err()
-            {
+            let head =
+                format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
+            if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(&body).await.is_err() {
                 return;
             }
         }
@@ -143,12 +131,7 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(Receive
             let headers: Vec<(String, String)> = req
                 .headers
                 .iter()
-                .map(|h| {
-                    (
-                        h.name.to_ascii_lowercase(),
-                        String::from_utf8_lossy(h.value).into_owned(),
-                    )
-                })
+                .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
                 .collect();
             let body_len = headers
                 .iter()

@@ -72,10 +72,7 @@ fn inject_sets_only_verified_values_and_leaves_missing_claims_absent() {
         db_pool: None,
     };
     plan.inject(&mut req, &trusted).unwrap();
-    assert_eq!(
-        req.headers.get("x-isogate-db-schema").unwrap(),
-        "company_42"
-    );
+    assert_eq!(req.headers.get("x-isogate-db-schema").unwrap(), "company_42");
     assert_eq!(req.headers.get("x-isogate-system-mode"), None);
     assert_eq!(req.headers.get("x-isogate-db-pool"), None);
     let get = |k: &str| req.headers.get(k).map(|v| v.to_str().unwrap().to_owned());
@@ -95,23 +92,11 @@ fn inject_sets_only_verified_values_and_leaves_missing_claims_absent() {
 #[test]
 fn request_id_is_kept_only_when_single_and_safe() {
     let plan = plan();
-    assert_eq!(
-        plan.client_request_id(&request(&[("x-request-id", "abc-123.x")])),
-        Some("abc-123.x")
-    );
-    assert_eq!(
-        plan.client_request_id(&request(&[("x-request-id", "a b")])),
-        None
-    );
-    assert_eq!(
-        plan.client_request_id(&request(&[("x-request-id", "a"), ("x-request-id", "b")])),
-        None
-    );
+    assert_eq!(plan.client_request_id(&request(&[("x-request-id", "abc-123.x")])), Some("abc-123.x"));
+    assert_eq!(plan.client_request_id(&request(&[("x-request-id", "a b")])), None);
+    assert_eq!(plan.client_request_id(&request(&[("x-request-id", "a"), ("x-request-id", "b")])), None);
     let long = "a".repeat(129);
-    assert_eq!(
-        plan.client_request_id(&request(&[("x-request-id", long.as_str())])),
-        None
-    );
+    assert_eq!(plan.client_request_id(&request(&[("x-request-id", long.as_str())])), None);
     assert_eq!(new_request_id().len(), 32);
     assert!(valid_request_id(&new_request_id()));
 }
@@ -175,10 +160,6 @@ fn strip_then_inject_never_leaks_client_values() {
             db_pool: None,
         };
         plan.inject(&mut req, &trusted).unwrap();
-        assert!(
-            req.headers.values().all(|v| v != "CLIENT-VALUE"),
-            "{:?}",
-            req.headers
-        );
+        assert!(req.headers.values().all(|v| v != "CLIENT-VALUE"), "{:?}", req.headers);
     }
 }

@@ -5,11 +5,7 @@
 /// Cleans a raw reason header; `None` when nothing usable is left.
 pub fn clean_reason(raw: &[u8], max_chars: usize) -> Option<String> {
     let text = String::from_utf8_lossy(raw);
-    let cleaned: String = text
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(max_chars.saturating_mul(2))
-        .collect();
+    let cleaned: String = text.chars().filter(|c| !c.is_control()).take(max_chars.saturating_mul(2)).collect();
     let trimmed = cleaned.trim();
     if trimmed.is_empty() {
         return None;
@@ -23,23 +19,11 @@ mod tests {
 
     #[test]
     fn reasons_are_cleaned_and_capped() {
-        assert_eq!(
-            clean_reason(b"debugging issue #123", 200).as_deref(),
-            Some("debugging issue #123")
-        );
-        assert_eq!(
-            clean_reason(b"  a\tb\x00c\x1b[31m  ", 200).as_deref(),
-            Some("abc[31m")
-        );
+        assert_eq!(clean_reason(b"debugging issue #123", 200).as_deref(), Some("debugging issue #123"));
+        assert_eq!(clean_reason(b"  a\tb\x00c\x1b[31m  ", 200).as_deref(), Some("abc[31m"));
         assert_eq!(clean_reason(b"   ", 200), None);
         assert_eq!(clean_reason(b"\x01\x02", 200), None);
-        assert_eq!(
-            clean_reason("é".repeat(500).as_bytes(), 10).map(|s| s.chars().count()),
-            Some(10)
-        );
-        assert_eq!(
-            clean_reason(b"\xff\xfeok", 200).as_deref(),
-            Some("\u{fffd}\u{fffd}ok")
-        );
+        assert_eq!(clean_reason("é".repeat(500).as_bytes(), 10).map(|s| s.chars().count()), Some(10));
+        assert_eq!(clean_reason(b"\xff\xfeok", 200).as_deref(), Some("\u{fffd}\u{fffd}ok"));
     }
 }

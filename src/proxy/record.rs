@@ -20,11 +20,7 @@ impl Gateway {
         }
         let snap = &ctx.snapshot;
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let decision = if ctx.reject.is_some() {
-            Decision::Deny
-        } else {
-            Decision::Allow
-        };
+        let decision = if ctx.reject.is_some() { Decision::Deny } else { Decision::Allow };
         let reason = match (ctx.reject, e) {
             (Some(r), _) => r.reason(),
             (None, Some(e)) if e.esource() == &ErrorSource::Upstream => "upstream_reset",
@@ -33,18 +29,12 @@ impl Gateway {
         };
         let env = ctx.env.map(|id| snap.binder.name(id));
         let route = ctx.route.map(|id| &*snap.routes.get(id).name);
-        let pool = ctx
-            .placement
-            .as_ref()
-            .map(|p| &*snap.pools.get(p.pool).name);
+        let pool = ctx.placement.as_ref().map(|p| &*snap.pools.get(p.pool).name);
         let id = ctx.identity.as_ref();
         let permit = ctx.permit.as_ref();
+        let refusal = ctx.refusal.as_deref();
         let reported = permit.and_then(|p| p.reported());
-        let account = if id.is_some_and(|i| i.test_account) {
-            Account::Test
-        } else {
-            Account::Regular
-        };
+        let account = if id.is_some_and(|i| i.test_account) { Account::Test } else { Account::Regular };
         let elapsed = ctx.started.elapsed();
 
         let m = &self.metrics;
@@ -59,10 +49,7 @@ impl Gateway {
             ])
             .inc();
         match env {
-            Some(env) => m
-                .request_duration
-                .with_label_values(&[env])
-                .observe(elapsed.as_secs_f64()),
+            Some(env) => m.request_duration.with_label_values(&[env]).observe(elapsed.as_secs_f64()),
             None => m.unbound_duration.observe(elapsed.as_secs_f64()),
         }
         if let Some(r) = ctx.reject {
@@ -72,17 +59,13 @@ impl Gateway {
             }
         }
         if let Some(r) = reported {
-            m.report_only
-                .with_label_values(&[env_label, r.reason()])
-                .inc();
+            m.report_only.with_label_values(&[env_label, r.reason()]).inc();
         }
         if permit.and_then(|p| p.access_reason()).is_some() {
             m.access_reasons.with_label_values(&[env_label]).inc();
         }
         if let (Some(pool), Some(t)) = (pool, ctx.upstream_time) {
-            m.upstream_duration
-                .with_label_values(&[pool])
-                .observe(t.as_secs_f64());
+            m.upstream_duration.with_label_values(&[pool]).observe(t.as_secs_f64());
         }
 
         let req = session.req_header();
@@ -94,7 +77,8 @@ impl Gateway {
             user: id.and_then(|i| i.user.as_deref()),
             roles: id.map_or(&[], |i| i.roles.as_slice()),
             test_account: id.is_some_and(|i| i.test_account),
-            issuer: id.map(|i| &*snap.auth.issuer(i.issuer).name),
+            issuer: id.map(|i| i.issuer).or(refusal.and_then(|r| r.issuer)).map(|i| &*snap.auth.issuer(i).name),
+            kid: id.and_then(|i| i.kid.as_deref()).or(refusal.and_then(|r| r.kid.as_deref())),
             method: req.method.as_str(),
             path: req.uri.path(),
             route,

@@ -22,18 +22,8 @@ fn permit(env: u16) -> Permit {
         route: &RoutePolicy::default(),
         access: &AccessRules::default(),
     };
-    let facts = RequestFacts {
-        path: "/",
-        reason: None,
-        now: 0,
-    };
-    authorize(
-        &Identity::default(),
-        &Binding { env: EnvId(env) },
-        &policies,
-        &facts,
-    )
-    .unwrap()
+    let facts = RequestFacts { path: "/", reason: None, now: 0 };
+    authorize(&Identity::default(), &Binding { env: EnvId(env) }, &policies, &facts).unwrap()
 }
 
 #[test]
@@ -45,10 +35,7 @@ fn first_match_in_file_order_on_whole_segments() {
         route("root", &[], "/"),
     ]);
     let find = |h: Option<&str>, p: &str| table.find(h, p).map(|id| table.get(id).name.to_string());
-    assert_eq!(
-        find(Some("admin.example.com"), "/api/x").as_deref(),
-        Some("admin")
-    );
+    assert_eq!(find(Some("admin.example.com"), "/api/x").as_deref(), Some("admin"));
     assert_eq!(find(Some("x.example.com"), "/api").as_deref(), Some("api"));
     assert_eq!(find(None, "/api/v1/users").as_deref(), Some("api"));
     assert_eq!(find(None, "/api?x=1").as_deref(), Some("api"));
@@ -67,14 +54,8 @@ fn no_route_without_a_match() {
 
 #[test]
 fn hosts_are_normalised() {
-    assert_eq!(
-        normalize_host("API.Example.com:8080").as_deref(),
-        Some("api.example.com")
-    );
-    assert_eq!(
-        normalize_host("api.example.com.").as_deref(),
-        Some("api.example.com")
-    );
+    assert_eq!(normalize_host("API.Example.com:8080").as_deref(), Some("api.example.com"));
+    assert_eq!(normalize_host("api.example.com.").as_deref(), Some("api.example.com"));
     assert_eq!(normalize_host("[::1]:80").as_deref(), Some("[::1]"));
     assert_eq!(normalize_host("a b"), None);
     assert_eq!(normalize_host(""), None);
@@ -89,26 +70,13 @@ fn tenants_go_to_their_pool_or_the_default_or_are_refused() {
             tenants: HashMap::from([("acme".into(), PoolId(1))]),
             ..Default::default()
         },
-        Tenancy {
-            default_pool: None,
-            tenants: HashMap::from([("acme".into(), PoolId(2))]),
-            ..Default::default()
-        },
+        Tenancy { default_pool: None, tenants: HashMap::from([("acme".into(), PoolId(2))]), ..Default::default() },
     ];
     assert_eq!(select(&permit(0), Some("acme"), &tenancy), Ok(PoolId(1)));
     assert_eq!(select(&permit(0), Some("globex"), &tenancy), Ok(PoolId(0)));
     assert_eq!(select(&permit(0), None, &tenancy), Ok(PoolId(0)));
     assert_eq!(select(&permit(1), Some("acme"), &tenancy), Ok(PoolId(2)));
-    assert_eq!(
-        select(&permit(1), Some("globex"), &tenancy),
-        Err(Reject::TenantNotMapped)
-    );
-    assert_eq!(
-        select(&permit(1), None, &tenancy),
-        Err(Reject::TenantNotMapped)
-    );
-    assert_eq!(
-        select(&permit(5), Some("acme"), &tenancy),
-        Err(Reject::UnknownEnvironment)
-    );
+    assert_eq!(select(&permit(1), Some("globex"), &tenancy), Err(Reject::TenantNotMapped));
+    assert_eq!(select(&permit(1), None, &tenancy), Err(Reject::TenantNotMapped));
+    assert_eq!(select(&permit(5), Some("acme"), &tenancy), Err(Reject::UnknownEnvironment));
 }

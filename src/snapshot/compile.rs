@@ -21,35 +21,18 @@ use crate::upstream::{Pool, PoolId, Pools};
 const FROM_TOKEN: &str = "from_token";
 
 /// Compiles a parsed file into a snapshot, or returns every problem found.
-pub fn compile(
-    raw: &file::File,
-    source: &Source,
-    env: EnvLookup<'_>,
-) -> Result<Snapshot, Vec<ConfigError>> {
+pub fn compile(raw: &file::File, source: &Source, env: EnvLookup<'_>) -> Result<Snapshot, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let env_names: Vec<&Spanned<String>> = raw.environments.keys().collect();
     check_environment_names(&env_names, &mut errors);
-    let find_env = |name: &str| {
-        env_names
-            .iter()
-            .position(|n| n.get_ref() == name)
-            .map(|i| EnvId(i as u16))
-    };
+    let find_env = |name: &str| env_names.iter().position(|n| n.get_ref() == name).map(|i| EnvId(i as u16));
 
     let settings = settings(raw, source, &find_env, &mut errors);
-    let auth = Authenticator::compile(raw, source, env)
-        .map_err(|mut e| errors.append(&mut e))
-        .ok();
-    let headers = HeaderPlan::compile(&raw.headers)
-        .map_err(|mut e| errors.append(&mut e))
-        .ok();
+    let auth = Authenticator::compile(raw, source, env).map_err(|mut e| errors.append(&mut e)).ok();
+    let headers = HeaderPlan::compile(&raw.headers).map_err(|mut e| errors.append(&mut e)).ok();
     let (pools, pool_ids, pool_hints) = pools(&raw.pools, &mut errors);
     let access = access_rules(&raw.access, &mut errors);
-    let reason_header = header_name(
-        &raw.access.reason_header,
-        "access.reason_header",
-        &mut errors,
-    );
+    let reason_header = header_name(&raw.access.reason_header, "access.reason_header", &mut errors);
 
     let mut hosts = HashMap::new();
     let mut policies = Vec::new();
@@ -59,9 +42,7 @@ pub fn compile(
         for (i, host) in environment.hosts.iter().enumerate() {
             match normalize_host(host.get_ref()) {
                 Some(h) => {
-                    if let Some(other) =
-                        hosts.insert(Box::<str>::from(h.as_ref()), EnvId(index as u16))
-                    {
+                    if let Some(other) = hosts.insert(Box::<str>::from(h.as_ref()), EnvId(index as u16)) {
                         let other = env_names[other.index()].get_ref();
                         errors.push(ConfigError::at(
                             host.span(),
@@ -79,19 +60,8 @@ pub fn compile(
                 )),
             }
         }
-        policies.push(environment_policy(
-            &key,
-            environment,
-            auth.as_ref(),
-            &mut errors,
-        ));
-        tenancy.push(tenancy_of(
-            &key,
-            environment,
-            &pool_ids,
-            source,
-            &mut errors,
-        ));
+        policies.push(environment_policy(&key, environment, auth.as_ref(), &mut errors));
+        tenancy.push(tenancy_of(&key, environment, &pool_ids, source, &mut errors));
     }
     if raw.environments.is_empty() {
         errors.push(ConfigError::at(
@@ -106,26 +76,13 @@ pub fn compile(
         .listeners
         .iter()
         .zip(&raw.listeners)
-        .map(|(addr, l)| {
-            (
-                *addr,
-                l.environment.as_ref().and_then(|e| find_env(e.get_ref())),
-            )
-        })
+        .map(|(addr, l)| (*addr, l.environment.as_ref().and_then(|e| find_env(e.get_ref()))))
         .collect();
     let can_inherit = !hosts.is_empty() || listener_envs.iter().any(|(_, e)| e.is_some());
     let routes = routes(&raw.routes, &find_env, can_inherit, &mut errors);
-    for (name, _) in raw
-        .routes
-        .iter()
-        .flat_map(|r| r.roles_by_environment.iter())
-    {
+    for (name, _) in raw.routes.iter().flat_map(|r| r.roles_by_environment.iter()) {
         if find_env(name.get_ref()).is_none() {
-            errors.push(unknown_env(
-                name,
-                "routes[].roles_by_environment",
-                &raw.environments,
-            ));
+            errors.push(unknown_env(name, "routes[].roles_by_environment", &raw.environments));
         }
     }
 
@@ -135,10 +92,7 @@ pub fn compile(
     let (Some(auth), Some(headers), Some(reason_header)) = (auth, headers, reason_header) else {
         return Err(errors);
     };
-    let names = env_names
-        .iter()
-        .map(|n| Box::from(n.get_ref().as_str()))
-        .collect();
+    let names = env_names.iter().map(|n| Box::from(n.get_ref().as_str())).collect();
     Ok(Snapshot {
         settings,
         auth,
@@ -154,11 +108,7 @@ pub fn compile(
     })
 }
 
-fn header_name(
-    raw: &Spanned<String>,
-    key: &str,
-    errors: &mut Vec<ConfigError>,
-) -> Option<http::HeaderName> {
+fn header_name(raw: &Spanned<String>, key: &str, errors: &mut Vec<ConfigError>) -> Option<http::HeaderName> {
     http::HeaderName::from_bytes(raw.get_ref().to_ascii_lowercase().as_bytes())
         .map_err(|_| {
             errors.push(ConfigError::at(
@@ -209,10 +159,7 @@ fn access_rules(raw: &file::Access, errors: &mut Vec<ConfigError>) -> AccessRule
         }
     }
     AccessRules {
-        admin_prefix: raw
-            .admin_path_prefix
-            .as_ref()
-            .map(|p| p.get_ref().as_str().into()),
+        admin_prefix: raw.admin_path_prefix.as_ref().map(|p| p.get_ref().as_str().into()),
         admin_roles: boxed(&raw.admin_roles),
         test_max_lifetime: raw.test_account_max_lifetime_seconds,
         reason_max_chars: raw.reason_max_chars,
@@ -224,30 +171,19 @@ fn boxed(list: &[String]) -> Box<[Box<str>]> {
 }
 
 /// Parses a template; `schema` templates must be able to produce a valid schema name.
-fn template(
-    raw: Option<&Spanned<String>>,
-    key: &str,
-    schema: bool,
-    errors: &mut Vec<ConfigError>,
-) -> Option<Template> {
+fn template(raw: Option<&Spanned<String>>, key: &str, schema: bool, errors: &mut Vec<ConfigError>) -> Option<Template> {
     let raw = raw?;
     let parsed = Template::parse(raw.get_ref())
-        .map_err(|e| {
-            errors.push(ConfigError::at(
-                raw.span(),
-                key,
-                e,
-                "use {env}, {tenant} or {sub} placeholders",
-            ))
-        })
+        .map_err(|e| errors.push(ConfigError::at(raw.span(), key, e, "use {env}, {tenant} or {sub} placeholders")))
         .ok()?;
-    let sample = parsed.render(&Values {
-        env: "env",
-        tenant: Some("t1"),
-        sub: Some("s1"),
-    });
+    let sample = parsed.render(&Values { env: "env", tenant: Some("t1"), sub: Some("s1") });
     if schema && !sample.as_deref().is_ok_and(valid_schema) {
-        errors.push(ConfigError::at(raw.span(), key, format!("`{}` can never render a valid schema name", raw.get_ref()), "use lowercase letters, digits and `_` around the placeholders, e.g. `company_{tenant}`"));
+        errors.push(ConfigError::at(
+            raw.span(),
+            key,
+            format!("`{}` can never render a valid schema name", raw.get_ref()),
+            "use lowercase letters, digits and `_` around the placeholders, e.g. `company_{tenant}`",
+        ));
     }
     Some(parsed)
 }
@@ -266,12 +202,7 @@ fn db_hints(
 
 fn check_environment_names(names: &[&Spanned<String>], errors: &mut Vec<ConfigError>) {
     if names.len() > usize::from(u16::MAX) {
-        errors.push(ConfigError::at(
-            0..0,
-            "environments",
-            "too many environments",
-            "keep fewer than 65535",
-        ));
+        errors.push(ConfigError::at(0..0, "environments", "too many environments", "keep fewer than 65535"));
     }
     for name in names {
         if !safe_value(name.get_ref()) || name.get_ref() == FROM_TOKEN {
@@ -315,11 +246,7 @@ fn settings(
         }
         if let Some(env) = &l.environment {
             if find_env(env.get_ref()).is_none() {
-                errors.push(unknown_env(
-                    env,
-                    &format!("{key}.environment"),
-                    &raw.environments,
-                ));
+                errors.push(unknown_env(env, &format!("{key}.environment"), &raw.environments));
             }
         }
     }
@@ -373,11 +300,7 @@ fn settings(
     }
 }
 
-fn socket_addr(
-    raw: &Spanned<String>,
-    key: &str,
-    errors: &mut Vec<ConfigError>,
-) -> Option<SocketAddr> {
+fn socket_addr(raw: &Spanned<String>, key: &str, errors: &mut Vec<ConfigError>) -> Option<SocketAddr> {
     raw.get_ref()
         .parse()
         .map_err(|_| {
@@ -391,24 +314,13 @@ fn socket_addr(
         .ok()
 }
 
-fn unknown_env<T>(
-    name: &Spanned<String>,
-    key: &str,
-    defined: &BTreeMap<Spanned<String>, T>,
-) -> ConfigError {
+fn unknown_env<T>(name: &Spanned<String>, key: &str, defined: &BTreeMap<Spanned<String>, T>) -> ConfigError {
     let list: Vec<&str> = defined.keys().map(|k| k.get_ref().as_str()).collect();
     ConfigError::at(
         name.span(),
         key,
-        format!(
-            "environment `{}` is not defined (defined: {})",
-            name.get_ref(),
-            list.join(", ")
-        ),
-        format!(
-            "define [environments.{}] or use one of the defined names",
-            name.get_ref()
-        ),
+        format!("environment `{}` is not defined (defined: {})", name.get_ref(), list.join(", ")),
+        format!("define [environments.{}] or use one of the defined names", name.get_ref()),
     )
 }
 
@@ -421,10 +333,7 @@ fn pools(
     let mut hints = Vec::new();
     for (name, pool) in raw {
         let key = format!("pools.{}", name.get_ref());
-        if !name
-            .get_ref()
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        if !name.get_ref().bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
             || name.get_ref().is_empty()
         {
             errors.push(ConfigError::at(
@@ -458,10 +367,7 @@ fn pools(
                 _ => errors.push(ConfigError::at(
                     server.span(),
                     format!("{key}.servers[{i}]"),
-                    format!(
-                        "`{}` is not a reachable host:port (it does not parse or resolve)",
-                        server.get_ref()
-                    ),
+                    format!("`{}` is not a reachable host:port (it does not parse or resolve)", server.get_ref()),
                     "write \"10.0.0.5:8080\" or \"app.internal:8080\"",
                 )),
             }
@@ -476,12 +382,7 @@ fn pools(
             Ok(p) => {
                 ids.insert(name.get_ref().clone(), PoolId(pools.len() as u16));
                 pools.push(p);
-                hints.push(db_hints(
-                    pool.db_schema.as_ref(),
-                    pool.db_pool.as_ref(),
-                    &key,
-                    errors,
-                ));
+                hints.push(db_hints(pool.db_schema.as_ref(), pool.db_pool.as_ref(), &key, errors));
             }
             Err(e) => errors.push(ConfigError::at(
                 name.span(),
@@ -534,15 +435,8 @@ fn pool_ref(
         errors.push(ConfigError::at(
             name.span(),
             key,
-            format!(
-                "pool `{}` is not defined (defined: {})",
-                name.get_ref(),
-                defined.join(", ")
-            ),
-            format!(
-                "define [pools.{}] or use one of the defined pools",
-                name.get_ref()
-            ),
+            format!("pool `{}` is not defined (defined: {})", name.get_ref(), defined.join(", ")),
+            format!("define [pools.{}] or use one of the defined pools", name.get_ref()),
         ));
     }
     id
@@ -555,10 +449,8 @@ fn tenancy_of(
     source: &Source,
     errors: &mut Vec<ConfigError>,
 ) -> Tenancy {
-    let default_pool = raw
-        .default_pool
-        .as_ref()
-        .and_then(|p| pool_ref(p, format!("{key}.default_pool"), pools, errors));
+    let default_pool =
+        raw.default_pool.as_ref().and_then(|p| pool_ref(p, format!("{key}.default_pool"), pools, errors));
     if raw.default_pool.is_none() && raw.unmapped_tenants == file::UnmappedTenants::DefaultPool {
         errors.push(ConfigError::at(
             0..0,
@@ -576,17 +468,9 @@ fn tenancy_of(
     if let Some(map) = &raw.tenant_map_file {
         load_tenant_map(key, map, pools, source, &mut tenants, errors);
     }
-    let default_pool = if raw.unmapped_tenants == file::UnmappedTenants::Refuse {
-        None
-    } else {
-        default_pool
-    };
+    let default_pool = if raw.unmapped_tenants == file::UnmappedTenants::Refuse { None } else { default_pool };
     let hints = db_hints(raw.db_schema.as_ref(), raw.db_pool.as_ref(), key, errors);
-    Tenancy {
-        default_pool,
-        tenants,
-        hints,
-    }
+    Tenancy { default_pool, tenants, hints }
 }
 
 fn load_tenant_map(
@@ -602,7 +486,12 @@ fn load_tenant_map(
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) => {
-            errors.push(ConfigError::at(map.span(), map_key, format!("cannot read {}: {e}", path.display()), "point it at a `tenant,pool` file (relative paths start at the config file's directory)"));
+            errors.push(ConfigError::at(
+                map.span(),
+                map_key,
+                format!("cannot read {}: {e}", path.display()),
+                "point it at a `tenant,pool` file (relative paths start at the config file's directory)",
+            ));
             return;
         }
     };
@@ -615,11 +504,7 @@ fn load_tenant_map(
     };
     tenants.reserve(entries.len());
     for entry in entries {
-        let at = |col| crate::config::At::File {
-            path: path.clone(),
-            line: entry.line,
-            col,
-        };
+        let at = |col| crate::config::At::File { path: path.clone(), line: entry.line, col };
         match pools.get(entry.pool) {
             Some(id) if tenants.insert(Box::from(entry.tenant), *id).is_none() => {}
             Some(_) => errors.push(ConfigError {
@@ -660,10 +545,7 @@ fn routes(
             errors.push(ConfigError::at(
                 r.name.span(),
                 format!("{key}.name"),
-                format!(
-                    "route name `{}` is already used by routes[{first}]",
-                    r.name.get_ref()
-                ),
+                format!("route name `{}` is already used by routes[{first}]", r.name.get_ref()),
                 "give each route its own name",
             ));
         }
@@ -711,7 +593,12 @@ fn routes(
             ),
             None => {
                 if !can_inherit {
-                    errors.push(ConfigError::at(r.name.span(), format!("{key}.environment"), "the route names no environment, and no host or listener binds one", "set environment = \"NAME\" or \"from_token\", or bind hosts/listeners to environments"));
+                    errors.push(ConfigError::at(
+                        r.name.span(),
+                        format!("{key}.environment"),
+                        "the route names no environment, and no host or listener binds one",
+                        "set environment = \"NAME\" or \"from_token\", or bind hosts/listeners to environments",
+                    ));
                 }
                 RouteEnvironment::Inherit
             }
@@ -733,18 +620,8 @@ fn routes(
             environment,
             forward_authorization: r.forward_authorization,
             policy,
-            rewrite_prefix: template(
-                r.rewrite_prefix.as_ref(),
-                &format!("{key}.rewrite_prefix"),
-                false,
-                errors,
-            ),
-            rewrite_host: template(
-                r.rewrite_host.as_ref(),
-                &format!("{key}.rewrite_host"),
-                false,
-                errors,
-            ),
+            rewrite_prefix: template(r.rewrite_prefix.as_ref(), &format!("{key}.rewrite_prefix"), false, errors),
+            rewrite_host: template(r.rewrite_host.as_ref(), &format!("{key}.rewrite_host"), false, errors),
         });
     }
     RouteTable::new(routes)

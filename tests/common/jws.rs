@@ -24,10 +24,7 @@ pub fn hmac_secret() -> Vec<u8> {
 
 /// Seconds since the epoch.
 pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 pub fn b64(bytes: &[u8]) -> String {
@@ -44,15 +41,11 @@ pub fn sign(alg: &str, signing_input: &[u8]) -> Vec<u8> {
         "HS512" => hmac::<Hmac<Sha512>>(&hmac_secret(), signing_input),
         "RS256" => {
             let k = rsa::RsaPrivateKey::from_pkcs8_pem(&key("rsa.key.pem")).unwrap();
-            rsa::pkcs1v15::SigningKey::<Sha256>::new(k)
-                .sign(signing_input)
-                .to_vec()
+            rsa::pkcs1v15::SigningKey::<Sha256>::new(k).sign(signing_input).to_vec()
         }
         "PS256" => {
             let k = rsa::RsaPrivateKey::from_pkcs8_pem(&key("rsa.key.pem")).unwrap();
-            rsa::pss::SigningKey::<Sha256>::new(k)
-                .sign_with_rng(&mut rand08::thread_rng(), signing_input)
-                .to_vec()
+            rsa::pss::SigningKey::<Sha256>::new(k).sign_with_rng(&mut rand08::thread_rng(), signing_input).to_vec()
         }
         "ES256" => {
             let k = p256::ecdsa::SigningKey::from_pkcs8_pem(&key("ec256.key.pem")).unwrap();
@@ -80,11 +73,7 @@ pub fn hmac<M: Mac + hmac::digest::KeyInit>(secret: &[u8], input: &[u8]) -> Vec<
 
 /// A compact JWS over arbitrary header and claims, signed by `sign_alg`'s fixture key.
 pub fn token_with(header: &Value, claims: &Value, sign_alg: &str) -> String {
-    let input = format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes())
-    );
+    let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
     let sig = sign(sign_alg, input.as_bytes());
     format!("{input}.{}", b64(&sig))
 }
@@ -118,9 +107,5 @@ pub fn claims(env: &str, tenant: &str) -> Value {
 /// A valid token for `alg` with `claims` (its `iss` set to that algorithm's issuer).
 pub fn token(alg: &str, mut claims: Value) -> String {
     claims["iss"] = json!(issuer_for(alg));
-    token_with(
-        &json!({"alg": alg, "typ": "JWT", "kid": "k1"}),
-        &claims,
-        alg,
-    )
+    token_with(&json!({"alg": alg, "typ": "JWT", "kid": "k1"}), &claims, alg)
 }

@@ -31,10 +31,7 @@ pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 
 /// A port free right now on loopback.
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 /// Named echo upstreams on their own runtime.
@@ -45,11 +42,7 @@ pub struct Upstreams {
 
 impl Upstreams {
     pub fn start(names: &[&str]) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let list = rt.block_on(async {
             let mut v = Vec::new();
             for n in names {
@@ -75,11 +68,7 @@ pub struct Scratch(pub PathBuf);
 
 impl Scratch {
     pub fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "isogate-test-{tag}-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
+        let dir = std::env::temp_dir().join(format!("isogate-test-{tag}-{}-{}", std::process::id(), rand_suffix()));
         std::fs::create_dir_all(&dir).unwrap();
         Self(dir)
     }
@@ -136,14 +125,7 @@ impl Gateway {
             .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()
             .unwrap();
-        let mut gw = Self {
-            addr,
-            admin,
-            audit_path,
-            stderr_path,
-            child: Some(child),
-            _scratch: scratch,
-        };
+        let mut gw = Self { addr, admin, audit_path, stderr_path, child: Some(child), _scratch: scratch };
         let mut wait_for = vec![addr, admin];
         wait_for.extend(extra_listeners.iter().map(|(_, a)| *a));
         for a in wait_for {
@@ -181,19 +163,14 @@ impl Gateway {
         std::fs::read_to_string(&self.audit_path)
             .unwrap_or_default()
             .lines()
-            .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}"))
-            })
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
             .collect()
     }
 
     /// The audit line of `request_id`, waiting for it to be written.
     pub fn audit_for(&self, request_id: &str) -> Value {
         eventually(&format!("audit line for {request_id}"), || {
-            self.audit_lines()
-                .into_iter()
-                .find(|l| l["request_id"] == request_id)
+            self.audit_lines().into_iter().find(|l| l["request_id"] == request_id)
         })
     }
 
@@ -212,19 +189,13 @@ impl Gateway {
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
         let start = Instant::now();
         loop {
             if let Some(s) = child.try_wait().unwrap() {
                 return s;
             }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "gateway did not stop after SIGTERM"
-            );
+            assert!(start.elapsed() < DEADLINE, "gateway did not stop after SIGTERM");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -245,10 +216,7 @@ impl Drop for Gateway {
 
 /// Finds `prefix value` in Prometheus text and parses the value.
 pub fn metric_value(text: &str, prefix: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(prefix)
-            .and_then(|rest| rest.trim().parse().ok())
-    })
+    text.lines().find_map(|l| l.strip_prefix(prefix).and_then(|rest| rest.trim().parse().ok()))
 }
 
 /// The config every isolation test runs with: three environments, six issuers (one per
