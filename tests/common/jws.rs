@@ -31,8 +31,24 @@ pub fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// The fixture private key file used for `alg` by default.
+pub fn default_key(alg: &str) -> &'static str {
+    match alg {
+        "RS256" | "PS256" => "rsa.key.pem",
+        "ES256" => "ec256.key.pem",
+        "ES384" => "ec384.key.pem",
+        "EdDSA" => "ed25519.key.pem",
+        _ => "hmac.secret",
+    }
+}
+
 /// Signs `header.payload` with the fixture key for `alg`.
 pub fn sign(alg: &str, signing_input: &[u8]) -> Vec<u8> {
+    sign_with(alg, default_key(alg), signing_input)
+}
+
+/// Signs `header.payload` with fixture private key `key_file`.
+pub fn sign_with(alg: &str, key_file: &str, signing_input: &[u8]) -> Vec<u8> {
     use ed25519_dalek::pkcs8::DecodePrivateKey as _;
     use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer};
     match alg {
@@ -40,25 +56,25 @@ pub fn sign(alg: &str, signing_input: &[u8]) -> Vec<u8> {
         "HS384" => hmac::<Hmac<Sha384>>(&hmac_secret(), signing_input),
         "HS512" => hmac::<Hmac<Sha512>>(&hmac_secret(), signing_input),
         "RS256" => {
-            let k = rsa::RsaPrivateKey::from_pkcs8_pem(&key("rsa.key.pem")).unwrap();
+            let k = rsa::RsaPrivateKey::from_pkcs8_pem(&key(key_file)).unwrap();
             rsa::pkcs1v15::SigningKey::<Sha256>::new(k).sign(signing_input).to_vec()
         }
         "PS256" => {
-            let k = rsa::RsaPrivateKey::from_pkcs8_pem(&key("rsa.key.pem")).unwrap();
+            let k = rsa::RsaPrivateKey::from_pkcs8_pem(&key(key_file)).unwrap();
             rsa::pss::SigningKey::<Sha256>::new(k).sign_with_rng(&mut rand08::thread_rng(), signing_input).to_vec()
         }
         "ES256" => {
-            let k = p256::ecdsa::SigningKey::from_pkcs8_pem(&key("ec256.key.pem")).unwrap();
+            let k = p256::ecdsa::SigningKey::from_pkcs8_pem(&key(key_file)).unwrap();
             let s: p256::ecdsa::Signature = k.sign(signing_input);
             s.to_bytes().to_vec()
         }
         "ES384" => {
-            let k = p384::ecdsa::SigningKey::from_pkcs8_pem(&key("ec384.key.pem")).unwrap();
+            let k = p384::ecdsa::SigningKey::from_pkcs8_pem(&key(key_file)).unwrap();
             let s: p384::ecdsa::Signature = k.sign(signing_input);
             s.to_bytes().to_vec()
         }
         "EdDSA" => {
-            let k = ed25519_dalek::SigningKey::from_pkcs8_pem(&key("ed25519.key.pem")).unwrap();
+            let k = ed25519_dalek::SigningKey::from_pkcs8_pem(&key(key_file)).unwrap();
             k.sign(signing_input).to_bytes().to_vec()
         }
         other => panic!("no fixture key for {other}"),
@@ -73,8 +89,13 @@ pub fn hmac<M: Mac + hmac::digest::KeyInit>(secret: &[u8], input: &[u8]) -> Vec<
 
 /// A compact JWS over arbitrary header and claims, signed by `sign_alg`'s fixture key.
 pub fn token_with(header: &Value, claims: &Value, sign_alg: &str) -> String {
+    token_signed(header, claims, sign_alg, default_key(sign_alg))
+}
+
+/// A compact JWS signed with fixture private key `key_file`.
+pub fn token_signed(header: &Value, claims: &Value, alg: &str, key_file: &str) -> String {
     let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
-    let sig = sign(sign_alg, input.as_bytes());
+    let sig = sign_with(alg, key_file, input.as_bytes());
     format!("{input}.{}", b64(&sig))
 }
 

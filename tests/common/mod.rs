@@ -4,6 +4,7 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
+pub mod idp;
 pub mod jws;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
