@@ -46,7 +46,7 @@ pub struct AuditRecord<'a> {
     pub kid: Option<&'a str>,
     /// HTTP method.
     pub method: &'a str,
-    /// Request path, without the query string.
+    /// The client's request path, without the query string (before any rewrite).
     #[serde(serialize_with = "capped")]
     pub path: &'a str,
     /// Matched route.

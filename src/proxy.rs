@@ -56,7 +56,10 @@ pub struct Ctx {
     env: Option<EnvId>,
     permit: Option<Permit>,
     placement: Option<Placement>,
-    normalized_path: Option<String>,
+    /// The normalised path, when it differs from the request's.
+    normalized_path: Option<Box<str>>,
+    /// The client's path, when the upstream gets another one (for the audit line).
+    client_path: Option<Box<str>>,
     /// Issuer and `kid` of a refused token, for the audit line (rare, so boxed).
     refusal: Option<Box<Refusal>>,
     upstream: Option<SocketAddr>,
@@ -145,6 +148,7 @@ impl ProxyHttp for Gateway {
             permit: None,
             placement: None,
             normalized_path: None,
+            client_path: None,
             refusal: None,
             upstream: None,
             reject: None,

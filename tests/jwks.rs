@@ -107,7 +107,7 @@ fn all_family_keys() -> Vec<Value> {
 
 #[test]
 fn every_algorithm_verifies_against_fetched_keys_and_readiness_waits_for_them() {
-    let idp = Idp::start(all_family_keys());
+    let idp = Idp::start(&all_family_keys());
     let gw = gateway_all_families(&format!("jwks_url = \"{}\"", idp.jwks_url()));
     eventually("readiness", || ready(&gw).then_some(()));
     let mut ps = claims("prod", "acme");
@@ -141,7 +141,7 @@ fn every_algorithm_verifies_against_fetched_keys_and_readiness_waits_for_them() 
 
 #[test]
 fn a_rotated_key_works_on_its_first_request_and_a_removed_one_stops_after_refresh() {
-    let idp = Idp::start(vec![jwk("k1", "RS256", "rsa.key.pem")]);
+    let idp = Idp::start(&[jwk("k1", "RS256", "rsa.key.pem")]);
     let gw = gateway(
         &format!("jwks_url = \"{}\"", idp.jwks_url()),
         "refresh_min_seconds = 1\nrefresh_max_seconds = 1\nunknown_kid_cooldown_seconds = 0",
@@ -153,13 +153,13 @@ fn a_rotated_key_works_on_its_first_request_and_a_removed_one_stops_after_refres
     assert_eq!(gw.metric(r#"isogate_token_cache_requests_total{result="hit"}"#), Some(1.0));
 
     // Rotation: the IdP adds k2; a token signed with it works at once (one refetch).
-    idp.serve_keys(vec![jwk("k1", "RS256", "rsa.key.pem"), jwk("k2", "RS256", "rsa2.key.pem")]);
+    idp.serve_keys(&[jwk("k1", "RS256", "rsa.key.pem"), jwk("k2", "RS256", "rsa2.key.pem")]);
     let new = token("RS256", ISS, "k2", "rsa2.key.pem");
     assert_eq!(status_and_reason(&gw, &new), (200, None));
     assert!(gw.metric(r#"isogate_jwks_unknown_kid_refetches_total{issuer="idp"}"#).unwrap() <= 1.0);
 
     // Removal: once the IdP drops k1, the next refresh makes k1 tokens (cached or not) fail.
-    idp.serve_keys(vec![jwk("k2", "RS256", "rsa2.key.pem")]);
+    idp.serve_keys(&[jwk("k2", "RS256", "rsa2.key.pem")]);
     let r = eventually("k1 refused after refresh", || {
         let got = status_and_reason(&gw, &old);
         (got.0 == 401).then_some(got)
@@ -173,7 +173,7 @@ fn a_rotated_key_works_on_its_first_request_and_a_removed_one_stops_after_refres
 
 #[test]
 fn an_idp_outage_keeps_the_last_keys_until_max_staleness_then_fails_closed() {
-    let idp = Idp::start(vec![jwk("k1", "RS256", "rsa.key.pem")]);
+    let idp = Idp::start(&[jwk("k1", "RS256", "rsa.key.pem")]);
     let gw = gateway(
         &format!("jwks_url = \"{}\"", idp.jwks_url()),
         "refresh_min_seconds = 1\nrefresh_max_seconds = 1\nmax_staleness_seconds = 3",
@@ -207,7 +207,7 @@ fn an_idp_outage_keeps_the_last_keys_until_max_staleness_then_fails_closed() {
 
 #[test]
 fn a_flood_of_random_kids_causes_a_bounded_number_of_fetches() {
-    let idp = Idp::start(vec![jwk("k1", "RS256", "rsa.key.pem")]);
+    let idp = Idp::start(&[jwk("k1", "RS256", "rsa.key.pem")]);
     let gw = gateway(&format!("jwks_url = \"{}\"", idp.jwks_url()), "unknown_kid_cooldown_seconds = 30");
     eventually("readiness", || ready(&gw).then_some(()));
     let before = idp.jwks_hits();
@@ -227,7 +227,7 @@ fn a_flood_of_random_kids_causes_a_bounded_number_of_fetches() {
 
 #[test]
 fn slow_answers_time_out_and_keep_the_last_keys() {
-    let idp = Idp::start(vec![jwk("k1", "RS256", "rsa.key.pem")]);
+    let idp = Idp::start(&[jwk("k1", "RS256", "rsa.key.pem")]);
     let gw = gateway(
         &format!("jwks_url = \"{}\"", idp.jwks_url()),
         "refresh_min_seconds = 1\nrefresh_max_seconds = 1\nfetch_timeout_ms = 200",
@@ -242,7 +242,7 @@ fn slow_answers_time_out_and_keep_the_last_keys() {
 
 #[test]
 fn discovery_must_name_the_configured_issuer() {
-    let idp = Idp::start(vec![jwk("k1", "RS256", "rsa.key.pem")]);
+    let idp = Idp::start(&[jwk("k1", "RS256", "rsa.key.pem")]);
     idp.set(|s| s.discovery_issuer = "https://evil.test".to_owned());
     let gw = gateway(
         &format!("discovery_url = \"{}\"", idp.discovery_url()),
@@ -269,7 +269,7 @@ fn weak_or_misused_keys_are_never_loaded_and_token_headers_cannot_bring_keys() {
     weak["kid"] = json!("weak");
     let mut enc = jwk("enc", "RS256", "rsa2.key.pem");
     enc["use"] = json!("enc");
-    let idp = Idp::start(vec![jwk("k1", "RS256", "rsa.key.pem"), weak, enc]);
+    let idp = Idp::start(&[jwk("k1", "RS256", "rsa.key.pem"), weak, enc]);
     let gw = gateway(&format!("jwks_url = \"{}\"", idp.jwks_url()), "unknown_kid_cooldown_seconds = 30");
     eventually("readiness", || ready(&gw).then_some(()));
     assert_eq!(

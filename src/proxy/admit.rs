@@ -54,7 +54,7 @@ impl Gateway {
         let expected = snap.binder.expected(snap.routes.get(route_id).environment, host.as_deref(), local);
         ctx.env = Ctx::fixed_env(expected);
         if let Cow::Owned(normalized) = path {
-            ctx.normalized_path = Some(normalized);
+            ctx.normalized_path = Some(normalized.into_boxed_str());
         }
         Ok(expected)
     }
@@ -116,9 +116,10 @@ impl Gateway {
         let values = Values { env: env_name, tenant: identity.tenant.as_deref(), sub: identity.user.as_deref() };
         let rewrite = route.rewrite(path, &values)?;
 
-        let new_path = rewrite.path.or_else(|| ctx.normalized_path.take());
+        let new_path = rewrite.path.or_else(|| ctx.normalized_path.take().map(String::from));
         let req = session.req_header_mut();
         if let Some(new_path) = new_path {
+            ctx.client_path = Some(req.uri.path().into());
             let uri = match req.uri.query() {
                 Some(q) => format!("{new_path}?{q}"),
                 None => new_path,

@@ -80,7 +80,7 @@ impl Gateway {
             issuer: id.map(|i| i.issuer).or(refusal.and_then(|r| r.issuer)).map(|i| &*snap.auth.issuer(i).name),
             kid: id.and_then(|i| i.kid.as_deref()).or(refusal.and_then(|r| r.kid.as_deref())),
             method: req.method.as_str(),
-            path: req.uri.path(),
+            path: ctx.client_path.as_deref().unwrap_or(req.uri.path()),
             route,
             pool,
             upstream: ctx.upstream.map(|a| a.to_string()),

@@ -1,6 +1,10 @@
 //! Path normalisation before route matching, so a restricted prefix cannot be bypassed
 //! with dot segments, doubled slashes or percent-encoding.
 //!
+//! Escapes of unreserved characters (`A-Z a-z 0-9 - . _ ~`, RFC 3986 section 6.2.2.2)
+//! are decoded, so `/%61dmin` is `/admin`; other escapes are kept as they are. Matching
+//! is case-sensitive, as paths are.
+//!
 //! The normalised path is what routes match *and* what the upstream receives, so both
 //! sides agree on which resource is meant. What cannot be normalised without guessing
 //! how the upstream decodes it is refused: encoded slashes and backslashes, raw
@@ -23,7 +27,7 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, Ambiguous> {
     }
     let mut segments: Vec<String> = Vec::new();
     for segment in raw.split('/').skip(1) {
-        let decoded = decode_dots(segment);
+        let decoded = decode_unreserved(segment);
         match decoded.as_str() {
             "" | "." => {}
             ".." => {
@@ -37,7 +41,7 @@ pub fn normalize(raw: &str) -> Result<Cow<'_, str>, Ambiguous> {
         out.push('/');
         out.push_str(s);
     }
-    let last = raw.rsplit('/').next().map(decode_dots);
+    let last = raw.rsplit('/').next().map(decode_unreserved);
     let trailing = raw.ends_with('/') || matches!(last.as_deref(), Some(".") | Some(".."));
     if out.is_empty() || (trailing && !out.ends_with('/')) {
         out.push('/');
@@ -65,37 +69,41 @@ fn check_encodings(raw: &str) -> Result<(), Ambiguous> {
     Ok(())
 }
 
-/// Fast path: no empty, `.` or `..` segment and no encoded dot.
+/// Whether a `%XX` escape encodes an unreserved character (which must be decoded).
+fn unreserved_escape(hex: &[u8]) -> Option<char> {
+    let s = std::str::from_utf8(hex).ok()?;
+    let byte = u8::from_str_radix(s, 16).ok()?;
+    (byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')).then_some(char::from(byte))
+}
+
+fn has_unreserved_escape(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    b.iter().enumerate().any(|(i, c)| *c == b'%' && b.get(i + 1..i + 3).and_then(unreserved_escape).is_some())
+}
+
+/// Fast path: no empty, `.` or `..` segment and no escaped unreserved character.
 fn is_normal(raw: &str) -> bool {
     let body = &raw[1..];
     !raw.contains("//")
-        && !contains_ci(raw, "%2e")
+        && !has_unreserved_escape(raw)
         && body
             .split('/')
             .enumerate()
             .all(|(i, s)| !(s == "." || s == ".." || (s.is_empty() && i + 1 != body.split('/').count())))
 }
 
-fn contains_ci(haystack: &str, needle: &str) -> bool {
-    haystack.as_bytes().windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
-}
-
-/// Decodes `%2e` to `.`; other escapes are left as they are.
-fn decode_dots(segment: &str) -> String {
-    if !contains_ci(segment, "%2e") {
-        return segment.to_owned();
-    }
+/// Decodes escapes of unreserved characters; other escapes are left as they are.
+fn decode_unreserved(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     let mut rest = segment;
     while let Some(pos) = rest.find('%') {
         out.push_str(&rest[..pos]);
-        let esc = &rest[pos..(pos + 3).min(rest.len())];
-        if esc.eq_ignore_ascii_case("%2e") {
-            out.push('.');
-        } else {
-            out.push_str(esc);
+        let end = (pos + 3).min(rest.len());
+        match unreserved_escape(rest[pos + 1..end].as_bytes()) {
+            Some(c) => out.push(c),
+            None => out.push_str(&rest[pos..end]),
         }
-        rest = &rest[(pos + 3).min(rest.len())..];
+        rest = &rest[end..];
     }
     out.push_str(rest);
     out
@@ -128,6 +136,14 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(normalize(raw).unwrap(), want, "{raw}");
         }
+    }
+
+    #[test]
+    fn escaped_unreserved_characters_are_decoded() {
+        assert_eq!(normalize("/%61dmin/x").unwrap(), "/admin/x");
+        assert_eq!(normalize("/adm%69n/%7Euser").unwrap(), "/admin/~user");
+        assert_eq!(normalize("/a%20b/%61").unwrap(), "/a%20b/a", "reserved and other escapes stay");
+        assert_eq!(normalize("/api/%2E%2e/%61dmin").unwrap(), "/admin");
     }
 
     #[test]

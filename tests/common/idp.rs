@@ -43,7 +43,7 @@ pub struct Idp {
 
 impl Idp {
     /// Starts serving `keys` (a list of JWKs).
-    pub fn start(keys: Vec<Value>) -> Self {
+    pub fn start(keys: &[Value]) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -105,7 +105,7 @@ impl Idp {
     }
 
     /// Serves these keys from now on.
-    pub fn serve_keys(&self, keys: Vec<Value>) {
+    pub fn serve_keys(&self, keys: &[Value]) {
         self.set(|s| s.jwks = json!({ "keys": keys }).to_string());
     }
 
