@@ -99,7 +99,7 @@ fn decode_unreserved(segment: &str) -> String {
     while let Some(pos) = rest.find('%') {
         out.push_str(&rest[..pos]);
         let end = (pos + 3).min(rest.len());
-        match unreserved_escape(rest[pos + 1..end].as_bytes()) {
+        match unreserved_escape(&rest.as_bytes()[pos + 1..end]) {
             Some(c) => out.push(c),
             None => out.push_str(&rest[pos..end]),
         }
