@@ -94,6 +94,8 @@ pub struct Gateway {
     pub admin: SocketAddr,
     pub audit_path: PathBuf,
     pub stderr_path: PathBuf,
+    /// Requests sent with `get`: each writes one audit line, after its metrics.
+    sent: std::sync::atomic::AtomicUsize,
     child: Option<Child>,
     _scratch: Scratch,
 }
@@ -126,7 +128,7 @@ impl Gateway {
             .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()
             .unwrap();
-        let mut gw = Self { addr, admin, audit_path, stderr_path, child: Some(child), _scratch: scratch };
+        let mut gw = Self { addr, admin, audit_path, stderr_path, sent: Default::default(), child: Some(child), _scratch: scratch };
         let mut wait_for = vec![addr, admin];
         wait_for.extend(extra_listeners.iter().map(|(_, a)| *a));
         for a in wait_for {
@@ -145,7 +147,9 @@ impl Gateway {
 
     /// A GET to the proxy with the given `Host`, path and headers.
     pub fn get(&self, host: &str, path: &str, headers: &[(&str, &str)]) -> RawResponse {
-        client::get(self.addr, host, path, headers).unwrap()
+        let r = client::get(self.addr, host, path, headers).unwrap();
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        r
     }
 
     /// A GET with a bearer token.
@@ -175,8 +179,11 @@ impl Gateway {
         })
     }
 
-    /// The `/metrics` text.
+    /// The `/metrics` text, once every request sent with `get` has been recorded
+    /// (the client sees a response before the gateway's logging phase runs).
     pub fn metrics(&self) -> String {
+        let sent = self.sent.load(std::sync::atomic::Ordering::SeqCst);
+        eventually("audit lines of every sent request", || (self.audit_lines().len() >= sent).then_some(()));
         let r = client::get(self.admin, "admin", "/metrics", &[]).unwrap();
         assert_eq!(r.status, 200);
         String::from_utf8(r.body).unwrap()
