@@ -227,6 +227,8 @@ fn audit(c: &mut Criterion) {
                 access_reason: None,
                 system_mode: false,
                 db_schema: Some("company_424242"),
+                plan: Some("free"),
+                limit_mode: Some("local"),
                 latency_us: 321,
                 client: Some("10.1.2.3:45678".to_owned()),
                 user_agent: Some("bench/1.0"),

@@ -69,6 +69,10 @@ pub struct AuditRecord<'a> {
     pub system_mode: bool,
     /// The database schema hint sent upstream.
     pub db_schema: Option<&'a str>,
+    /// The plan the request was limited under.
+    pub plan: Option<&'a str>,
+    /// Which limiter decided: `local`, `redis`, `fail_open`, `fail_closed`, `local_fallback`.
+    pub limit_mode: Option<&'static str>,
     /// Time from request start to logging, in microseconds.
     pub latency_us: u64,
     /// Client address.
@@ -276,6 +280,8 @@ mod tests {
             access_reason: Some("ticket 1"),
             system_mode: false,
             db_schema: None,
+            plan: None,
+            limit_mode: None,
             latency_us: 12,
             client: None,
             user_agent: Some("curl\r\n{\"forged\":1}"),

@@ -105,6 +105,8 @@ pub struct Identity {
     pub expires_at: Option<u64>,
     /// The `nbf` claim, in seconds since the epoch.
     pub not_before: Option<u64>,
+    /// The plan claim, when `rate_limit.plan_claim` names one.
+    pub plan: Option<String>,
 }
 
 impl Identity {
@@ -266,7 +268,7 @@ impl Authenticator {
             cache: TokenCache::new(raw.token.cache_entries),
             issuers: issuers.into(),
             by_iss,
-            claims: ClaimNames::new(&raw.claims, &raw.access),
+            claims: ClaimNames::new(&raw.claims, &raw.access, raw.rate_limit.plan_claim.as_deref()),
             max_bytes,
         })
     }

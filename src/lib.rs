@@ -16,6 +16,7 @@ pub mod headers;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod ratelimit;
 pub mod reject;
 pub mod routing;
 pub mod server;

@@ -97,6 +97,8 @@ pub struct Metrics {
     pub jwks_unknown_kid_refetches: IntCounterVec,
     /// `isogate_jwks_cooldown_hits_total{issuer}`
     pub jwks_cooldown_hits: IntCounterVec,
+    /// `isogate_rate_limit_decisions_total{environment,plan,result,mode}`
+    pub rate_limit: IntCounterVec,
     /// `isogate_identity_headers_stripped_total`
     pub headers_stripped: IntCounter,
     /// `isogate_audit_lines_written_total`
@@ -202,6 +204,11 @@ impl Metrics {
                 "isogate_jwks_cooldown_hits_total",
                 "Unknown-kid tokens refused without a refetch because of the cooldown.",
                 &["issuer"],
+            )?,
+            rate_limit: counter_vec(
+                "isogate_rate_limit_decisions_total",
+                "Rate-limit and quota decisions by environment, plan, result and the limiter that decided.",
+                &["environment", "plan", "result", "mode"],
             )?,
             headers_stripped: counter(
                 "isogate_identity_headers_stripped_total",

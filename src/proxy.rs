@@ -26,6 +26,7 @@ use crate::bind::{EnvId, RouteEnvironment};
 use crate::headers::Trusted;
 use crate::metrics::Metrics;
 use crate::policy::Permit;
+use crate::ratelimit::{Mode, PlanId};
 use crate::reject::Reject;
 use crate::routing::{normalize_host, Placement, RouteId};
 use crate::snapshot::{Snapshot, SnapshotCell};
@@ -60,6 +61,8 @@ pub struct Ctx {
     normalized_path: Option<Box<str>>,
     /// The client's path, when the upstream gets another one (for the audit line).
     client_path: Option<Box<str>>,
+    /// The plan that limited the request, and which limiter decided.
+    limit: Option<(PlanId, Mode)>,
     /// Issuer and `kid` of a refused token, for the audit line (rare, so boxed).
     refusal: Option<Box<Refusal>>,
     upstream: Option<SocketAddr>,
@@ -111,6 +114,10 @@ impl Gateway {
         if let Some(after) = reject.retry_after() {
             resp.insert_header("retry-after", after.as_secs())?;
         }
+        if let (Some(field), Some((plan, _))) = (reject.ratelimit_field(), ctx.limit) {
+            resp.insert_header("ratelimit-policy", ctx.snapshot.plans[usize::from(plan.0)].policy_header.clone())?;
+            resp.insert_header("ratelimit", field)?;
+        }
         session.set_keepalive(None);
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(Bytes::from(body)), true).await?;
@@ -150,6 +157,7 @@ impl ProxyHttp for Gateway {
             normalized_path: None,
             client_path: None,
             refusal: None,
+            limit: None,
             upstream: None,
             reject: None,
             audit_slot: None,
@@ -255,8 +263,9 @@ mod tests {
     #[test]
     fn ctx_stays_small() {
         // Every in-flight request holds one; growth here should be deliberate. The big
-        // members are the Identity (claims as owned strings), Permit and Placement.
-        assert!(std::mem::size_of::<Ctx>() <= 448, "Ctx is {} bytes", std::mem::size_of::<Ctx>());
+        // members are the Identity (claims as owned strings), Permit and Placement;
+        // pingora's own per-request session is several kilobytes.
+        assert!(std::mem::size_of::<Ctx>() <= 512, "Ctx is {} bytes", std::mem::size_of::<Ctx>());
     }
 
     #[test]

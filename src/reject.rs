@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use crate::auth::AuthError;
+use crate::ratelimit::quota::Window;
 
 /// Why a request was not served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,20 @@ pub enum Reject {
     TestAccountLifetime,
     /// A claim rendered into a schema, path or host is not made of safe characters.
     UnsafeTenantValue,
+    /// Over the plan's rate.
+    RateLimited {
+        /// Milliseconds until a request would be admitted.
+        retry_after_ms: u64,
+    },
+    /// A quota window of the plan is used up.
+    QuotaExhausted {
+        /// The window.
+        window: Window,
+        /// Seconds until it ends.
+        retry_after_s: u64,
+    },
+    /// The shared limiter is unreachable and the policy is fail-closed.
+    LimiterUnavailable,
     /// The audit line could not be queued and the policy is fail-closed.
     AuditUnavailable,
     /// The upstream could not be reached or failed mid-request.
@@ -69,6 +84,8 @@ impl Reject {
             | Reject::TestAccountLifetime
             | Reject::UnsafeTenantValue => 403,
             Reject::NoRoute => 404,
+            Reject::RateLimited { .. } | Reject::QuotaExhausted { .. } => 429,
+            Reject::LimiterUnavailable => 503,
             Reject::UpstreamUnreachable => 502,
             Reject::AuditUnavailable | Reject::UpstreamUnavailable => 503,
             Reject::UpstreamTimeout => 504,
@@ -88,6 +105,9 @@ impl Reject {
             Reject::TestAccountLifetime => "test_account_lifetime",
             Reject::UnsafeTenantValue => "tenant_value_unsafe",
             Reject::NoRoute => "no_route",
+            Reject::RateLimited { .. } => "rate_limited",
+            Reject::QuotaExhausted { .. } => "quota_exhausted",
+            Reject::LimiterUnavailable => "limiter_unavailable",
             Reject::Unauthenticated(e) => e.reason(),
             Reject::WrongEnvironment => "wrong_environment",
             Reject::UnknownEnvironment => "unknown_environment",
@@ -112,7 +132,12 @@ impl Reject {
     /// `Retry-After` for refusals that may succeed later.
     pub fn retry_after(self) -> Option<Duration> {
         match self {
-            Reject::AuditUnavailable | Reject::UpstreamUnavailable => Some(Duration::from_secs(1)),
+            Reject::AuditUnavailable | Reject::UpstreamUnavailable | Reject::LimiterUnavailable => {
+                Some(Duration::from_secs(1))
+            }
+            // Retry-After counts whole seconds; round up so a retry is not refused again.
+            Reject::RateLimited { retry_after_ms } => Some(Duration::from_secs(retry_after_ms.div_ceil(1000).max(1))),
+            Reject::QuotaExhausted { retry_after_s, .. } => Some(Duration::from_secs(retry_after_s.max(1))),
             _ => None,
         }
     }
@@ -120,6 +145,18 @@ impl Reject {
     /// Whether the gateway refused the request itself (as opposed to an upstream failure).
     pub fn is_policy(self) -> bool {
         !matches!(self, Reject::UpstreamUnreachable | Reject::UpstreamUnavailable | Reject::UpstreamTimeout)
+    }
+
+    /// The `RateLimit` field for 429 answers (draft-ietf-httpapi-ratelimit-headers):
+    /// the exhausted policy item, nothing remaining, and seconds until reset.
+    pub fn ratelimit_field(self) -> Option<String> {
+        let item = match self {
+            Reject::RateLimited { .. } => "burst",
+            Reject::QuotaExhausted { window, .. } => window.as_str(),
+            _ => return None,
+        };
+        let reset = self.retry_after().map_or(1, |d| d.as_secs());
+        Some(format!("\"{item}\";r=0;t={reset}"))
     }
 
     /// The small JSON body: `{"error":"<reason>","status":<n>,"request_id":"<id>"}`.

@@ -41,6 +41,8 @@ pub struct Route {
     pub rewrite_prefix: Option<Template>,
     /// Sets the upstream `Host`.
     pub rewrite_host: Option<Template>,
+    /// Units charged against rates and quotas.
+    pub cost: u32,
 }
 
 /// What a route rewrites on the way upstream.

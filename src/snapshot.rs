@@ -5,6 +5,7 @@
 //! values are prebuilt, and every problem is collected so `check` can list them all.
 
 mod compile;
+mod limits;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -70,6 +71,14 @@ pub struct Snapshot {
     pub access: AccessRules,
     /// Header carrying the access reason.
     pub reason_header: http::HeaderName,
+    /// Plans, indexed by `PlanId`.
+    pub plans: Box<[crate::ratelimit::Plan]>,
+    /// Per-environment plan assignment, indexed by `EnvId`.
+    pub plan_assignment: Box<[crate::ratelimit::PlanAssignment]>,
+    /// The rate limiter and quota counters.
+    pub limiter: std::sync::Arc<crate::ratelimit::Limiter>,
+    /// What a limit counts (tenant, or tenant and user).
+    pub limit_key: crate::config::file::LimitKey,
 }
 
 impl Snapshot {

@@ -33,6 +33,8 @@ const AUDIT_FIELDS: &[&str] = &[
     "access_reason",
     "system_mode",
     "db_schema",
+    "plan",
+    "limit_mode",
     "latency_us",
     "client",
     "user_agent",

@@ -24,11 +24,12 @@ pub struct ClaimNames {
     roles: Box<str>,
     test_account: Box<str>,
     test_subjects: Box<[Box<str>]>,
+    plan: Option<Box<str>>,
 }
 
 impl ClaimNames {
     /// Builds the mapping from `[claims]` and `access.test_account_subjects`.
-    pub fn new(raw: &file::Claims, access: &file::Access) -> Self {
+    pub fn new(raw: &file::Claims, access: &file::Access, plan_claim: Option<&str>) -> Self {
         Self {
             environment: raw.environment.as_str().into(),
             tenant: raw.tenant.as_str().into(),
@@ -36,6 +37,7 @@ impl ClaimNames {
             roles: raw.roles.as_str().into(),
             test_account: raw.test_account.as_str().into(),
             test_subjects: access.test_account_subjects.iter().map(|p| p.get_ref().as_str().into()).collect(),
+            plan: plan_claim.map(Into::into),
         }
     }
 }
@@ -87,6 +89,10 @@ impl ClaimNames {
             issued_at: seconds("iat"),
             expires_at: seconds("exp"),
             not_before: seconds("nbf"),
+            plan: match &self.plan {
+                Some(name) => text(claims.get(&**name), false)?,
+                None => None,
+            },
         })
     }
 }
@@ -136,7 +142,7 @@ mod tests {
             test_account_subjects: vec![toml::Spanned::new(0..0, "qa-*@example.com".to_owned())],
             ..Default::default()
         };
-        ClaimNames::new(&file::Claims::default(), &access)
+        ClaimNames::new(&file::Claims::default(), &access, Some("plan"))
     }
 
     fn identity(v: Value) -> Result<Identity, AuthError> {

@@ -35,6 +35,12 @@ pub struct File {
     /// Access rules shared by every environment: reasons, admin routes, test accounts.
     #[serde(default)]
     pub access: Access,
+    /// Where rate-limit and quota state lives, and what happens when it is unreachable.
+    #[serde(default)]
+    pub rate_limit: RateLimit,
+    /// Plans by name: rate, burst and quotas.
+    #[serde(default)]
+    pub plans: BTreeMap<Spanned<String>, Plan>,
     /// Plain-HTTP listeners; each may bind its requests to one environment.
     #[serde(default)]
     pub listeners: Vec<Listener>,
@@ -474,6 +480,121 @@ pub struct Environment {
     pub db_schema: Option<Spanned<String>>,
     /// Database pool hint template, e.g. `prod-eu-1`.
     pub db_pool: Option<Spanned<String>>,
+    /// Plan for tenants without one of their own (unset: no limit).
+    pub default_plan: Option<Spanned<String>>,
+    /// Plan for developer test accounts.
+    pub test_account_plan: Option<Spanned<String>>,
+    /// Tenant → plan, inline (the tenant map file's third column also sets plans).
+    #[serde(default)]
+    pub tenant_plans: BTreeMap<String, Spanned<String>>,
+}
+
+/// `[rate_limit]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct RateLimit {
+    /// `local` (each gateway alone) or `redis` (shared by every gateway).
+    #[serde(default)]
+    pub backend: LimitBackend,
+    /// What a limit counts: per `tenant`, or per `tenant_user`.
+    #[serde(default)]
+    pub key: LimitKey,
+    /// Redis URL for the `redis` backend.
+    pub redis_url: Option<Spanned<String>>,
+    /// Longest wait for Redis, in milliseconds.
+    #[serde(default = "default_redis_timeout_ms")]
+    pub redis_timeout_ms: u64,
+    /// What to do while Redis is slow or down.
+    #[serde(default)]
+    pub on_redis_error: OnRedisError,
+    /// Gateways sharing the limits; with `local_fallback` each enforces `1/instances`.
+    #[serde(default = "default_instances")]
+    pub instances: u64,
+    /// Slots of the local rate table (8 bytes each); also bounds local quota entries.
+    #[serde(default = "default_local_capacity")]
+    pub local_capacity: usize,
+    /// A token claim that may name the plan (unset: tokens cannot choose a plan).
+    pub plan_claim: Option<String>,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            backend: LimitBackend::default(),
+            key: LimitKey::default(),
+            redis_url: None,
+            redis_timeout_ms: default_redis_timeout_ms(),
+            on_redis_error: OnRedisError::default(),
+            instances: default_instances(),
+            local_capacity: default_local_capacity(),
+            plan_claim: None,
+        }
+    }
+}
+
+fn default_redis_timeout_ms() -> u64 {
+    50
+}
+fn default_instances() -> u64 {
+    1
+}
+fn default_local_capacity() -> usize {
+    1 << 20
+}
+
+/// `rate_limit.backend`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitBackend {
+    /// In this process only.
+    #[default]
+    Local,
+    /// Shared through Redis.
+    Redis,
+}
+
+/// `rate_limit.key`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitKey {
+    /// One budget per tenant.
+    #[default]
+    Tenant,
+    /// One budget per tenant and user.
+    TenantUser,
+}
+
+/// `rate_limit.on_redis_error`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRedisError {
+    /// Admit requests (counted and audited).
+    FailOpen,
+    /// Refuse requests with 503 `limiter_unavailable`.
+    FailClosed,
+    /// Each gateway enforces its share of the limits locally.
+    #[default]
+    LocalFallback,
+}
+
+/// `[plans.NAME]`; a plan with no rate and no quota is unlimited.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Plan {
+    /// Sustained requests per second (1 to 10000).
+    pub rate_per_second: Option<u32>,
+    /// Requests allowed at once (default: the rate).
+    pub burst: Option<u32>,
+    /// Requests per clock minute.
+    pub quota_minute: Option<u64>,
+    /// Requests per clock hour.
+    pub quota_hour: Option<u64>,
+    /// Requests per calendar day.
+    pub quota_day: Option<u64>,
+    /// Requests per calendar month.
+    pub quota_month: Option<u64>,
+    /// IANA timezone the quota windows follow (default UTC).
+    pub timezone: Option<Spanned<String>>,
 }
 
 /// `environments.NAME.enforcement`
@@ -556,6 +677,13 @@ pub struct Route {
     pub rewrite_prefix: Option<Spanned<String>>,
     /// Sets the upstream `Host`, e.g. `{tenant}.store.internal`.
     pub rewrite_host: Option<Spanned<String>>,
+    /// Units a request on this route charges against rates and quotas.
+    #[serde(default = "default_cost")]
+    pub cost: u32,
+}
+
+fn default_cost() -> u32 {
+    1
 }
 
 fn default_path_prefix() -> Spanned<String> {

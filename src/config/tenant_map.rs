@@ -1,4 +1,4 @@
-//! Tenant map files: one `tenant,pool` pair per line, `#` comments and blank lines
+//! Tenant map files: one `tenant,pool` or `tenant,pool,plan` line per tenant, `#` comments and blank lines
 //! ignored. They may hold a million entries, so the parser streams the text once and
 //! reports every bad line with its line and column.
 
@@ -18,6 +18,8 @@ pub struct Entry<'a> {
     pub line: usize,
     /// 1-based column of the pool name.
     pub pool_col: usize,
+    /// Plan name from the optional third column.
+    pub plan: Option<&'a str>,
 }
 
 /// Parses `text` (the contents of `path`). Returns the entries, or every problem found.
@@ -41,10 +43,18 @@ pub fn parse<'a>(path: &Path, key: &str, text: &'a str) -> Result<Vec<Entry<'a>>
             errors.push(err(1, format!("line {line} has no comma"), "write `tenant,pool`"));
             continue;
         };
+        let (pool, plan) = match pool.split_once(',') {
+            Some((pool, plan)) => (pool, Some(plan.trim())),
+            None => (pool, None),
+        };
         let (tenant, pool) = (tenant.trim(), pool.trim());
         let pool_col = content.find(',').map_or(1, |c| c + 2);
-        if tenant.is_empty() || pool.is_empty() || pool.contains(',') {
-            errors.push(err(1, format!("line {line} is not `tenant,pool`"), "write exactly two non-empty fields"));
+        if tenant.is_empty() || pool.is_empty() || plan.is_some_and(|p| p.is_empty() || p.contains(',')) {
+            errors.push(err(
+                1,
+                format!("line {line} is not `tenant,pool[,plan]`"),
+                "write two or three non-empty fields",
+            ));
             continue;
         }
         if let Some(first) = seen.insert(tenant, line) {
@@ -55,7 +65,7 @@ pub fn parse<'a>(path: &Path, key: &str, text: &'a str) -> Result<Vec<Entry<'a>>
             ));
             continue;
         }
-        entries.push(Entry { tenant, pool, line, pool_col });
+        entries.push(Entry { tenant, pool, line, pool_col, plan });
     }
     if errors.is_empty() {
         Ok(entries)
@@ -70,12 +80,14 @@ mod tests {
 
     #[test]
     fn parses_pairs_and_skips_comments() {
-        let text = "# tenants\nacme, prod-acme\n\nglobex,prod-shared # big one\n";
+        let text = "# tenants\nacme, prod-acme\n\nglobex,prod-shared, premium # big one\n";
         let entries = parse(Path::new("t.csv"), "k", text).unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].tenant, "acme");
         assert_eq!(entries[0].pool, "prod-acme");
+        assert_eq!(entries[0].plan, None);
         assert_eq!(entries[1].line, 4);
+        assert_eq!(entries[1].plan, Some("premium"));
     }
 
     #[test]

@@ -12,8 +12,10 @@ use super::{request_host, Ctx, Gateway};
 use crate::auth::jwks::Refetch;
 use crate::auth::{AuthError, CacheUse, Refusal};
 use crate::bind::RouteEnvironment;
+use crate::config::file::LimitKey;
 use crate::headers::new_request_id;
 use crate::policy::{self, Policies, RequestFacts};
+use crate::ratelimit::{Outcome, PlanId};
 use crate::reject::Reject;
 use crate::routing::{self, path};
 use crate::template::Values;
@@ -27,7 +29,44 @@ impl Gateway {
     pub(super) async fn admit(&self, session: &mut Session, ctx: &mut Ctx) -> Result<(), Reject> {
         let expected = self.route(session, ctx)?;
         self.identify(session, ctx).await?;
-        self.authorize(session, ctx, expected)
+        self.authorize(session, ctx, expected)?;
+        self.limit(ctx).await
+    }
+
+    /// Charges the route's cost to the request's plan; refuses when over rate or quota.
+    async fn limit(&self, ctx: &mut Ctx) -> Result<(), Reject> {
+        let snap = Arc::clone(&ctx.snapshot);
+        let (Some(identity), Some(env), Some(route)) = (&ctx.identity, ctx.env, ctx.route) else {
+            return Ok(());
+        };
+        let assignment = &snap.plan_assignment[env.index()];
+        let claimed = identity
+            .plan
+            .as_deref()
+            .and_then(|p| snap.plans.iter().position(|x| &*x.name == p))
+            .map(|i| PlanId(i as u16));
+        let Some(plan_id) = assignment.plan_for(identity.test_account, claimed, identity.tenant.as_deref()) else {
+            return Ok(());
+        };
+        let plan = &snap.plans[usize::from(plan_id.0)];
+        let env_name = snap.binder.name(env);
+        let tenant = identity.tenant.as_deref().unwrap_or("-");
+        let key = match (snap.limit_key, identity.user.as_deref()) {
+            (LimitKey::TenantUser, Some(user)) => format!("{env_name}:{tenant}:{user}"),
+            _ => format!("{env_name}:{tenant}"),
+        };
+        let (outcome, mode) = snap.limiter.check(&key, plan, snap.routes.get(route).cost).await;
+        ctx.limit = Some((plan_id, mode));
+        match outcome {
+            Outcome::Allow => Ok(()),
+            Outcome::RateLimited(wait) => {
+                Err(Reject::RateLimited { retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX) })
+            }
+            Outcome::QuotaExhausted(e) => {
+                Err(Reject::QuotaExhausted { window: e.window, retry_after_s: e.retry_after.as_secs() })
+            }
+            Outcome::Unavailable => Err(Reject::LimiterUnavailable),
+        }
     }
 
     /// Strips client identity headers, reserves the audit slot, normalises the path and

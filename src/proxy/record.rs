@@ -64,6 +64,17 @@ impl Gateway {
         if permit.and_then(|p| p.access_reason()).is_some() {
             m.access_reasons.with_label_values(&[env_label]).inc();
         }
+        if let Some((plan, mode)) = ctx.limit {
+            let result = match ctx.reject {
+                Some(r @ (Reject::RateLimited { .. } | Reject::QuotaExhausted { .. } | Reject::LimiterUnavailable)) => {
+                    r.reason()
+                }
+                _ => "allow",
+            };
+            m.rate_limit
+                .with_label_values(&[env_label, &snap.plans[usize::from(plan.0)].name, result, mode.as_str()])
+                .inc();
+        }
         if let (Some(pool), Some(t)) = (pool, ctx.upstream_time) {
             m.upstream_duration.with_label_values(&[pool]).observe(t.as_secs_f64());
         }
@@ -91,6 +102,8 @@ impl Gateway {
             access_reason: permit.and_then(|p| p.access_reason()),
             system_mode: permit.is_some_and(|p| p.system_mode()),
             db_schema: ctx.placement.as_ref().and_then(|p| p.db_schema.as_deref()),
+            plan: ctx.limit.map(|(p, _)| &*snap.plans[usize::from(p.0)].name),
+            limit_mode: ctx.limit.map(|(_, m)| m.as_str()),
             latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             client: session.client_addr().map(|a| a.to_string()),
             user_agent: req.headers.get(USER_AGENT).and_then(|v| v.to_str().ok()),

@@ -13,6 +13,7 @@ fn route(name: &str, hosts: &[&str], prefix: &str) -> Route {
         policy: RoutePolicy::default(),
         rewrite_prefix: None,
         rewrite_host: None,
+        cost: 1,
     }
 }
 

@@ -3,11 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
 
-use super::{Settings, Snapshot};
+use super::{limits, Settings, Snapshot};
 use crate::auth::{safe_value, Authenticator};
 use crate::bind::{Binder, EnvId, RouteEnvironment};
 use crate::config::{file, tenant_map, ConfigError, EnvLookup, Source};
@@ -32,11 +33,14 @@ pub fn compile(raw: &file::File, source: &Source, env: EnvLookup<'_>) -> Result<
     let headers = HeaderPlan::compile(&raw.headers).map_err(|mut e| errors.append(&mut e)).ok();
     let (pools, pool_ids, pool_hints) = pools(&raw.pools, &mut errors);
     let access = access_rules(&raw.access, &mut errors);
+    let (plans, plan_ids) = limits::plans(&raw.plans, &mut errors);
+    let limiter = limits::limiter(&raw.rate_limit, &mut errors);
     let reason_header = header_name(&raw.access.reason_header, "access.reason_header", &mut errors);
 
     let mut hosts = HashMap::new();
     let mut policies = Vec::new();
     let mut tenancy = Vec::new();
+    let mut plan_assignment = Vec::new();
     for (index, (name, environment)) in raw.environments.iter().enumerate() {
         let key = format!("environments.{}", name.get_ref());
         for (i, host) in environment.hosts.iter().enumerate() {
@@ -61,7 +65,18 @@ pub fn compile(raw: &file::File, source: &Source, env: EnvLookup<'_>) -> Result<
             }
         }
         policies.push(environment_policy(&key, environment, auth.as_ref(), &mut errors));
-        tenancy.push(tenancy_of(&key, environment, &pool_ids, source, &mut errors));
+        let map_key = format!("{key}.tenant_map_file");
+        let map_text =
+            environment.tenant_map_file.as_ref().and_then(|m| read_tenant_map(&map_key, m, source, &mut errors));
+        let map = map_text.as_ref().and_then(|(path, text)| match tenant_map::parse(path, &map_key, text) {
+            Ok(entries) => Some(TenantMap { key: &map_key, path, entries }),
+            Err(mut e) => {
+                errors.append(&mut e);
+                None
+            }
+        });
+        tenancy.push(tenancy_of(&key, environment, &pool_ids, map.as_ref(), &mut errors));
+        plan_assignment.push(limits::assignment(&key, environment, &plan_ids, map.as_ref(), &mut errors));
     }
     if raw.environments.is_empty() {
         errors.push(ConfigError::at(
@@ -89,7 +104,8 @@ pub fn compile(raw: &file::File, source: &Source, env: EnvLookup<'_>) -> Result<
     if !errors.is_empty() {
         return Err(errors);
     }
-    let (Some(auth), Some(headers), Some(reason_header)) = (auth, headers, reason_header) else {
+    let (Some(auth), Some(headers), Some(reason_header), Some(limiter)) = (auth, headers, reason_header, limiter)
+    else {
         return Err(errors);
     };
     let names = env_names.iter().map(|n| Box::from(n.get_ref().as_str())).collect();
@@ -105,6 +121,10 @@ pub fn compile(raw: &file::File, source: &Source, env: EnvLookup<'_>) -> Result<
         pool_hints: pool_hints.into(),
         access,
         reason_header,
+        plans: plans.into(),
+        plan_assignment: plan_assignment.into(),
+        limiter: std::sync::Arc::new(limiter),
+        limit_key: raw.rate_limit.key,
     })
 }
 
@@ -446,7 +466,7 @@ fn tenancy_of(
     key: &str,
     raw: &file::Environment,
     pools: &HashMap<String, PoolId>,
-    source: &Source,
+    map: Option<&TenantMap<'_>>,
     errors: &mut Vec<ConfigError>,
 ) -> Tenancy {
     let default_pool =
@@ -465,57 +485,65 @@ fn tenancy_of(
             tenants.insert(Box::from(tenant.as_str()), id);
         }
     }
-    if let Some(map) = &raw.tenant_map_file {
-        load_tenant_map(key, map, pools, source, &mut tenants, errors);
+    if let Some(map) = map {
+        map_tenants(map, pools, &mut tenants, errors);
     }
     let default_pool = if raw.unmapped_tenants == file::UnmappedTenants::Refuse { None } else { default_pool };
     let hints = db_hints(raw.db_schema.as_ref(), raw.db_pool.as_ref(), key, errors);
     Tenancy { default_pool, tenants, hints }
 }
 
-fn load_tenant_map(
-    key: &str,
+/// A parsed tenant map file.
+pub(super) struct TenantMap<'a> {
+    /// Key path of `tenant_map_file`.
+    pub(super) key: &'a str,
+    /// The file.
+    pub(super) path: &'a Path,
+    /// Its entries.
+    pub(super) entries: Vec<tenant_map::Entry<'a>>,
+}
+
+fn read_tenant_map(
+    map_key: &str,
     map: &Spanned<String>,
-    pools: &HashMap<String, PoolId>,
     source: &Source,
-    tenants: &mut HashMap<Box<str>, PoolId>,
     errors: &mut Vec<ConfigError>,
-) {
-    let map_key = format!("{key}.tenant_map_file");
+) -> Option<(PathBuf, String)> {
     let path = source.resolve(map.get_ref());
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Some((path, text)),
         Err(e) => {
             errors.push(ConfigError::at(
                 map.span(),
                 map_key,
                 format!("cannot read {}: {e}", path.display()),
-                "point it at a `tenant,pool` file (relative paths start at the config file's directory)",
+                "point it at a `tenant,pool[,plan]` file (relative paths start at the config file's directory)",
             ));
-            return;
+            None
         }
-    };
-    let entries = match tenant_map::parse(&path, &map_key, &text) {
-        Ok(entries) => entries,
-        Err(mut e) => {
-            errors.append(&mut e);
-            return;
-        }
-    };
-    tenants.reserve(entries.len());
-    for entry in entries {
-        let at = |col| crate::config::At::File { path: path.clone(), line: entry.line, col };
+    }
+}
+
+fn map_tenants(
+    map: &TenantMap<'_>,
+    pools: &HashMap<String, PoolId>,
+    tenants: &mut HashMap<Box<str>, PoolId>,
+    errors: &mut Vec<ConfigError>,
+) {
+    tenants.reserve(map.entries.len());
+    for entry in &map.entries {
+        let at = |col| crate::config::At::File { path: map.path.to_owned(), line: entry.line, col };
         match pools.get(entry.pool) {
             Some(id) if tenants.insert(Box::from(entry.tenant), *id).is_none() => {}
             Some(_) => errors.push(ConfigError {
                 at: at(1),
-                key: map_key.clone(),
+                key: map.key.to_owned(),
                 problem: format!("tenant `{}` is also mapped inline", entry.tenant),
                 fix: "map each tenant in one place".to_owned(),
             }),
             None => errors.push(ConfigError {
                 at: at(entry.pool_col),
-                key: map_key.clone(),
+                key: map.key.to_owned(),
                 problem: format!("pool `{}` is not defined", entry.pool),
                 fix: format!("define [pools.{}] or use a defined pool", entry.pool),
             }),
@@ -622,6 +650,7 @@ fn routes(
             policy,
             rewrite_prefix: template(r.rewrite_prefix.as_ref(), &format!("{key}.rewrite_prefix"), false, errors),
             rewrite_host: template(r.rewrite_host.as_ref(), &format!("{key}.rewrite_host"), false, errors),
+            cost: r.cost,
         });
     }
     RouteTable::new(routes)
