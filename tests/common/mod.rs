@@ -6,6 +6,7 @@
 
 pub mod idp;
 pub mod jws;
+pub mod redis;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -128,7 +129,15 @@ impl Gateway {
             .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()
             .unwrap();
-        let mut gw = Self { addr, admin, audit_path, stderr_path, sent: Default::default(), child: Some(child), _scratch: scratch };
+        let mut gw = Self {
+            addr,
+            admin,
+            audit_path,
+            stderr_path,
+            sent: Default::default(),
+            child: Some(child),
+            _scratch: scratch,
+        };
         let mut wait_for = vec![addr, admin];
         wait_for.extend(extra_listeners.iter().map(|(_, a)| *a));
         for a in wait_for {

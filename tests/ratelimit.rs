@@ -1,0 +1,214 @@
+//! Per-tenant rate limits and quotas over real sockets, locally and shared through a
+//! real `redis-server`: 429 answers with Retry-After and RateLimit headers, plans, costs,
+//! two gateways sharing one budget, and each policy while Redis is down.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::jws::{claims, token};
+use common::redis::Redis;
+use common::*;
+use isogate::demo::client::RawResponse;
+use serde_json::json;
+
+/// A gateway with plans `tight` (burst 3, 1/s), `quota` (2 per minute), `tester`
+/// (burst 1) and `roomy` (100/s); prod's default plan is `tight`.
+fn config(ups: &Upstreams, rate_limit: &str) -> String {
+    format!(
+        r#"
+[server]
+threads = 2
+grace_period_seconds = 1
+shutdown_timeout_seconds = 1
+[admin]
+address = "@ADMIN@"
+[audit]
+output = "@AUDIT@"
+[[listeners]]
+address = "@LISTEN@"
+[[issuers]]
+name = "rsa"
+issuer = "https://rsa.test"
+audiences = ["isogate-tests"]
+algorithms = ["RS256"]
+public_key_file = "@KEYS@/rsa.pub.pem"
+[rate_limit]
+plan_claim = "plan"
+{rate_limit}
+[plans.tight]
+rate_per_second = 1
+burst = 3
+[plans.quota]
+quota_minute = 2
+[plans.tester]
+rate_per_second = 1
+burst = 1
+[plans.roomy]
+rate_per_second = 100
+[environments.prod]
+hosts = ["prod.test"]
+default_pool = "prod-shared"
+default_plan = "tight"
+test_account_plan = "tester"
+tenant_plans = {{ quotaco = "quota" }}
+[pools.prod-shared]
+servers = ["{}"]
+[[routes]]
+name = "export"
+path_prefix = "/export"
+cost = 2
+[[routes]]
+name = "api"
+path_prefix = "/api"
+"#,
+        ups.get("prod-shared").addr
+    )
+}
+
+fn call(gw: &Gateway, tenant: &str, path: &str) -> RawResponse {
+    gw.get_with_token("prod.test", path, &token("RS256", claims("prod", tenant)))
+}
+
+fn statuses(gw: &Gateway, tenant: &str, n: usize) -> Vec<u16> {
+    (0..n).map(|_| call(gw, tenant, "/api").status).collect()
+}
+
+#[test]
+fn a_tenant_over_its_rate_gets_429_with_retry_after_and_ratelimit_headers() {
+    let ups = Upstreams::start(&["prod-shared"]);
+    let gw = Gateway::start(&config(&ups, ""), &[]);
+    assert_eq!(statuses(&gw, "acme", 3), vec![200, 200, 200]);
+    let r = call(&gw, "acme", "/api");
+    assert_eq!((r.status, r.json()["error"].as_str()), (429, Some("rate_limited")));
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(r.header("ratelimit-policy"), Some("\"burst\";q=3;w=1"));
+    assert_eq!(r.header("ratelimit"), Some("\"burst\";r=0;t=1"));
+    assert_eq!(ups.total(), 3, "a refused request never reaches the upstream");
+    // Another tenant has its own budget.
+    assert_eq!(statuses(&gw, "globex", 3), vec![200, 200, 200]);
+    let line = gw.audit_for(&request_id(&r));
+    assert_eq!(
+        (line["reason"].as_str(), line["plan"].as_str(), line["limit_mode"].as_str()),
+        (Some("rate_limited"), Some("tight"), Some("local"))
+    );
+    assert_eq!(
+        gw.metric(
+            r#"isogate_rate_limit_decisions_total{environment="prod",mode="local",plan="tight",result="rate_limited"}"#
+        ),
+        Some(1.0)
+    );
+    // After the refill interval one more request fits (refused polls charge nothing).
+    eventually("a refill", || (call(&gw, "acme", "/api").status == 200).then_some(()));
+    assert_eq!(statuses(&gw, "acme", 1), vec![429]);
+}
+
+#[test]
+fn quotas_count_route_costs_and_plans_follow_tenant_test_account_and_claim() {
+    let ups = Upstreams::start(&["prod-shared"]);
+    let gw = Gateway::start(&config(&ups, ""), &[]);
+    // quotaco has 2 per minute; /export costs 2.
+    assert_eq!(call(&gw, "quotaco", "/export").status, 200);
+    let r = call(&gw, "quotaco", "/api");
+    assert_eq!((r.status, r.json()["error"].as_str()), (429, Some("quota_exhausted")));
+    let t: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&t), "retry-after runs to the end of the minute: {t}");
+    assert_eq!(r.header("ratelimit"), Some(format!("\"minute\";r=0;t={t}").as_str()));
+    assert_eq!(r.header("ratelimit-policy"), Some("\"minute\";q=2;w=60"));
+
+    // Test accounts get their own plan (burst 1).
+    let mut c = claims("prod", "acme");
+    c["is_test_account"] = json!(true);
+    let test = token("RS256", c);
+    assert_eq!(gw.get_with_token("prod.test", "/api", &test).status, 200);
+    assert_eq!(gw.get_with_token("prod.test", "/api", &test).json()["error"], "rate_limited");
+
+    // A plan claim is honoured because the operator allows it.
+    let mut c = claims("prod", "bigco");
+    c["plan"] = json!("roomy");
+    let roomy = token("RS256", c);
+    let ok = (0..10).filter(|_| gw.get_with_token("prod.test", "/api", &roomy).status == 200).count();
+    assert_eq!(ok, 10);
+    gw.metrics();
+    let line = gw.audit_lines().into_iter().rev().find(|l| l["tenant"] == "bigco").unwrap();
+    assert_eq!(line["plan"], "roomy");
+}
+
+fn redis_config(ups: &Upstreams, redis: &Redis, policy: &str) -> String {
+    config(ups, &format!("backend = \"redis\"\nredis_url = \"{}\"\nredis_timeout_ms = 100\non_redis_error = \"{policy}\"\ninstances = 2", redis.url()))
+}
+
+#[test]
+fn two_gateways_share_one_budget_through_redis() {
+    let redis = Redis::start();
+    let ups = Upstreams::start(&["prod-shared"]);
+    let a = Gateway::start(&redis_config(&ups, &redis, "fail_closed"), &[]);
+    let b = Gateway::start(&redis_config(&ups, &redis, "fail_closed"), &[]);
+    let started = Instant::now();
+    let mut admitted = 0;
+    for i in 0..20 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        if call(gw, "acme", "/api").status == 200 {
+            admitted += 1;
+        }
+    }
+    // Burst 3 plus one per elapsed second, across both gateways.
+    let limit = 3 + started.elapsed().as_secs() as usize;
+    assert!(admitted <= limit, "{admitted} admitted, limit {limit}");
+    assert!(admitted >= 3);
+    let line = a.audit_lines().into_iter().next().unwrap();
+    assert_eq!(line["limit_mode"], "redis");
+}
+
+#[test]
+fn quotas_in_redis_survive_a_gateway_restart() {
+    let redis = Redis::start();
+    let ups = Upstreams::start(&["prod-shared"]);
+    let first = Gateway::start(&redis_config(&ups, &redis, "fail_closed"), &[]);
+    assert_eq!(call(&first, "quotaco", "/api").status, 200);
+    drop(first);
+    let second = Gateway::start(&redis_config(&ups, &redis, "fail_closed"), &[]);
+    assert_eq!(call(&second, "quotaco", "/api").status, 200);
+    let r = call(&second, "quotaco", "/api");
+    assert_eq!((r.status, r.json()["error"].as_str()), (429, Some("quota_exhausted")));
+}
+
+#[test]
+fn while_redis_is_down_each_policy_applies_quickly_and_sharing_resumes_after() {
+    let mut redis = Redis::start();
+    let addr = redis.addr;
+    let ups = Upstreams::start(&["prod-shared"]);
+    let closed = Gateway::start(&redis_config(&ups, &redis, "fail_closed"), &[]);
+    let open = Gateway::start(&redis_config(&ups, &redis, "fail_open"), &[]);
+    let fallback = Gateway::start(&redis_config(&ups, &redis, "local_fallback"), &[]);
+    assert_eq!(call(&closed, "warm", "/api").status, 200);
+    redis.kill();
+
+    let started = Instant::now();
+    let r = call(&closed, "acme", "/api");
+    assert!(started.elapsed() < Duration::from_secs(2), "bounded latency: {:?}", started.elapsed());
+    assert_eq!((r.status, r.json()["error"].as_str()), (503, Some("limiter_unavailable")));
+    assert_eq!(gw_line(&closed, &r)["limit_mode"], "fail_closed");
+
+    let r = call(&open, "acme", "/api");
+    assert_eq!(r.status, 200);
+    assert_eq!(gw_line(&open, &r)["limit_mode"], "fail_open");
+
+    // local_fallback: this gateway enforces its share (burst 3 / 2 instances = 1).
+    let r = call(&fallback, "acme", "/api");
+    assert_eq!(r.status, 200);
+    assert_eq!(gw_line(&fallback, &r)["limit_mode"], "local_fallback");
+    assert_eq!(call(&fallback, "acme", "/api").json()["error"], "rate_limited");
+
+    let _restarted = Redis::start_on(addr);
+    eventually("shared limiting resumes", || {
+        let r = call(&closed, "resumed", "/api");
+        (r.status == 200 && gw_line(&closed, &r)["limit_mode"] == "redis").then_some(())
+    });
+}
+
+fn gw_line(gw: &Gateway, r: &RawResponse) -> serde_json::Value {
+    gw.audit_for(&request_id(r))
+}
