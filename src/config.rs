@@ -58,9 +58,14 @@ impl Source {
         toml::from_str(&self.text).map_err(|e| {
             let problem = e.message().trim_end().to_owned();
             let fix = if problem.starts_with("unknown field") {
-                "remove the key or correct its spelling (see config/isogate.example.toml)"
+                "remove the key or correct its spelling (every key is documented in isogate.example.toml)"
+            } else if problem.starts_with("invalid type")
+                || problem.starts_with("unknown variant")
+                || problem.starts_with("missing field")
+            {
+                "correct the value (every key is documented in isogate.example.toml)"
             } else {
-                "correct the value (see config/isogate.example.toml)"
+                "fix the TOML syntax at this position"
             };
             ConfigError::at(e.span().unwrap_or(0..0), "", problem, fix)
         })

@@ -74,6 +74,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Err(errors) => {
                 eprint!("{errors}");
+                if !errors.ends_with('\n') {
+                    eprintln!();
+                }
                 Ok(ExitCode::FAILURE)
             }
         },

@@ -507,7 +507,7 @@ fn unmapped_tenants_default_pool_needs_a_default_pool() {
     assert_errors(
         "bad/unmapped_default.toml",
         &[(
-            "bad/unmapped_default.toml: environments.prod:",
+            "bad/unmapped_default.toml:5:15: environments.prod:",
             "unmapped tenants go to the default pool, but no default_pool is set",
         )],
     );

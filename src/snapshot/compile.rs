@@ -75,7 +75,7 @@ pub fn compile(raw: &file::File, source: &Source, env: EnvLookup<'_>) -> Result<
                 None
             }
         });
-        tenancy.push(tenancy_of(&key, environment, &pool_ids, map.as_ref(), &mut errors));
+        tenancy.push(tenancy_of(&key, name.span(), environment, &pool_ids, map.as_ref(), &mut errors));
         plan_assignment.push(limits::assignment(&key, environment, &plan_ids, map.as_ref(), &mut errors));
     }
     if raw.environments.is_empty() {
@@ -334,12 +334,21 @@ fn socket_addr(raw: &Spanned<String>, key: &str, errors: &mut Vec<ConfigError>) 
         .ok()
 }
 
+/// "defined: a, b", or "none is defined".
+pub(super) fn defined_list(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none is defined".to_owned()
+    } else {
+        format!("defined: {}", names.join(", "))
+    }
+}
+
 fn unknown_env<T>(name: &Spanned<String>, key: &str, defined: &BTreeMap<Spanned<String>, T>) -> ConfigError {
     let list: Vec<&str> = defined.keys().map(|k| k.get_ref().as_str()).collect();
     ConfigError::at(
         name.span(),
         key,
-        format!("environment `{}` is not defined (defined: {})", name.get_ref(), list.join(", ")),
+        format!("environment `{}` is not defined ({})", name.get_ref(), defined_list(&list)),
         format!("define [environments.{}] or use one of the defined names", name.get_ref()),
     )
 }
@@ -455,7 +464,7 @@ fn pool_ref(
         errors.push(ConfigError::at(
             name.span(),
             key,
-            format!("pool `{}` is not defined (defined: {})", name.get_ref(), defined.join(", ")),
+            format!("pool `{}` is not defined ({})", name.get_ref(), defined_list(&defined)),
             format!("define [pools.{}] or use one of the defined pools", name.get_ref()),
         ));
     }
@@ -464,6 +473,7 @@ fn pool_ref(
 
 fn tenancy_of(
     key: &str,
+    span: std::ops::Range<usize>,
     raw: &file::Environment,
     pools: &HashMap<String, PoolId>,
     map: Option<&TenantMap<'_>>,
@@ -473,7 +483,7 @@ fn tenancy_of(
         raw.default_pool.as_ref().and_then(|p| pool_ref(p, format!("{key}.default_pool"), pools, errors));
     if raw.default_pool.is_none() && raw.unmapped_tenants == file::UnmappedTenants::DefaultPool {
         errors.push(ConfigError::at(
-            0..0,
+            span,
             key,
             "unmapped tenants go to the default pool, but no default_pool is set",
             "set default_pool, or set unmapped_tenants = \"refuse\"",

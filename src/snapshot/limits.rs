@@ -6,7 +6,7 @@ use std::time::Duration;
 use jiff::tz::TimeZone;
 use toml::Spanned;
 
-use super::compile::TenantMap;
+use super::compile::{defined_list, TenantMap};
 use crate::config::{file, ConfigError};
 use crate::ratelimit::gcra::Rate;
 use crate::ratelimit::quota::{Quota, Window};
@@ -138,7 +138,7 @@ fn plan_ref(
         errors.push(ConfigError::at(
             name.span(),
             key,
-            format!("plan `{}` is not defined (defined: {})", name.get_ref(), defined.join(", ")),
+            format!("plan `{}` is not defined ({})", name.get_ref(), defined_list(&defined)),
             format!("define [plans.{}] or use a defined plan", name.get_ref()),
         ));
     }
@@ -166,9 +166,13 @@ pub(super) fn assignment(
         let (map, e) = entry;
         let Some(plan) = e.plan else { continue };
         match ids.get(plan) {
-            Some(id) => {
-                tenants.insert(Box::from(e.tenant), *id);
-            }
+            Some(id) if tenants.insert(Box::from(e.tenant), *id).is_none() => {}
+            Some(_) => errors.push(ConfigError {
+                at: crate::config::At::File { path: map.path.to_owned(), line: e.line, col: 1 },
+                key: map.key.to_owned(),
+                problem: format!("tenant `{}` also has a plan in tenant_plans", e.tenant),
+                fix: "give each tenant its plan in one place".to_owned(),
+            }),
             None => errors.push(ConfigError {
                 at: crate::config::At::File { path: map.path.to_owned(), line: e.line, col: 1 },
                 key: map.key.to_owned(),
