@@ -198,6 +198,15 @@ impl Authenticator {
         self.issuers.iter().filter_map(Issuer::remote)
     }
 
+    /// Keeps the JWKS caches of `previous` for issuers whose key source did not change.
+    pub fn adopt_keys(&mut self, previous: &Authenticator) {
+        for issuer in self.issuers.iter_mut() {
+            if let Some(old) = previous.issuers.iter().find(|p| p.name == issuer.name) {
+                issuer.adopt_keys(old);
+            }
+        }
+    }
+
     /// Whether every JWKS issuer holds usable keys.
     pub fn ready(&self) -> bool {
         self.remote_keys().all(|r| r.ready())

@@ -18,6 +18,7 @@ pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reject;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod snapshot;

@@ -83,7 +83,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { config } => {
             let snapshot =
                 Snapshot::load(&config, &process_env).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
-            server::run(snapshot).context("cannot start")?;
+            server::run(snapshot, Some(&config)).context("cannot start")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { listen, admin, check } => {
@@ -98,7 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     std::process::exit(if ok { 0 } else { 1 });
                 });
             }
-            server::run(snapshot).context("cannot start the demo")?;
+            server::run(snapshot, None).context("cannot start the demo")?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -105,6 +105,10 @@ pub struct Metrics {
     pub audit_written: IntCounter,
     /// `isogate_audit_lines_lost_total`
     pub audit_lost: IntCounter,
+    /// `isogate_config_reloads_total{result}`
+    pub config_reloads: IntCounterVec,
+    /// `isogate_config_last_reload_success_timestamp_seconds`
+    pub config_last_reload: IntGauge,
     /// `isogate_config_generation`
     pub config_generation: IntGauge,
     /// `isogate_build_info{version}`
@@ -136,6 +140,11 @@ impl Metrics {
             registry.register(Box::new(g.clone()))?;
             Ok(g)
         };
+        let config_last_reload = IntGauge::new(
+            "isogate_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration reload (0: none since start).",
+        )?;
+        registry.register(Box::new(config_last_reload.clone()))?;
         let token_cache_entries = IntGauge::new("isogate_token_cache_entries", "Verified tokens held in the cache.")?;
         registry.register(Box::new(token_cache_entries.clone()))?;
         let request_duration = histogram_vec(
@@ -205,6 +214,12 @@ impl Metrics {
                 "Unknown-kid tokens refused without a refetch because of the cooldown.",
                 &["issuer"],
             )?,
+            config_reloads: counter_vec(
+                "isogate_config_reloads_total",
+                "Configuration reloads by result (ok, error).",
+                &["result"],
+            )?,
+            config_last_reload,
             rate_limit: counter_vec(
                 "isogate_rate_limit_decisions_total",
                 "Rate-limit and quota decisions by environment, plan, result and the limiter that decided.",

@@ -2,7 +2,9 @@
 //! and admin services, and an orderly stop that flushes the audit trail.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
@@ -18,6 +20,7 @@ use crate::audit::AuditSink;
 use crate::auth::jwks::RemoteKeys;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
+use crate::reload::Reloader;
 use crate::snapshot::{Snapshot, SnapshotCell};
 
 /// Why the gateway could not start.
@@ -61,8 +64,59 @@ fn check_bindable(addrs: impl IntoIterator<Item = SocketAddr>) -> Result<(), Sta
     Ok(())
 }
 
-/// Runs the gateway until SIGINT or SIGTERM, then flushes the audit trail.
-pub fn run(snapshot: Snapshot) -> Result<(), StartError> {
+/// Reloads the configuration on SIGHUP, and when the file or a tenant map changes (a
+/// change is applied once the files have been still for a tick, so half-written files
+/// are not read).
+struct ConfigReload {
+    reloader: Arc<Reloader>,
+    metrics: Metrics,
+}
+
+impl ConfigReload {
+    async fn apply(&self, shutdown: &ShutdownWatch) {
+        let reloader = Arc::clone(&self.reloader);
+        let Ok(Ok(changes)) = tokio::task::spawn_blocking(move || reloader.reload()).await else {
+            return;
+        };
+        for remote in changes.started {
+            remote.attach_metrics(self.metrics.jwks(&remote.name));
+            tokio::spawn(remote.run(shutdown.clone()));
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl BackgroundService for ConfigReload {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!(target: "isogate::reload", "cannot listen for SIGHUP: {e}");
+                return;
+            }
+        };
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut pending = false;
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => self.apply(&shutdown).await,
+                _ = tick.tick() => {
+                    if self.reloader.files_changed() {
+                        pending = true;
+                    } else if std::mem::take(&mut pending) {
+                        self.apply(&shutdown).await;
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Runs the gateway until SIGINT or SIGTERM, then flushes the audit trail. With a
+/// `config_path`, the configuration reloads on SIGHUP and when its files change.
+pub fn run(snapshot: Snapshot, config_path: Option<&Path>) -> Result<(), StartError> {
     let settings = snapshot.settings.clone();
     check_bindable(settings.listeners.iter().copied().chain([settings.admin]))?;
 
@@ -98,7 +152,7 @@ pub fn run(snapshot: Snapshot) -> Result<(), StartError> {
     for addr in &settings.listeners {
         proxy.add_tcp(&addr.to_string());
     }
-    let mut admin = Service::new("isogate admin".to_owned(), Admin::new(metrics, snapshots));
+    let mut admin = Service::new("isogate admin".to_owned(), Admin::new(metrics.clone(), Arc::clone(&snapshots)));
     admin.add_tcp(&settings.admin.to_string());
     admin.threads = Some(1);
 
@@ -107,6 +161,10 @@ pub fn run(snapshot: Snapshot) -> Result<(), StartError> {
     server.add_service(admin);
     if !remote_keys.is_empty() {
         server.add_service(background_service("jwks refresh", JwksRefresh(remote_keys)));
+    }
+    if let Some(path) = config_path {
+        let reloader = Arc::new(Reloader::new(path, Arc::clone(&snapshots), metrics.clone()));
+        server.add_service(background_service("config reload", ConfigReload { reloader, metrics }));
     }
     server.run(RunArgs::default());
     audit.close(settings.shutdown_timeout.max(std::time::Duration::from_secs(1)));

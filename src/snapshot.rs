@@ -79,6 +79,8 @@ pub struct Snapshot {
     pub limiter: std::sync::Arc<crate::ratelimit::Limiter>,
     /// What a limit counts (tenant, or tenant and user).
     pub limit_key: crate::config::file::LimitKey,
+    /// The `[rate_limit]` section the limiter was built from.
+    pub limiter_config: crate::config::file::RateLimit,
 }
 
 impl Snapshot {
@@ -105,20 +107,44 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// Carries state over from the snapshot this one replaces: JWKS caches whose source
+    /// did not change, and the limiter (with its counters) when `[rate_limit]` did not.
+    pub fn adopt_state(&mut self, previous: &Snapshot) {
+        self.auth.adopt_keys(&previous.auth);
+        if self.limiter_config == previous.limiter_config {
+            self.limiter = std::sync::Arc::clone(&previous.limiter);
+        }
+    }
+}
+
 /// The live snapshot, swapped atomically; each request pins the one it started with.
 #[derive(Debug)]
 pub struct SnapshotCell {
     current: ArcSwap<Snapshot>,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl SnapshotCell {
-    /// Starts with `snapshot`.
+    /// Starts with `snapshot` as generation 1.
     pub fn new(snapshot: Snapshot) -> Self {
-        Self { current: ArcSwap::from_pointee(snapshot) }
+        Self { current: ArcSwap::from_pointee(snapshot), generation: std::sync::atomic::AtomicU64::new(1) }
     }
 
     /// The current snapshot.
     pub fn load(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// Puts `snapshot` in force; requests already running keep the one they pinned.
+    /// Returns the new generation.
+    pub fn store(&self, snapshot: Snapshot) -> u64 {
+        self.current.store(Arc::new(snapshot));
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1
+    }
+
+    /// The generation in force (1 for the configuration loaded at start).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 }

@@ -85,6 +85,15 @@ impl Issuer {
         }
     }
 
+    /// Keeps `previous`'s key cache when it fetches the same keys the same way.
+    pub(crate) fn adopt_keys(&mut self, previous: &Issuer) {
+        if let (IssuerKeys::Remote(new), Some(old)) = (&self.keys, previous.remote()) {
+            if new.same_source(old) {
+                self.keys = IssuerKeys::Remote(Arc::clone(old));
+            }
+        }
+    }
+
     /// The issuer's JWKS cache, when its keys are fetched.
     pub fn remote(&self) -> Option<&Arc<RemoteKeys>> {
         match &self.keys {
@@ -305,7 +314,8 @@ fn remote_keys(
             ))
         })
         .ok()?;
-    Some(RemoteKeys::new(raw.name.get_ref(), raw.issuer.get_ref(), key_source, algorithms, settings, client))
+    let ca_path = raw.ca_file.as_ref().map(|c| source.resolve(c.get_ref()));
+    Some(RemoteKeys::new(raw.name.get_ref(), raw.issuer.get_ref(), key_source, algorithms, settings, client, ca_path))
 }
 
 fn load_key(

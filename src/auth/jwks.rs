@@ -87,6 +87,9 @@ pub struct RemoteKeys {
     refresh_lock: tokio::sync::Mutex<()>,
     last_unknown_kid_ms: AtomicU64,
     metrics: OnceLock<JwksMetrics>,
+    ca_file: Option<std::path::PathBuf>,
+    retired: std::sync::atomic::AtomicBool,
+    retire_signal: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for RemoteKeys {
@@ -108,6 +111,7 @@ impl RemoteKeys {
         allowed: &[Algorithm],
         settings: JwksSettings,
         client: reqwest::Client,
+        ca_file: Option<std::path::PathBuf>,
     ) -> Self {
         Self {
             name: name.into(),
@@ -120,7 +124,27 @@ impl RemoteKeys {
             refresh_lock: tokio::sync::Mutex::new(()),
             last_unknown_kid_ms: AtomicU64::new(0),
             metrics: OnceLock::new(),
+            ca_file,
+            retired: std::sync::atomic::AtomicBool::new(false),
+            retire_signal: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Whether `other` fetches the same keys the same way (so a reload can keep this
+    /// cache and its keys).
+    pub fn same_source(&self, other: &RemoteKeys) -> bool {
+        self.name == other.name
+            && self.iss == other.iss
+            && self.source == other.source
+            && self.allowed == other.allowed
+            && self.settings == other.settings
+            && self.ca_file == other.ca_file
+    }
+
+    /// Stops the background refresh (the issuer left the configuration).
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        self.retire_signal.notify_waiters();
     }
 
     /// Attaches metric handles (once).
@@ -226,9 +250,13 @@ impl RemoteKeys {
                     }
                 }
             };
+            if self.retired.load(Ordering::Acquire) {
+                return;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return,
+                _ = self.retire_signal.notified() => return,
             }
         }
     }

@@ -490,7 +490,7 @@ pub struct Environment {
 }
 
 /// `[rate_limit]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct RateLimit {
     /// `local` (each gateway alone) or `redis` (shared by every gateway).

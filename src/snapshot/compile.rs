@@ -125,6 +125,7 @@ pub fn compile(raw: &file::File, source: &Source, env: EnvLookup<'_>) -> Result<
         plan_assignment: plan_assignment.into(),
         limiter: std::sync::Arc::new(limiter),
         limit_key: raw.rate_limit.key,
+        limiter_config: raw.rate_limit.clone(),
     })
 }
 

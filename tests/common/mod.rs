@@ -95,6 +95,8 @@ pub struct Gateway {
     pub admin: SocketAddr,
     pub audit_path: PathBuf,
     pub stderr_path: PathBuf,
+    pub config_path: PathBuf,
+    placeholders: Vec<(String, String)>,
     /// Requests sent with `get`: each writes one audit line, after its metrics.
     sent: std::sync::atomic::AtomicUsize,
     child: Option<Child>,
@@ -109,17 +111,16 @@ impl Gateway {
         let addr = free_addr();
         let admin = free_addr();
         let audit_path = scratch.0.join("audit.log");
-        let mut text = config
-            .replace("@AUDIT@", audit_path.to_str().unwrap())
-            .replace("@KEYS@", jws::keys_dir().to_str().unwrap())
-            .replace("@DIR@", scratch.0.to_str().unwrap())
-            .replace("@LISTEN@", &addr.to_string())
-            .replace("@ADMIN@", &admin.to_string());
-        for (placeholder, a) in extra_listeners {
-            text = text.replace(placeholder, &a.to_string());
-        }
+        let mut placeholders = vec![
+            ("@AUDIT@".to_owned(), audit_path.display().to_string()),
+            ("@KEYS@".to_owned(), jws::keys_dir().display().to_string()),
+            ("@DIR@".to_owned(), scratch.0.display().to_string()),
+            ("@LISTEN@".to_owned(), addr.to_string()),
+            ("@ADMIN@".to_owned(), admin.to_string()),
+        ];
+        placeholders.extend(extra_listeners.iter().map(|(p, a)| ((*p).to_owned(), a.to_string())));
         let config_path = scratch.0.join("isogate.toml");
-        std::fs::write(&config_path, text).unwrap();
+        std::fs::write(&config_path, fill(config, &placeholders)).unwrap();
         let stderr_path = scratch.0.join("stderr.log");
         let child = Command::new(env!("CARGO_BIN_EXE_isogate"))
             .args(["run", "-c"])
@@ -134,6 +135,8 @@ impl Gateway {
             admin,
             audit_path,
             stderr_path,
+            config_path,
+            placeholders,
             sent: Default::default(),
             child: Some(child),
             _scratch: scratch,
@@ -203,6 +206,17 @@ impl Gateway {
         metric_value(&self.metrics(), prefix)
     }
 
+    /// Sends a signal (e.g. `HUP`) to the gateway.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        assert!(Command::new("kill").args([&format!("-{name}"), &pid]).status().unwrap().success());
+    }
+
+    /// Rewrites the config file from a template, with the same placeholder values.
+    pub fn write_config(&self, template: &str) {
+        std::fs::write(&self.config_path, fill(template, &self.placeholders)).unwrap();
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();
@@ -229,6 +243,10 @@ impl Drop for Gateway {
             let _ = c.wait();
         }
     }
+}
+
+fn fill(template: &str, placeholders: &[(String, String)]) -> String {
+    placeholders.iter().fold(template.to_owned(), |text, (p, v)| text.replace(p.as_str(), v))
 }
 
 /// Finds `prefix value` in Prometheus text and parses the value.
