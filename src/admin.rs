@@ -28,8 +28,17 @@ impl Admin {
     fn answer(&self, path: &str) -> (StatusCode, &'static str, Vec<u8>) {
         match path {
             "/metrics" => {
-                let cached = self.snapshots.load().auth.cached_tokens();
-                self.metrics.token_cache_entries.set(i64::try_from(cached).unwrap_or(i64::MAX));
+                let snapshot = self.snapshots.load();
+                self.metrics.token_cache_entries.set(i64::try_from(snapshot.auth.cached_tokens()).unwrap_or(i64::MAX));
+                self.metrics.upstream_healthy.reset();
+                for pool in snapshot.pools.iter() {
+                    for (server, usable) in pool.health() {
+                        self.metrics
+                            .upstream_healthy
+                            .with_label_values(&[&*pool.name, server.to_string().as_str()])
+                            .set(i64::from(usable));
+                    }
+                }
                 (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", self.metrics.encode())
             }
             "/healthz" => (StatusCode::OK, "text/plain", b"ok\n".to_vec()),

@@ -99,6 +99,10 @@ pub struct Metrics {
     pub jwks_cooldown_hits: IntCounterVec,
     /// `isogate_rate_limit_decisions_total{environment,plan,result,mode}`
     pub rate_limit: IntCounterVec,
+    /// `isogate_upstream_ejections_total{pool}`: servers ejected after connection failures.
+    pub upstream_ejections: IntCounterVec,
+    /// `isogate_upstream_healthy{pool,server}`: 1 when a server is usable (set at scrape time).
+    pub upstream_healthy: IntGaugeVec,
     /// `isogate_identity_headers_stripped_total`
     pub headers_stripped: IntCounter,
     /// `isogate_audit_lines_written_total`
@@ -225,6 +229,22 @@ impl Metrics {
                 "Rate-limit and quota decisions by environment, plan, result and the limiter that decided.",
                 &["environment", "plan", "result", "mode"],
             )?,
+            upstream_ejections: counter_vec(
+                "isogate_upstream_ejections_total",
+                "Servers ejected after consecutive connection failures, by pool.",
+                &["pool"],
+            )?,
+            upstream_healthy: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "isogate_upstream_healthy",
+                        "1 when the server passes its health check and is not ejected.",
+                    ),
+                    &["pool", "server"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
             headers_stripped: counter(
                 "isogate_identity_headers_stripped_total",
                 "Client-supplied identity header values removed before forwarding.",

@@ -61,6 +61,8 @@ pub struct Ctx {
     normalized_path: Option<Box<str>>,
     /// The client's path, when the upstream gets another one (for the audit line).
     client_path: Option<Box<str>>,
+    /// Connection failures so far (each may retry on another server).
+    connect_failures: u8,
     /// The plan that limited the request, and which limiter decided.
     limit: Option<(PlanId, Mode)>,
     /// Issuer and `kid` of a refused token, for the audit line (rare, so boxed).
@@ -158,6 +160,7 @@ impl ProxyHttp for Gateway {
             client_path: None,
             refusal: None,
             limit: None,
+            connect_failures: 0,
             upstream: None,
             reject: None,
             audit_slot: None,
@@ -181,7 +184,8 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(ErrorType::InternalError, "no pool chosen");
         };
         let key = ctx.identity.as_ref().and_then(|i| i.tenant.as_deref()).unwrap_or("");
-        match ctx.snapshot.pools.get(placement.pool).peer(key.as_bytes()) {
+        let avoid = ctx.connect_failures.gt(&0).then_some(ctx.upstream).flatten();
+        match ctx.snapshot.pools.get(placement.pool).peer(key.as_bytes(), avoid) {
             Ok((addr, peer)) => {
                 ctx.upstream = Some(addr);
                 Ok(peer)
@@ -191,6 +195,42 @@ impl ProxyHttp for Gateway {
                 Err(Error::explain(ErrorType::HTTPStatus(reject.status()), reject.reason()))
             }
         }
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Connecting failed, so nothing was sent: another server may take the request.
+        if let (Some(placement), Some(addr)) = (&ctx.placement, ctx.upstream) {
+            let pool = ctx.snapshot.pools.get(placement.pool);
+            if pool.report_failure(addr) {
+                self.metrics.upstream_ejections.with_label_values(&[&pool.name]).inc();
+            }
+            ctx.connect_failures = ctx.connect_failures.saturating_add(1);
+            if usize::from(ctx.connect_failures) < pool.len() {
+                e.set_retry(true);
+            }
+        }
+        e
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let (Some(placement), Some(addr)) = (&ctx.placement, ctx.upstream) {
+            ctx.snapshot.pools.get(placement.pool).report_success(addr);
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(

@@ -55,6 +55,27 @@ impl BackgroundService for JwksRefresh {
     }
 }
 
+/// Runs the active health checks of the pools in force, each on its own interval.
+struct PoolHealth(Arc<SnapshotCell>);
+
+#[async_trait::async_trait]
+impl BackgroundService for PoolHealth {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let snapshot = self.0.load();
+                    for pool in snapshot.pools.iter() {
+                        pool.check_health_if_due().await;
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
 /// Checks every address can be bound before pingora takes them, so a busy port is a
 /// clear error instead of a panic inside a service thread.
 fn check_bindable(addrs: impl IntoIterator<Item = SocketAddr>) -> Result<(), StartError> {
@@ -162,6 +183,7 @@ pub fn run(snapshot: Snapshot, config_path: Option<&Path>) -> Result<(), StartEr
     if !remote_keys.is_empty() {
         server.add_service(background_service("jwks refresh", JwksRefresh(remote_keys)));
     }
+    server.add_service(background_service("pool health", PoolHealth(Arc::clone(&snapshots))));
     if let Some(path) = config_path {
         let reloader = Arc::new(Reloader::new(path, Arc::clone(&snapshots), metrics.clone()));
         server.add_service(background_service("config reload", ConfigReload { reloader, metrics }));

@@ -631,12 +631,64 @@ pub struct Pool {
     /// Timeout for each read from the upstream, in milliseconds.
     #[serde(default = "default_read_timeout_ms")]
     pub read_timeout_ms: u64,
+    /// `round_robin`, or `tenant_hash` (consistent hashing: a tenant sticks to a server).
+    #[serde(default)]
+    pub balance: Balance,
+    /// Path of an active HTTP health check (a 200 is healthy); unset: no active check.
+    pub health_check_path: Option<Spanned<String>>,
+    /// Milliseconds between health checks.
+    #[serde(default = "default_health_check_interval_ms")]
+    pub health_check_interval_ms: u64,
+    /// Timeout of one health check, in milliseconds.
+    #[serde(default = "default_health_check_timeout_ms")]
+    pub health_check_timeout_ms: u64,
+    /// Successful checks in a row before a server is healthy again.
+    #[serde(default = "default_healthy_after")]
+    pub healthy_after: usize,
+    /// Failed checks in a row before a server is unhealthy.
+    #[serde(default = "default_unhealthy_after")]
+    pub unhealthy_after: usize,
+    /// Connection failures in a row that eject a server (0: never eject).
+    #[serde(default = "default_eject_after_failures")]
+    pub eject_after_failures: u32,
+    /// Seconds an ejected server is skipped.
+    #[serde(default = "default_eject_seconds")]
+    pub eject_seconds: u64,
     /// Database schema hint template for this pool (overrides the environment's).
     pub db_schema: Option<Spanned<String>>,
     /// Database pool hint template for this pool (overrides the environment's).
     pub db_pool: Option<Spanned<String>>,
 }
 
+/// `pools.NAME.balance`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Each server in turn.
+    #[default]
+    RoundRobin,
+    /// Consistent hashing of the tenant.
+    TenantHash,
+}
+
+fn default_health_check_interval_ms() -> u64 {
+    2_000
+}
+fn default_health_check_timeout_ms() -> u64 {
+    1_000
+}
+fn default_healthy_after() -> usize {
+    2
+}
+fn default_unhealthy_after() -> usize {
+    2
+}
+fn default_eject_after_failures() -> u32 {
+    3
+}
+fn default_eject_seconds() -> u64 {
+    10
+}
 fn default_connect_timeout_ms() -> u64 {
     1_000
 }

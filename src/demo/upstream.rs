@@ -47,7 +47,12 @@ pub struct EchoUpstream {
 impl EchoUpstream {
     /// Binds `127.0.0.1:0` and serves on the current tokio runtime.
     pub async fn start(name: &str) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(name, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Binds `addr` and serves on the current tokio runtime.
+    pub async fn start_on(name: &str, addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
         let upstream = Self { name: name.to_owned(), addr: listener.local_addr()?, received: Arc::default() };
         let served = upstream.clone();
         tokio::spawn(async move {

@@ -16,7 +16,7 @@ use crate::headers::HeaderPlan;
 use crate::policy::{AccessRules, EnvironmentPolicy, RoutePolicy};
 use crate::routing::{normalize_host, DbHints, Route, RouteTable, Tenancy};
 use crate::template::{valid_schema, Template, Values};
-use crate::upstream::{Pool, PoolId, Pools};
+use crate::upstream::{Balance, Ejection, HealthCheck, Pool, PoolId, PoolSpec, Pools};
 
 /// Value of `routes[].environment` that takes the environment from the token.
 const FROM_TOKEN: &str = "from_token";
@@ -402,12 +402,39 @@ fn pools(
                 )),
             }
         }
-        let built = Pool::new(
-            name.get_ref(),
-            &addrs,
-            Duration::from_millis(pool.connect_timeout_ms),
-            Duration::from_millis(pool.read_timeout_ms),
-        );
+        let health_check = pool.health_check_path.as_ref().map(|path| {
+            if !path.get_ref().starts_with('/') {
+                errors.push(ConfigError::at(
+                    path.span(),
+                    format!("{key}.health_check_path"),
+                    format!("`{}` is not an absolute path", path.get_ref()),
+                    "write e.g. \"/healthz\"",
+                ));
+            }
+            HealthCheck {
+                path: path.get_ref().clone(),
+                interval: Duration::from_millis(pool.health_check_interval_ms.max(100)),
+                timeout: Duration::from_millis(pool.health_check_timeout_ms.max(10)),
+                healthy_after: pool.healthy_after,
+                unhealthy_after: pool.unhealthy_after,
+            }
+        });
+        let spec = PoolSpec {
+            name: name.get_ref().clone(),
+            servers: addrs,
+            balance: match pool.balance {
+                file::Balance::RoundRobin => Balance::RoundRobin,
+                file::Balance::TenantHash => Balance::TenantHash,
+            },
+            connect_timeout: Duration::from_millis(pool.connect_timeout_ms),
+            read_timeout: Duration::from_millis(pool.read_timeout_ms),
+            health_check,
+            ejection: Ejection {
+                after_failures: pool.eject_after_failures,
+                duration: Duration::from_secs(pool.eject_seconds),
+            },
+        };
+        let built = Pool::new(&spec);
         match built {
             Ok(p) => {
                 ids.insert(name.get_ref().clone(), PoolId(pools.len() as u16));

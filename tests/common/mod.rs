@@ -55,6 +55,12 @@ impl Upstreams {
         Self { list, _rt: rt }
     }
 
+    /// Starts one more upstream on `addr` (e.g. a server coming back).
+    pub fn add_on(&mut self, name: &str, addr: SocketAddr) {
+        let up = self._rt.block_on(EchoUpstream::start_on(name, addr)).unwrap();
+        self.list.push(up);
+    }
+
     pub fn get(&self, name: &str) -> &EchoUpstream {
         self.list.iter().find(|u| u.name == name).unwrap()
     }
