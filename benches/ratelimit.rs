@@ -1,6 +1,6 @@
 //! The local rate limiter against the naive alternatives, at 1, 10^3 and 10^6 tenants:
 //! the lock-free fixed-memory GCRA table, a `Mutex<HashMap>` and a `DashMap`, each doing
-//! the same GCRA update per request.
+//! the same GCRA update per request; and the round trip of the shared (Redis) limiter.
 //!
 //! Run: `cargo bench --bench ratelimit`. Results are recorded in docs/BENCHMARKS.md.
 
@@ -14,6 +14,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use dashmap::DashMap;
 use isogate::ratelimit::gcra::{Gcra, Rate};
+use isogate::ratelimit::redis::RedisLimiter;
+use isogate::ratelimit::{Limiter, OnError, Plan};
 
 /// The same GCRA step the table does, on a plain `u64` TAT.
 fn gcra_step(tat: &mut u64, now: u64, interval: u64, tolerance: u64) -> bool {
@@ -71,9 +73,43 @@ fn limiters(c: &mut Criterion) {
     g.finish();
 }
 
+/// One shared-limiter decision against a real `redis-server` on loopback (started here;
+/// skipped with a message when the binary is not installed).
+fn redis_round_trip(c: &mut Criterion) {
+    let Ok(listener) = std::net::TcpListener::bind("127.0.0.1:0") else { return };
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    drop(listener);
+    let server = std::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn();
+    let Ok(mut server) = server else {
+        eprintln!("redis_round_trip skipped: redis-server is not installed");
+        return;
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let redis = RedisLimiter::new(&format!("redis://127.0.0.1:{port}"), Duration::from_millis(500)).expect("client");
+    let plan = Plan::new("bench", Rate::new(10_000, 10_000), Vec::new(), jiff::tz::TimeZone::UTC);
+    let limiter = Limiter::shared(1 << 10, redis, OnError::FailClosed, 1);
+    let mut i = 0u64;
+    c.bench_function("limiter/redis_round_trip", |b| {
+        b.iter(|| {
+            i += 1;
+            let key = format!("prod:tenant-{}", i % 1000);
+            runtime.block_on(limiter.check(&key, &plan, 1))
+        })
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
-    targets = limiters
+    targets = limiters, redis_round_trip
 }
 criterion_main!(benches);
