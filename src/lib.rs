@@ -23,4 +23,5 @@ pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod template;
+pub mod tls;
 pub mod upstream;

@@ -22,6 +22,8 @@ use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::reload::Reloader;
 use crate::snapshot::{Snapshot, SnapshotCell};
+use crate::tls::SniResolver;
+use pingora::listeners::tls::TlsSettings;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,9 @@ pub enum StartError {
     /// The audit output cannot be opened.
     #[error("cannot open the audit output: {0}")]
     Audit(std::io::Error),
+    /// A TLS listener could not be set up.
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
     /// Metrics could not be registered.
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -171,7 +176,18 @@ pub fn run(snapshot: Snapshot, config_path: Option<&Path>) -> Result<(), StartEr
     let gateway = Gateway::new(Arc::clone(&snapshots), Arc::clone(&audit), metrics.clone());
     let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "isogate proxy");
     for addr in &settings.listeners {
-        proxy.add_tcp(&addr.to_string());
+        match settings.tls_listeners.iter().find(|(a, _)| a == addr) {
+            Some((_, http2)) => {
+                // Paths stay empty: the resolver supplies the certificate per handshake.
+                let mut tls = TlsSettings::intermediate("", "").map_err(|e| StartError::Tls(e.to_string()))?;
+                tls.set_cert_resolver(Arc::new(SniResolver::new(Arc::clone(&snapshots))));
+                if *http2 {
+                    tls.enable_h2();
+                }
+                proxy.add_tls_with_settings(&addr.to_string(), None, tls);
+            }
+            None => proxy.add_tcp(&addr.to_string()),
+        }
     }
     let mut admin = Service::new("isogate admin".to_owned(), Admin::new(metrics.clone(), Arc::clone(&snapshots)));
     admin.add_tcp(&settings.admin.to_string());

@@ -30,6 +30,8 @@ pub use compile::compile;
 pub struct Settings {
     /// Proxy listeners.
     pub listeners: Vec<SocketAddr>,
+    /// The TLS listeners among them, with whether each offers HTTP/2.
+    pub tls_listeners: Vec<(SocketAddr, bool)>,
     /// Admin listener.
     pub admin: SocketAddr,
     /// Proxy worker threads.
@@ -81,6 +83,8 @@ pub struct Snapshot {
     pub limit_key: crate::config::file::LimitKey,
     /// The `[rate_limit]` section the limiter was built from.
     pub limiter_config: crate::config::file::RateLimit,
+    /// Certificates for TLS listeners.
+    pub certificates: crate::tls::CertStore,
 }
 
 impl Snapshot {

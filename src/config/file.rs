@@ -41,9 +41,12 @@ pub struct File {
     /// Plans by name: rate, burst and quotas.
     #[serde(default)]
     pub plans: BTreeMap<Spanned<String>, Plan>,
-    /// Plain-HTTP listeners; each may bind its requests to one environment.
+    /// Listeners (plain HTTP or TLS); each may bind its requests to one environment.
     #[serde(default)]
     pub listeners: Vec<Listener>,
+    /// Certificates for TLS listeners.
+    #[serde(default)]
+    pub certificates: Vec<Certificate>,
     /// Token issuers and their key material.
     #[serde(default)]
     pub issuers: Vec<Issuer>,
@@ -386,6 +389,25 @@ pub struct Listener {
     pub address: Spanned<String>,
     /// Environment every request on this listener belongs to (optional).
     pub environment: Option<Spanned<String>>,
+    /// Terminate TLS here, with the certificate chosen by SNI from `[[certificates]]`.
+    #[serde(default)]
+    pub tls: bool,
+    /// Offer HTTP/2 (via ALPN) on a TLS listener.
+    #[serde(default)]
+    pub http2: bool,
+}
+
+/// `[[certificates]]`: served on TLS listeners, chosen by the client's SNI.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Certificate {
+    /// PEM certificate chain (leaf first), relative to the config file.
+    pub cert_file: Spanned<String>,
+    /// PEM private key, relative to the config file.
+    pub key_file: Spanned<String>,
+    /// Names this certificate serves (`api.example.com`, `*.example.com`); the first
+    /// certificate also answers clients that send no or an unknown name.
+    pub server_names: Vec<String>,
 }
 
 /// `[[issuers]]`

@@ -33,6 +33,15 @@ pub fn compile(raw: &file::File, source: &Source, env: EnvLookup<'_>) -> Result<
     let headers = HeaderPlan::compile(&raw.headers).map_err(|mut e| errors.append(&mut e)).ok();
     let (pools, pool_ids, pool_hints) = pools(&raw.pools, &mut errors);
     let access = access_rules(&raw.access, &mut errors);
+    let certificates = crate::tls::CertStore::compile(&raw.certificates, source, &mut errors);
+    if certificates.is_empty() && raw.listeners.iter().any(|l| l.tls) {
+        errors.push(ConfigError::at(
+            0..0,
+            "certificates",
+            "a listener terminates TLS but no certificate is configured",
+            "add a [[certificates]] entry with cert_file, key_file and server_names",
+        ));
+    }
     let (plans, plan_ids) = limits::plans(&raw.plans, &mut errors);
     let limiter = limits::limiter(&raw.rate_limit, &mut errors);
     let reason_header = header_name(&raw.access.reason_header, "access.reason_header", &mut errors);
@@ -126,6 +135,7 @@ pub fn compile(raw: &file::File, source: &Source, env: EnvLookup<'_>) -> Result<
         limiter: std::sync::Arc::new(limiter),
         limit_key: raw.rate_limit.key,
         limiter_config: raw.rate_limit.clone(),
+        certificates,
     })
 }
 
@@ -309,8 +319,11 @@ fn settings(
     } else {
         raw.server.threads
     };
+    let tls_listeners =
+        listeners.iter().zip(&raw.listeners).filter(|(_, l)| l.tls).map(|(a, l)| (*a, l.http2)).collect();
     Settings {
         listeners,
+        tls_listeners,
         admin,
         threads,
         grace_period: Duration::from_secs(raw.server.grace_period_seconds),

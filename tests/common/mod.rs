@@ -112,7 +112,19 @@ pub struct Gateway {
 impl Gateway {
     /// Writes `config` (with `@AUDIT@`, `@KEYS@`, `@DIR@`, `@LISTEN@` and `@ADMIN@` replaced)
     /// and starts `isogate run` on it. `extra_listeners` are (placeholder, addr) pairs.
+    /// A port taken by another test between choosing and binding it is chosen again.
     pub fn start(config: &str, extra_listeners: &[(&str, SocketAddr)]) -> Self {
+        for _ in 0..4 {
+            match Self::try_start(config, extra_listeners) {
+                Ok(gw) => return gw,
+                Err(stderr) if stderr.contains("cannot listen on") => continue,
+                Err(stderr) => panic!("gateway exited during start-up: {stderr}"),
+            }
+        }
+        panic!("no free ports for the gateway after 4 attempts");
+    }
+
+    fn try_start(config: &str, extra_listeners: &[(&str, SocketAddr)]) -> Result<Self, String> {
         let scratch = Scratch::new("gw");
         let addr = free_addr();
         let admin = free_addr();
@@ -150,17 +162,17 @@ impl Gateway {
         let mut wait_for = vec![addr, admin];
         wait_for.extend(extra_listeners.iter().map(|(_, a)| *a));
         for a in wait_for {
-            eventually(&format!("gateway listening on {a}"), || {
-                if let Some(status) = gw.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                    panic!(
-                        "gateway exited with {status}: {}",
-                        std::fs::read_to_string(&gw.stderr_path).unwrap_or_default()
-                    );
+            let exited = eventually(&format!("gateway listening on {a}"), || {
+                if gw.child.as_mut().and_then(|c| c.try_wait().unwrap()).is_some() {
+                    return Some(true);
                 }
-                TcpStream::connect(a).ok()
+                TcpStream::connect(a).ok().map(|_| false)
             });
+            if exited {
+                return Err(gw.stderr());
+            }
         }
-        gw
+        Ok(gw)
     }
 
     /// A GET to the proxy with the given `Host`, path and headers.

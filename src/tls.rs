@@ -1,0 +1,154 @@
+//! TLS termination: certificates loaded and checked at compile time, and a rustls
+//! resolver that picks one by the client's SNI from the snapshot in force, so a
+//! configuration reload also reloads certificates without dropping connections.
+//!
+//! Lookup order: the exact name, then a `*.parent` wildcard, then the first certificate
+//! (for clients that send no or an unknown name).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustls::crypto::ring::sign::any_supported_type;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use crate::config::{file, ConfigError, Source};
+use crate::snapshot::SnapshotCell;
+
+/// Certificates by server name.
+#[derive(Debug, Default)]
+pub struct CertStore {
+    by_name: HashMap<Box<str>, Arc<CertifiedKey>>,
+    default: Option<Arc<CertifiedKey>>,
+}
+
+impl CertStore {
+    /// The certificate for `server_name` (lowercase), or the default.
+    pub fn resolve(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = server_name else { return self.default.clone() };
+        let wildcard = name.split_once('.').map(|(_, parent)| format!("*.{parent}"));
+        self.by_name
+            .get(name)
+            .or_else(|| wildcard.and_then(|w| self.by_name.get(w.as_str())))
+            .or(self.default.as_ref())
+            .cloned()
+    }
+
+    /// Whether any certificate is loaded.
+    pub fn is_empty(&self) -> bool {
+        self.default.is_none()
+    }
+
+    /// Loads every `[[certificates]]` entry.
+    pub fn compile(raw: &[file::Certificate], source: &Source, errors: &mut Vec<ConfigError>) -> Self {
+        let mut store = Self::default();
+        for (i, c) in raw.iter().enumerate() {
+            let key = format!("certificates[{i}]");
+            let Some(certified) = load(c, &key, source, errors) else { continue };
+            let certified = Arc::new(certified);
+            if c.server_names.is_empty() {
+                errors.push(ConfigError::at(
+                    c.cert_file.span(),
+                    format!("{key}.server_names"),
+                    "the certificate serves no name",
+                    "list its names, e.g. [\"api.example.com\"]",
+                ));
+            }
+            for name in &c.server_names {
+                if store.by_name.insert(name.to_ascii_lowercase().into(), Arc::clone(&certified)).is_some() {
+                    errors.push(ConfigError::at(
+                        c.cert_file.span(),
+                        format!("{key}.server_names"),
+                        format!("`{name}` is served by two certificates"),
+                        "list each name once",
+                    ));
+                }
+            }
+            store.default.get_or_insert(certified);
+        }
+        store
+    }
+}
+
+fn load(c: &file::Certificate, key: &str, source: &Source, errors: &mut Vec<ConfigError>) -> Option<CertifiedKey> {
+    let cert_path = source.resolve(c.cert_file.get_ref());
+    let key_path = source.resolve(c.key_file.get_ref());
+    let certs: Result<Vec<CertificateDer<'static>>, _> =
+        CertificateDer::pem_file_iter(&cert_path).and_then(Iterator::collect);
+    let certs = match certs {
+        Ok(certs) if !certs.is_empty() => certs,
+        Ok(_) => {
+            errors.push(ConfigError::at(
+                c.cert_file.span(),
+                format!("{key}.cert_file"),
+                format!("{} holds no certificate", cert_path.display()),
+                "point it at a PEM certificate chain",
+            ));
+            return None;
+        }
+        Err(e) => {
+            errors.push(ConfigError::at(
+                c.cert_file.span(),
+                format!("{key}.cert_file"),
+                format!("cannot read {}: {e}", cert_path.display()),
+                "point it at a PEM certificate chain (relative paths start at the config file's directory)",
+            ));
+            return None;
+        }
+    };
+    let private = match PrivateKeyDer::from_pem_file(&key_path) {
+        Ok(k) => k,
+        Err(e) => {
+            errors.push(ConfigError::at(
+                c.key_file.span(),
+                format!("{key}.key_file"),
+                format!("cannot read a private key from {}: {e}", key_path.display()),
+                "point it at the PEM private key of the certificate",
+            ));
+            return None;
+        }
+    };
+    let signing = any_supported_type(&private)
+        .map_err(|e| {
+            errors.push(ConfigError::at(
+                c.key_file.span(),
+                format!("{key}.key_file"),
+                format!("unsupported private key: {e}"),
+                "use an RSA, ECDSA or Ed25519 key",
+            ))
+        })
+        .ok()?;
+    let certified = CertifiedKey::new(certs, signing);
+    if certified.keys_match().is_err() {
+        errors.push(ConfigError::at(
+            c.key_file.span(),
+            format!("{key}.key_file"),
+            format!("{} does not belong to {}", key_path.display(), cert_path.display()),
+            "pair the certificate with its own private key",
+        ));
+        return None;
+    }
+    Some(certified)
+}
+
+/// Chooses the certificate for each TLS handshake from the snapshot in force.
+#[derive(Debug)]
+pub struct SniResolver {
+    snapshots: Arc<SnapshotCell>,
+}
+
+impl SniResolver {
+    /// A resolver reading `snapshots`.
+    pub fn new(snapshots: Arc<SnapshotCell>) -> Self {
+        Self { snapshots }
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = hello.server_name().map(str::to_ascii_lowercase);
+        self.snapshots.load().certificates.resolve(name.as_deref())
+    }
+}

@@ -1,0 +1,130 @@
+//! TLS termination over real sockets with certificates made for the tests (a CA and two
+//! leaf certificates): the certificate is chosen by SNI, HTTP/2 is offered by ALPN, and
+//! a reload swaps certificates without a restart.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+
+use common::jws::{claims, token};
+use common::*;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+fn tls_dir() -> String {
+    format!("{}/tests/fixtures/tls", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn config(ups: &Upstreams, a_cert: &str) -> String {
+    let d = tls_dir();
+    format!(
+        r#"
+[server]
+threads = 2
+grace_period_seconds = 1
+shutdown_timeout_seconds = 1
+[admin]
+address = "@ADMIN@"
+[audit]
+output = "@AUDIT@"
+[[listeners]]
+address = "@LISTEN@"
+[[listeners]]
+address = "@TLS@"
+tls = true
+http2 = true
+[[certificates]]
+cert_file = "{d}/{a_cert}.pem"
+key_file = "{d}/{a_cert}.key"
+server_names = ["a.test"]
+[[certificates]]
+cert_file = "{d}/b.pem"
+key_file = "{d}/b.key"
+server_names = ["b.test"]
+[[issuers]]
+name = "hmac"
+issuer = "https://hmac.test"
+audiences = ["isogate-tests"]
+algorithms = ["HS256"]
+secret_file = "@KEYS@/hmac.secret"
+[environments.prod]
+hosts = ["a.test", "b.test", "c.test"]
+default_pool = "app"
+[pools.app]
+servers = ["{}"]
+[[routes]]
+name = "api"
+path_prefix = "/api"
+"#,
+        ups.get("app").addr
+    )
+}
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// Connects with SNI `name`, trusting only the test CA; returns the negotiated ALPN, or
+/// the handshake error.
+fn handshake(
+    addr: SocketAddr,
+    name: &str,
+    alpn: &[&[u8]],
+) -> Result<(Option<Vec<u8>>, TlsStream), String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(format!("{}/ca.pem", tls_dir())).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let conn = rustls::ClientConnection::new(Arc::new(config), ServerName::try_from(name.to_owned()).unwrap()).unwrap();
+    let mut stream = rustls::StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock).map_err(|e| e.to_string())?;
+    }
+    Ok((stream.conn.alpn_protocol().map(<[u8]>::to_vec), stream))
+}
+
+fn get_over_tls(addr: SocketAddr, name: &str) -> Result<String, String> {
+    let (_, mut stream) = handshake(addr, name, &[b"http/1.1"])?;
+    let t = token("HS256", claims("prod", "acme"));
+    write!(stream, "GET /api HTTP/1.1\r\nhost: {name}\r\nauthorization: Bearer {t}\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    let _ = stream.read_to_string(&mut out);
+    Ok(out)
+}
+
+#[test]
+fn the_certificate_is_chosen_by_sni_and_http2_is_offered() {
+    let ups = Upstreams::start(&["app"]);
+    let tls = free_addr();
+    let gw = Gateway::start(&config(&ups, "a"), &[("@TLS@", tls)]);
+    for name in ["a.test", "b.test"] {
+        let answer = get_over_tls(tls, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(answer.starts_with("HTTP/1.1 200"), "{name}: {answer}");
+    }
+    // An unknown name gets the first certificate, which is not valid for it.
+    let err = handshake(tls, "c.test", &[]).err().unwrap();
+    assert!(err.contains("NotValidForName") || err.contains("not valid for"), "{err}");
+    let (alpn, _) = handshake(tls, "a.test", &[b"h2", b"http/1.1"]).unwrap();
+    assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+    // The plain listener still works alongside.
+    assert_eq!(gw.get_with_token("a.test", "/api", &token("HS256", claims("prod", "acme"))).status, 200);
+}
+
+#[test]
+fn a_reload_swaps_certificates_without_a_restart() {
+    let ups = Upstreams::start(&["app"]);
+    let tls = free_addr();
+    let gw = Gateway::start(&config(&ups, "a"), &[("@TLS@", tls)]);
+    assert!(get_over_tls(tls, "a.test").is_ok());
+    // Serve b's certificate for a.test: clients verifying a.test now fail.
+    let swapped = config(&ups, "b").replace("server_names = [\"b.test\"]", "server_names = [\"other.test\"]");
+    gw.write_config(&swapped.replace("@TLS@", &tls.to_string()));
+    gw.signal("HUP");
+    eventually("the new certificate is served", || get_over_tls(tls, "a.test").err());
+}
