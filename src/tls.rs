@@ -152,3 +152,103 @@ impl ResolvesServerCert for SniResolver {
         self.snapshots.load().certificates.resolve(name.as_deref())
     }
 }
+
+/// Reads PEM certificates, checking each parses as X.509.
+fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(path).and_then(Iterator::collect).map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no certificate in the file".to_owned());
+    }
+    let mut check = rustls::RootCertStore::empty();
+    for c in &certs {
+        check.add(c.clone()).map_err(|e| format!("not a usable certificate: {e}"))?;
+    }
+    Ok(certs)
+}
+
+/// Compiles a pool's TLS settings: SNI (required, so verification is never skipped),
+/// optional CA file, optional client certificate for mutual TLS.
+pub fn upstream(
+    raw: &file::Pool,
+    key: &str,
+    source: &Source,
+    errors: &mut Vec<ConfigError>,
+) -> Option<crate::upstream::UpstreamTls> {
+    use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
+    let mentions_tls =
+        raw.sni.is_some() || raw.ca_file.is_some() || raw.client_cert_file.is_some() || raw.client_key_file.is_some();
+    if !raw.tls {
+        if mentions_tls {
+            errors.push(ConfigError::at(
+                0..0,
+                key,
+                "TLS settings are given but tls is not enabled",
+                "set tls = true, or remove sni/ca_file/client_cert_file/client_key_file",
+            ));
+        }
+        return None;
+    }
+    let Some(sni) = raw.sni.as_ref().filter(|s| !s.get_ref().is_empty()) else {
+        errors.push(ConfigError::at(
+            0..0,
+            format!("{key}.sni"),
+            "a TLS pool needs the server name to verify (an empty SNI would skip certificate verification)",
+            "set sni = \"app.internal\"",
+        ));
+        return None;
+    };
+    let ca = match &raw.ca_file {
+        None => None,
+        Some(ca) => match read_certs(&source.resolve(ca.get_ref())) {
+            Ok(certs) => Some(Arc::from(
+                certs
+                    .into_iter()
+                    .map(|c| WrappedX509::new(c.to_vec(), parse_x509))
+                    .collect::<Vec<_>>()
+                    .into_boxed_slice(),
+            )),
+            Err(e) => {
+                errors.push(ConfigError::at(
+                    ca.span(),
+                    format!("{key}.ca_file"),
+                    format!("cannot use {}: {e}", ca.get_ref()),
+                    "point it at PEM CA certificate(s)",
+                ));
+                return None;
+            }
+        },
+    };
+    let client = match (&raw.client_cert_file, &raw.client_key_file) {
+        (None, None) => None,
+        (Some(cert), Some(private)) => {
+            let certs = read_certs(&source.resolve(cert.get_ref()));
+            let private = PrivateKeyDer::from_pem_file(source.resolve(private.get_ref())).map_err(|e| e.to_string());
+            match (certs, private) {
+                (Ok(certs), Ok(private)) => Some(Arc::new(CertKey::new(
+                    certs.into_iter().map(|c| c.to_vec()).collect(),
+                    private.secret_der().to_vec(),
+                ))),
+                (Err(e), _) | (_, Err(e)) => {
+                    errors.push(ConfigError::at(
+                        cert.span(),
+                        format!("{key}.client_cert_file"),
+                        format!("cannot load the client certificate: {e}"),
+                        "point client_cert_file and client_key_file at a PEM certificate and its key",
+                    ));
+                    return None;
+                }
+            }
+        }
+        _ => {
+            errors.push(ConfigError::at(
+                0..0,
+                key,
+                "mutual TLS needs both client_cert_file and client_key_file",
+                "set both, or neither",
+            ));
+            return None;
+        }
+    };
+    Some(crate::upstream::UpstreamTls { sni: sni.get_ref().clone(), ca, client })
+}

@@ -10,6 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
@@ -17,6 +18,8 @@ use pingora::lb::health_check::HttpHealthCheck;
 use pingora::lb::selection::{Consistent, RoundRobin};
 use pingora::lb::{Backend, LoadBalancer};
 use pingora::prelude::HttpPeer;
+use pingora::protocols::tls::CaType;
+use pingora::utils::tls::CertKey;
 
 use crate::reject::Reject;
 
@@ -57,6 +60,27 @@ pub struct Ejection {
     pub duration: Duration,
 }
 
+/// TLS to the servers of a pool.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    /// Name sent as SNI and verified in the server certificate.
+    pub sni: String,
+    /// CAs trusted instead of the system roots.
+    pub ca: Option<Arc<CaType>>,
+    /// Client certificate and key for mutual TLS.
+    pub client: Option<Arc<CertKey>>,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("sni", &self.sni)
+            .field("ca", &self.ca.is_some())
+            .field("client", &self.client.is_some())
+            .finish()
+    }
+}
+
 /// Everything needed to build a pool.
 #[derive(Debug, Clone)]
 pub struct PoolSpec {
@@ -74,6 +98,8 @@ pub struct PoolSpec {
     pub health_check: Option<HealthCheck>,
     /// Passive ejection.
     pub ejection: Ejection,
+    /// TLS to the servers, if any.
+    pub tls: Option<UpstreamTls>,
 }
 
 enum Balancer {
@@ -120,6 +146,7 @@ pub struct Pool {
     health_interval: Option<Duration>,
     last_check_ms: AtomicU64,
     ejection: Ejection,
+    tls: Option<UpstreamTls>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -128,14 +155,26 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-fn balancer<S>(servers: &[SocketAddr], check: Option<&HealthCheck>) -> std::io::Result<LoadBalancer<S>>
+fn balancer<S>(
+    servers: &[SocketAddr],
+    check: Option<&HealthCheck>,
+    tls: Option<&UpstreamTls>,
+) -> std::io::Result<LoadBalancer<S>>
 where
     S: pingora::lb::selection::BackendSelection + 'static,
     S::Iter: pingora::lb::selection::BackendIter,
 {
     let mut lb = LoadBalancer::<S>::try_from_iter(servers.iter().copied())?;
     if let Some(c) = check {
-        let mut hc = HttpHealthCheck::new("localhost", false);
+        let mut hc = match tls {
+            Some(t) => {
+                let mut hc = HttpHealthCheck::new(&t.sni, true);
+                hc.peer_template.options.ca.clone_from(&t.ca);
+                hc.peer_template.client_cert_key.clone_from(&t.client);
+                hc
+            }
+            None => HttpHealthCheck::new("localhost", false),
+        };
         hc.req.set_uri(c.path.parse().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?);
         hc.peer_template.options.connection_timeout = Some(c.timeout);
         hc.peer_template.options.read_timeout = Some(c.timeout);
@@ -153,8 +192,8 @@ impl Pool {
             HeaderValue::from_str(&spec.name).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let check = spec.health_check.as_ref();
         let balancer = match spec.balance {
-            Balance::RoundRobin => Balancer::RoundRobin(balancer(&spec.servers, check)?),
-            Balance::TenantHash => Balancer::TenantHash(balancer(&spec.servers, check)?),
+            Balance::RoundRobin => Balancer::RoundRobin(balancer(&spec.servers, check, spec.tls.as_ref())?),
+            Balance::TenantHash => Balancer::TenantHash(balancer(&spec.servers, check, spec.tls.as_ref())?),
         };
         let servers = spec
             .servers
@@ -171,6 +210,7 @@ impl Pool {
             health_interval: check.map(|c| c.interval),
             last_check_ms: AtomicU64::new(0),
             ejection: spec.ejection,
+            tls: spec.tls.clone(),
         })
     }
 
@@ -191,7 +231,16 @@ impl Pool {
         };
         let backend = self.balancer.select_with(key, usable).ok_or(Reject::UpstreamUnavailable)?;
         let addr = backend.addr.as_inet().copied().ok_or(Reject::UpstreamUnavailable)?;
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let mut peer = match &self.tls {
+            // The SNI is never empty for TLS pools: an empty one would skip verification.
+            Some(tls) => {
+                let mut p = HttpPeer::new(addr, true, tls.sni.clone());
+                p.options.ca.clone_from(&tls.ca);
+                p.client_cert_key.clone_from(&tls.client);
+                p
+            }
+            None => HttpPeer::new(addr, false, String::new()),
+        };
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.read_timeout = Some(self.read_timeout);
         peer.options.write_timeout = Some(self.read_timeout);

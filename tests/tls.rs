@@ -68,11 +68,7 @@ type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 /// Connects with SNI `name`, trusting only the test CA; returns the negotiated ALPN, or
 /// the handshake error.
-fn handshake(
-    addr: SocketAddr,
-    name: &str,
-    alpn: &[&[u8]],
-) -> Result<(Option<Vec<u8>>, TlsStream), String> {
+fn handshake(addr: SocketAddr, name: &str, alpn: &[&[u8]]) -> Result<(Option<Vec<u8>>, TlsStream), String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(format!("{}/ca.pem", tls_dir())).unwrap() {
@@ -127,4 +123,81 @@ fn a_reload_swaps_certificates_without_a_restart() {
     gw.write_config(&swapped.replace("@TLS@", &tls.to_string()));
     gw.signal("HUP");
     eventually("the new certificate is served", || get_over_tls(tls, "a.test").err());
+}
+
+fn upstream_config(up: SocketAddr, pool_tls: &str) -> String {
+    format!(
+        r#"
+[server]
+threads = 2
+grace_period_seconds = 1
+shutdown_timeout_seconds = 1
+[admin]
+address = "@ADMIN@"
+[audit]
+output = "@AUDIT@"
+[[listeners]]
+address = "@LISTEN@"
+[[issuers]]
+name = "hmac"
+issuer = "https://hmac.test"
+audiences = ["isogate-tests"]
+algorithms = ["HS256"]
+secret_file = "@KEYS@/hmac.secret"
+[environments.prod]
+hosts = ["prod.test"]
+default_pool = "secure"
+[pools.secure]
+servers = ["{up}"]
+eject_after_failures = 0
+tls = true
+{pool_tls}
+[[routes]]
+name = "api"
+path_prefix = "/api"
+"#
+    )
+}
+
+fn status(gw: &Gateway) -> (u16, String) {
+    let r = gw.get_with_token("prod.test", "/api", &token("HS256", claims("prod", "acme")));
+    (r.status, r.json()["upstream"].as_str().or(r.json()["error"].as_str()).unwrap_or("").to_owned())
+}
+
+#[test]
+fn upstream_tls_verifies_the_server_against_the_configured_ca_and_sni() {
+    let up = common::tls_upstream::TlsUpstream::start(false);
+    let d = tls_dir();
+    let ok =
+        Gateway::start(&upstream_config(up.addr, &format!("sni = \"upstream.test\"\nca_file = \"{d}/ca.pem\"")), &[]);
+    assert_eq!(status(&ok), (200, "tls-upstream".to_owned()));
+
+    let wrong_ca = Gateway::start(
+        &upstream_config(up.addr, &format!("sni = \"upstream.test\"\nca_file = \"{d}/other-ca.pem\"")),
+        &[],
+    );
+    assert_eq!(status(&wrong_ca), (502, "upstream_unreachable".to_owned()), "an untrusted certificate is refused");
+    let wrong_name =
+        Gateway::start(&upstream_config(up.addr, &format!("sni = \"other.test\"\nca_file = \"{d}/ca.pem\"")), &[]);
+    assert_eq!(
+        status(&wrong_name),
+        (502, "upstream_unreachable".to_owned()),
+        "a certificate for another name is refused"
+    );
+    assert_eq!(up.served(), 1);
+}
+
+#[test]
+fn mutual_tls_presents_the_pool_client_certificate() {
+    let up = common::tls_upstream::TlsUpstream::start(true);
+    let d = tls_dir();
+    let without =
+        Gateway::start(&upstream_config(up.addr, &format!("sni = \"upstream.test\"\nca_file = \"{d}/ca.pem\"")), &[]);
+    assert_eq!(status(&without).0, 502, "the upstream requires a client certificate");
+    let with = Gateway::start(
+        &upstream_config(up.addr, &format!("sni = \"upstream.test\"\nca_file = \"{d}/ca.pem\"\nclient_cert_file = \"{d}/client.pem\"\nclient_key_file = \"{d}/client.key\"")),
+        &[],
+    );
+    assert_eq!(status(&with), (200, "tls-upstream".to_owned()));
+    assert_eq!(up.served(), 1);
 }

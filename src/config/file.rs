@@ -653,6 +653,17 @@ pub struct Pool {
     /// Timeout for each read from the upstream, in milliseconds.
     #[serde(default = "default_read_timeout_ms")]
     pub read_timeout_ms: u64,
+    /// Connect to the servers over TLS.
+    #[serde(default)]
+    pub tls: bool,
+    /// Server name sent (SNI) and verified in the servers' certificates; required with TLS.
+    pub sni: Option<Spanned<String>>,
+    /// CA certificate(s) (PEM) trusted for the servers instead of the system roots.
+    pub ca_file: Option<Spanned<String>>,
+    /// Client certificate (PEM chain) for mutual TLS.
+    pub client_cert_file: Option<Spanned<String>>,
+    /// Private key (PEM) of the client certificate.
+    pub client_key_file: Option<Spanned<String>>,
     /// `round_robin`, or `tenant_hash` (consistent hashing: a tenant sticks to a server).
     #[serde(default)]
     pub balance: Balance,

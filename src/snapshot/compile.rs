@@ -31,7 +31,7 @@ pub fn compile(raw: &file::File, source: &Source, env: EnvLookup<'_>) -> Result<
     let settings = settings(raw, source, &find_env, &mut errors);
     let auth = Authenticator::compile(raw, source, env).map_err(|mut e| errors.append(&mut e)).ok();
     let headers = HeaderPlan::compile(&raw.headers).map_err(|mut e| errors.append(&mut e)).ok();
-    let (pools, pool_ids, pool_hints) = pools(&raw.pools, &mut errors);
+    let (pools, pool_ids, pool_hints) = pools(&raw.pools, source, &mut errors);
     let access = access_rules(&raw.access, &mut errors);
     let certificates = crate::tls::CertStore::compile(&raw.certificates, source, &mut errors);
     if certificates.is_empty() && raw.listeners.iter().any(|l| l.tls) {
@@ -369,6 +369,7 @@ fn unknown_env<T>(name: &Spanned<String>, key: &str, defined: &BTreeMap<Spanned<
 
 fn pools(
     raw: &BTreeMap<Spanned<String>, file::Pool>,
+    source: &Source,
     errors: &mut Vec<ConfigError>,
 ) -> (Pools, HashMap<String, PoolId>, Vec<DbHints>) {
     let mut pools = Vec::new();
@@ -446,6 +447,7 @@ fn pools(
                 after_failures: pool.eject_after_failures,
                 duration: Duration::from_secs(pool.eject_seconds),
             },
+            tls: crate::tls::upstream(pool, &key, source, errors),
         };
         let built = Pool::new(&spec);
         match built {

@@ -7,6 +7,7 @@
 pub mod idp;
 pub mod jws;
 pub mod redis;
+pub mod tls_upstream;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
