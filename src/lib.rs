@@ -23,5 +23,6 @@ pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod template;
+pub mod tenant_label;
 pub mod tls;
 pub mod upstream;

@@ -103,6 +103,8 @@ pub struct Metrics {
     pub upstream_ejections: IntCounterVec,
     /// `isogate_upstream_healthy{pool,server}`: 1 when a server is usable (set at scrape time).
     pub upstream_healthy: IntGaugeVec,
+    /// `isogate_tenant_requests_total{tenant}`: the top-N tenants by traffic, the rest `other`.
+    pub tenant_requests: IntCounterVec,
     /// `isogate_identity_headers_stripped_total`
     pub headers_stripped: IntCounter,
     /// `isogate_audit_lines_written_total`
@@ -245,6 +247,11 @@ impl Metrics {
                 registry.register(Box::new(g.clone()))?;
                 g
             },
+            tenant_requests: counter_vec(
+                "isogate_tenant_requests_total",
+                "Requests of the busiest tenants (metrics.tenant_label_top); all others are counted under the label value other.",
+                &["tenant"],
+            )?,
             headers_stripped: counter(
                 "isogate_identity_headers_stripped_total",
                 "Client-supplied identity header values removed before forwarding.",

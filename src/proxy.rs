@@ -30,6 +30,7 @@ use crate::ratelimit::{Mode, PlanId};
 use crate::reject::Reject;
 use crate::routing::{normalize_host, Placement, RouteId};
 use crate::snapshot::{Snapshot, SnapshotCell};
+use crate::tenant_label::TenantRanking;
 
 /// The gateway application run by pingora's proxy service.
 #[derive(Debug)]
@@ -37,12 +38,15 @@ pub struct Gateway {
     snapshots: Arc<SnapshotCell>,
     audit: Arc<AuditSink>,
     metrics: Metrics,
+    tenants: Option<TenantRanking>,
 }
 
 impl Gateway {
     /// Builds the application over shared state.
     pub fn new(snapshots: Arc<SnapshotCell>, audit: Arc<AuditSink>, metrics: Metrics) -> Self {
-        Self { snapshots, audit, metrics }
+        let top = snapshots.load().settings.tenant_label_top;
+        let tenants = (top > 0).then(|| TenantRanking::new(top));
+        Self { snapshots, audit, metrics, tenants }
     }
 }
 

@@ -46,6 +46,8 @@ pub struct Settings {
     pub audit_queue_capacity: usize,
     /// Audit queue-full policy.
     pub audit_on_full: OnQueueFull,
+    /// Tenants with their own metric label (0: the per-tenant metric is off).
+    pub tenant_label_top: usize,
 }
 
 /// Everything the request path reads, compiled and validated.

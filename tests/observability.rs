@@ -162,3 +162,25 @@ fn start_up_failures_are_clear_and_exit_non_zero() {
         assert!(stderr.contains(message), "{message}: {stderr}");
     }
 }
+
+#[test]
+fn the_tenant_label_covers_only_the_busiest_tenants() {
+    let ups = standard_upstreams();
+    let dev = free_addr();
+    let gw = Gateway::start(&standard_config(&ups, "[metrics]\ntenant_label_top = 2"), &[("@DEV@", dev)]);
+    let send = |tenant: &str, n: usize| {
+        for _ in 0..n {
+            assert_eq!(gw.get_with_token("prod.test", "/api", &token("HS256", claims("prod", tenant))).status, 200);
+        }
+    };
+    send("big", 6);
+    send("medium", 4);
+    for t in ["c", "d", "e", "f"] {
+        send(t, 1);
+    }
+    let text = gw.metrics();
+    assert_eq!(metric_value(&text, r#"isogate_tenant_requests_total{tenant="big"}"#), Some(6.0), "{text}");
+    assert_eq!(metric_value(&text, r#"isogate_tenant_requests_total{tenant="medium"}"#), Some(4.0));
+    assert_eq!(metric_value(&text, r#"isogate_tenant_requests_total{tenant="other"}"#), Some(4.0));
+    assert_eq!(text.matches("isogate_tenant_requests_total{").count(), 3, "top 2 plus other: {text}");
+}

@@ -20,6 +20,9 @@ pub struct File {
     /// The admin listener: `/metrics`, `/healthz`, `/readyz`.
     #[serde(default)]
     pub admin: Admin,
+    /// Optional metrics: the bounded tenant label.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Where audit lines go and what happens when they cannot be written.
     #[serde(default)]
     pub audit: Audit,
@@ -110,6 +113,16 @@ impl Default for Admin {
 
 fn default_admin_address() -> Spanned<String> {
     Spanned::new(0..0, "127.0.0.1:9901".to_owned())
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct MetricsConfig {
+    /// Tenants (busiest first) that get their own `tenant` label; the rest are `other`.
+    /// 0 turns the per-tenant metric off.
+    #[serde(default)]
+    pub tenant_label_top: usize,
 }
 
 /// `[audit]`

@@ -12,6 +12,7 @@ use crate::audit::{self, AuditRecord};
 use crate::headers::new_request_id;
 use crate::metrics::{status_class, Account, Decision, NONE};
 use crate::reject::Reject;
+use crate::tenant_label::OTHER;
 
 impl Gateway {
     pub(super) fn record(&self, session: &Session, e: Option<&Error>, ctx: &mut Ctx) {
@@ -63,6 +64,13 @@ impl Gateway {
         }
         if permit.and_then(|p| p.access_reason()).is_some() {
             m.access_reasons.with_label_values(&[env_label]).inc();
+        }
+        if let (Some(ranking), Some(tenant)) = (&self.tenants, id.and_then(|i| i.tenant.as_deref())) {
+            let ranked = ranking.observe(tenant);
+            if let Some(gone) = ranked.evicted {
+                let _ = m.tenant_requests.remove_label_values(&[&gone]);
+            }
+            m.tenant_requests.with_label_values(&[if ranked.top { tenant } else { OTHER }]).inc();
         }
         if let Some((plan, mode)) = ctx.limit {
             let result = match ctx.reject {

@@ -291,6 +291,14 @@ fn settings(
             "give the admin listener its own port",
         ));
     }
+    if raw.metrics.tenant_label_top > 1_000 {
+        errors.push(ConfigError::at(
+            0..0,
+            "metrics.tenant_label_top",
+            format!("{} tenants is too many for a label", raw.metrics.tenant_label_top),
+            "use at most 1000 (0 turns it off)",
+        ));
+    }
     let capacity = *raw.audit.queue_capacity.get_ref();
     if !(1..=10_000_000).contains(&capacity) {
         errors.push(ConfigError::at(
@@ -331,6 +339,7 @@ fn settings(
         audit_path,
         audit_queue_capacity: capacity,
         audit_on_full: raw.audit.on_queue_full,
+        tenant_label_top: raw.metrics.tenant_label_top,
     }
 }
 
