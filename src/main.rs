@@ -28,6 +28,9 @@ enum Command {
         /// The TOML configuration file.
         #[arg(short, long)]
         config: PathBuf,
+        /// Take the listeners over from the running process (then send it SIGQUIT).
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a configuration file; list every problem and exit 1 if there is any.
     Check {
@@ -80,10 +83,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
-        Command::Run { config } => {
+        Command::Run { config, upgrade } => {
             let snapshot =
                 Snapshot::load(&config, &process_env).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
-            server::run(snapshot, Some(&config)).context("cannot start")?;
+            server::run(snapshot, server::Launch { config_path: Some(&config), upgrade }).context("cannot start")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { listen, admin, check } => {
@@ -98,7 +101,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     std::process::exit(if ok { 0 } else { 1 });
                 });
             }
-            server::run(snapshot, None).context("cannot start the demo")?;
+            server::run(snapshot, server::Launch::default()).context("cannot start the demo")?;
             Ok(ExitCode::SUCCESS)
         }
     }

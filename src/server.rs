@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::prelude::*;
-use pingora::server::configuration::ServerConf;
+use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::RunArgs;
 use pingora::services::listening::Service;
 use prometheus::Registry;
@@ -140,11 +140,22 @@ impl BackgroundService for ConfigReload {
     }
 }
 
-/// Runs the gateway until SIGINT or SIGTERM, then flushes the audit trail. With a
-/// `config_path`, the configuration reloads on SIGHUP and when its files change.
-pub fn run(snapshot: Snapshot, config_path: Option<&Path>) -> Result<(), StartError> {
+/// How the process starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Launch<'a> {
+    /// The configuration file, for reloads on SIGHUP and on change.
+    pub config_path: Option<&'a Path>,
+    /// Take the listeners over from a running process (zero-downtime upgrade).
+    pub upgrade: bool,
+}
+
+/// Runs the gateway until SIGINT or SIGTERM (or SIGQUIT, which hands the listeners to a
+/// new process started with `upgrade`), then flushes the audit trail.
+pub fn run(snapshot: Snapshot, launch: Launch<'_>) -> Result<(), StartError> {
     let settings = snapshot.settings.clone();
-    check_bindable(settings.listeners.iter().copied().chain([settings.admin]))?;
+    if !launch.upgrade {
+        check_bindable(settings.listeners.iter().copied().chain([settings.admin]))?;
+    }
 
     let registry = Registry::new();
     let metrics = Metrics::register(&registry)?;
@@ -166,11 +177,13 @@ pub fn run(snapshot: Snapshot, config_path: Option<&Path>) -> Result<(), StartEr
 
     let conf = ServerConf {
         threads: settings.threads,
+        upgrade_sock: settings.upgrade_socket.display().to_string(),
         grace_period_seconds: Some(settings.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(settings.shutdown_timeout.as_secs()),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = Opt { upgrade: launch.upgrade, ..Opt::default() };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
 
     let gateway = Gateway::new(Arc::clone(&snapshots), Arc::clone(&audit), metrics.clone());
@@ -200,7 +213,7 @@ pub fn run(snapshot: Snapshot, config_path: Option<&Path>) -> Result<(), StartEr
         server.add_service(background_service("jwks refresh", JwksRefresh(remote_keys)));
     }
     server.add_service(background_service("pool health", PoolHealth(Arc::clone(&snapshots))));
-    if let Some(path) = config_path {
+    if let Some(path) = launch.config_path {
         let reloader = Arc::new(Reloader::new(path, Arc::clone(&snapshots), metrics.clone()));
         server.add_service(background_service("config reload", ConfigReload { reloader, metrics }));
     }

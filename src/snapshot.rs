@@ -40,6 +40,8 @@ pub struct Settings {
     pub grace_period: Duration,
     /// Runtime shutdown timeout after the grace period.
     pub shutdown_timeout: Duration,
+    /// Socket for handing listeners to a new binary.
+    pub upgrade_socket: std::path::PathBuf,
     /// Audit output: `None` for stdout, else a file path.
     pub audit_path: Option<std::path::PathBuf>,
     /// Audit queue capacity.

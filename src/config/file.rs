@@ -77,6 +77,14 @@ pub struct Server {
     /// Seconds to wait for runtimes to stop once the grace period is over.
     #[serde(default = "default_shutdown_timeout_seconds")]
     pub shutdown_timeout_seconds: u64,
+    /// Unix socket the running process hands its listeners over on a binary upgrade
+    /// (`isogate run --upgrade`, then SIGQUIT to the old process); absolute path.
+    #[serde(default = "default_upgrade_socket")]
+    pub upgrade_socket: String,
+}
+
+fn default_upgrade_socket() -> String {
+    "/tmp/isogate-upgrade.sock".to_owned()
 }
 
 impl Default for Server {
@@ -85,6 +93,7 @@ impl Default for Server {
             threads: 0,
             grace_period_seconds: default_grace_period_seconds(),
             shutdown_timeout_seconds: default_shutdown_timeout_seconds(),
+            upgrade_socket: default_upgrade_socket(),
         }
     }
 }

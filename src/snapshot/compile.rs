@@ -299,6 +299,14 @@ fn settings(
             "use at most 1000 (0 turns it off)",
         ));
     }
+    if !raw.server.upgrade_socket.starts_with('/') {
+        errors.push(ConfigError::at(
+            0..0,
+            "server.upgrade_socket",
+            format!("`{}` is not an absolute path", raw.server.upgrade_socket),
+            "old and new processes must agree on it: use an absolute path such as \"/run/isogate/upgrade.sock\"",
+        ));
+    }
     let capacity = *raw.audit.queue_capacity.get_ref();
     if !(1..=10_000_000).contains(&capacity) {
         errors.push(ConfigError::at(
@@ -336,6 +344,7 @@ fn settings(
         threads,
         grace_period: Duration::from_secs(raw.server.grace_period_seconds),
         shutdown_timeout: Duration::from_secs(raw.server.shutdown_timeout_seconds),
+        upgrade_socket: std::path::PathBuf::from(&raw.server.upgrade_socket),
         audit_path,
         audit_queue_capacity: capacity,
         audit_on_full: raw.audit.on_queue_full,

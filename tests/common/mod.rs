@@ -236,10 +236,30 @@ impl Gateway {
         std::fs::write(&self.config_path, fill(template, &self.placeholders)).unwrap();
     }
 
+    /// Starts a second process on the same config that takes the listeners over from
+    /// this one (`isogate run --upgrade`); its stderr goes next to this one's.
+    pub fn spawn_upgrade(&self) -> Child {
+        let stderr = std::fs::File::create(self.config_path.with_file_name("upgrade-stderr.log")).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_isogate"))
+            .args(["run", "--upgrade", "-c"])
+            .arg(&self.config_path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap()
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
+        let child = self.child.as_ref().unwrap();
         Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        self.wait_for_exit()
+    }
+
+    /// Waits for the process to exit by itself (after a signal sent earlier).
+    pub fn wait_for_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
         let start = Instant::now();
         loop {
             if let Some(s) = child.try_wait().unwrap() {
