@@ -28,7 +28,7 @@ fn a_load_across_an_upgrade_sees_no_failed_request() {
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let load = {
-        let (stop, ok, failed, t) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed), t.clone());
+        let (stop, ok, failed) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let auth = format!("Bearer {t}");
