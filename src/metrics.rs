@@ -167,6 +167,15 @@ impl Metrics {
         )?;
         registry.register(Box::new(build_info.clone()))?;
         build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let config_reloads = IntCounterVec::new(
+            Opts::new("isogate_config_reloads_total", "Configuration reloads by result (ok, error)."),
+            &["result"],
+        )?;
+        registry.register(Box::new(config_reloads.clone()))?;
+        // Both series exist from the start, so the first failed reload is an increase.
+        for result in ["ok", "error"] {
+            config_reloads.with_label_values(&[result]);
+        }
         Ok(Self {
             registry: registry.clone(),
             requests: counter_vec(
@@ -220,11 +229,7 @@ impl Metrics {
                 "Unknown-kid tokens refused without a refetch because of the cooldown.",
                 &["issuer"],
             )?,
-            config_reloads: counter_vec(
-                "isogate_config_reloads_total",
-                "Configuration reloads by result (ok, error).",
-                &["result"],
-            )?,
+            config_reloads,
             config_last_reload,
             rate_limit: counter_vec(
                 "isogate_rate_limit_decisions_total",
