@@ -94,6 +94,7 @@ impl Reloader {
     /// Reloads now. On success the new snapshot is in force; on failure the running one
     /// stays and the rendered errors are returned.
     pub fn reload(&self) -> Result<KeyChanges, String> {
+        let started = std::time::Instant::now();
         let result = self.compile();
         let outcome = match result {
             Ok(mut next) => {
@@ -109,7 +110,12 @@ impl Reloader {
                 self.metrics.config_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
                 self.metrics.config_reloads.with_label_values(&["ok"]).inc();
                 self.metrics.config_last_reload.set(jiff::Timestamp::now().as_second());
-                log::info!(target: "isogate::reload", "configuration reloaded from {} (generation {generation})", self.path.display());
+                log::info!(
+                    target: "isogate::reload",
+                    "configuration reloaded from {} (generation {generation}) in {:?}",
+                    self.path.display(),
+                    started.elapsed()
+                );
                 Ok(changes)
             }
             Err(errors) => {

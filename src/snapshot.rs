@@ -146,8 +146,20 @@ impl SnapshotCell {
 
     /// Puts `snapshot` in force; requests already running keep the one they pinned.
     /// Returns the new generation.
+    ///
+    /// The replaced snapshot is freed on a helper thread once the last request lets go
+    /// of it, so dropping a large one (a million-tenant map) never stalls a request.
     pub fn store(&self, snapshot: Snapshot) -> u64 {
-        self.current.store(Arc::new(snapshot));
+        let previous = self.current.swap(Arc::new(snapshot));
+        let reaper = std::thread::Builder::new().name("isogate-reaper".to_owned()).spawn(move || {
+            while Arc::strong_count(&previous) > 1 {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            drop(previous);
+        });
+        if let Err(e) = reaper {
+            log::warn!(target: "isogate::reload", "cannot start the thread that frees the old configuration: {e}");
+        }
         self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1
     }
 
