@@ -45,17 +45,7 @@ fn gateway_with(source: &str, settings: &str, more_issuers: &str) -> Gateway {
     let ups = Upstreams::start(&["prod-shared"]);
     let config = format!(
         r#"
-[server]
-threads = 2
-grace_period_seconds = 1
-shutdown_timeout_seconds = 1
-[admin]
-address = "@ADMIN@"
-[audit]
-output = "@AUDIT@"
-[[listeners]]
-address = "@LISTEN@"
-[[issuers]]
+{PREAMBLE}[[issuers]]
 name = "idp"
 issuer = "{ISS}"
 audiences = ["isogate-tests"]

@@ -41,34 +41,9 @@ fn policy_config(ups: &Upstreams) -> String {
     let addr = |n: &str| ups.get(n).addr.to_string();
     format!(
         r#"
-[server]
-threads = 2
-grace_period_seconds = 1
-shutdown_timeout_seconds = 1
-
-[admin]
-address = "@ADMIN@"
-
-[audit]
-output = "@AUDIT@"
-
-[[listeners]]
-address = "@LISTEN@"
-
-[[issuers]]
-name = "rsa"
-issuer = "https://rsa.test"
-audiences = ["isogate-tests"]
-algorithms = ["RS256", "PS256"]
-public_key_file = "@KEYS@/rsa.pub.pem"
-
-[[issuers]]
-name = "hmac"
-issuer = "https://hmac.test"
-audiences = ["isogate-tests"]
-algorithms = ["HS256"]
-secret_file = "@KEYS@/hmac.secret"
-
+{PREAMBLE}
+{RSA_ISSUER}
+{HMAC_ISSUER}
 [access]
 admin_path_prefix = "/admin"
 admin_roles = ["admin"]

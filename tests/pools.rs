@@ -13,23 +13,7 @@ fn config(servers: &[String], pool_extra: &str) -> String {
     let servers = servers.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
     format!(
         r#"
-[server]
-threads = 2
-grace_period_seconds = 1
-shutdown_timeout_seconds = 1
-[admin]
-address = "@ADMIN@"
-[audit]
-output = "@AUDIT@"
-[[listeners]]
-address = "@LISTEN@"
-[[issuers]]
-name = "hmac"
-issuer = "https://hmac.test"
-audiences = ["isogate-tests"]
-algorithms = ["HS256"]
-secret_file = "@KEYS@/hmac.secret"
-[environments.prod]
+{PREAMBLE}{HMAC_ISSUER}[environments.prod]
 hosts = ["prod.test"]
 default_pool = "app"
 [pools.app]

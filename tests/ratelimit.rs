@@ -19,23 +19,7 @@ use serde_json::json;
 fn config(ups: &Upstreams, rate_limit: &str) -> String {
     format!(
         r#"
-[server]
-threads = 2
-grace_period_seconds = 1
-shutdown_timeout_seconds = 1
-[admin]
-address = "@ADMIN@"
-[audit]
-output = "@AUDIT@"
-[[listeners]]
-address = "@LISTEN@"
-[[issuers]]
-name = "rsa"
-issuer = "https://rsa.test"
-audiences = ["isogate-tests"]
-algorithms = ["RS256"]
-public_key_file = "@KEYS@/rsa.pub.pem"
-[rate_limit]
+{PREAMBLE}{RSA_ISSUER}[rate_limit]
 plan_claim = "plan"
 {rate_limit}
 [plans.tight]

@@ -16,23 +16,7 @@ use isogate::demo::client;
 fn config(ups: &Upstreams, prod_extra: &str) -> String {
     format!(
         r#"
-[server]
-threads = 2
-grace_period_seconds = 1
-shutdown_timeout_seconds = 1
-[admin]
-address = "@ADMIN@"
-[audit]
-output = "@AUDIT@"
-[[listeners]]
-address = "@LISTEN@"
-[[issuers]]
-name = "hmac"
-issuer = "https://hmac.test"
-audiences = ["isogate-tests"]
-algorithms = ["HS256"]
-secret_file = "@KEYS@/hmac.secret"
-[plans.tight]
+{PREAMBLE}{HMAC_ISSUER}[plans.tight]
 rate_per_second = 1
 burst = 3
 [plans.hourly]

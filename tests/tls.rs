@@ -23,17 +23,7 @@ fn config(ups: &Upstreams, a_cert: &str) -> String {
     let d = tls_dir();
     format!(
         r#"
-[server]
-threads = 2
-grace_period_seconds = 1
-shutdown_timeout_seconds = 1
-[admin]
-address = "@ADMIN@"
-[audit]
-output = "@AUDIT@"
-[[listeners]]
-address = "@LISTEN@"
-[[listeners]]
+{PREAMBLE}[[listeners]]
 address = "@TLS@"
 tls = true
 http2 = true
@@ -45,13 +35,7 @@ server_names = ["a.test"]
 cert_file = "{d}/b.pem"
 key_file = "{d}/b.key"
 server_names = ["b.test"]
-[[issuers]]
-name = "hmac"
-issuer = "https://hmac.test"
-audiences = ["isogate-tests"]
-algorithms = ["HS256"]
-secret_file = "@KEYS@/hmac.secret"
-[environments.prod]
+{HMAC_ISSUER}[environments.prod]
 hosts = ["a.test", "b.test", "c.test"]
 default_pool = "app"
 [pools.app]
@@ -128,23 +112,7 @@ fn a_reload_swaps_certificates_without_a_restart() {
 fn upstream_config(up: SocketAddr, pool_tls: &str) -> String {
     format!(
         r#"
-[server]
-threads = 2
-grace_period_seconds = 1
-shutdown_timeout_seconds = 1
-[admin]
-address = "@ADMIN@"
-[audit]
-output = "@AUDIT@"
-[[listeners]]
-address = "@LISTEN@"
-[[issuers]]
-name = "hmac"
-issuer = "https://hmac.test"
-audiences = ["isogate-tests"]
-algorithms = ["HS256"]
-secret_file = "@KEYS@/hmac.secret"
-[environments.prod]
+{PREAMBLE}{HMAC_ISSUER}[environments.prod]
 hosts = ["prod.test"]
 default_pool = "secure"
 [pools.secure]

@@ -293,6 +293,40 @@ pub fn metric_value(text: &str, prefix: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(prefix).and_then(|rest| rest.trim().parse().ok()))
 }
 
+/// `[server]`, `[admin]`, `[audit]` and the main listener, with the harness placeholders.
+pub const PREAMBLE: &str = r#"
+[server]
+threads = 2
+grace_period_seconds = 1
+shutdown_timeout_seconds = 1
+[admin]
+address = "@ADMIN@"
+[audit]
+output = "@AUDIT@"
+[[listeners]]
+address = "@LISTEN@"
+"#;
+
+/// The HMAC issuer of the fixture secret (tokens from `jws::token("HS256", ..)`).
+pub const HMAC_ISSUER: &str = r#"
+[[issuers]]
+name = "hmac"
+issuer = "https://hmac.test"
+audiences = ["isogate-tests"]
+algorithms = ["HS256"]
+secret_file = "@KEYS@/hmac.secret"
+"#;
+
+/// The RSA issuer of the fixture key (tokens from `jws::token("RS256" | "PS256", ..)`).
+pub const RSA_ISSUER: &str = r#"
+[[issuers]]
+name = "rsa"
+issuer = "https://rsa.test"
+audiences = ["isogate-tests"]
+algorithms = ["RS256", "PS256"]
+public_key_file = "@KEYS@/rsa.pub.pem"
+"#;
+
 /// The config every isolation test runs with: three environments, six issuers (one per
 /// fixture key family), silo and shared pools, host- and listener-bound environments.
 /// Upstream addresses are filled from `ups`; `@DEV@` is the dev listener.
@@ -300,38 +334,13 @@ pub fn standard_config(ups: &Upstreams, extra: &str) -> String {
     let addr = |n: &str| ups.get(n).addr.to_string();
     format!(
         r#"
-[server]
-threads = 2
-grace_period_seconds = 1
-shutdown_timeout_seconds = 1
-
-[admin]
-address = "@ADMIN@"
-
-[audit]
-output = "@AUDIT@"
-
-[[listeners]]
-address = "@LISTEN@"
-
+{PREAMBLE}
 [[listeners]]
 address = "@DEV@"
 environment = "dev"
 
-[[issuers]]
-name = "rsa"
-issuer = "https://rsa.test"
-audiences = ["isogate-tests"]
-algorithms = ["RS256", "PS256"]
-public_key_file = "@KEYS@/rsa.pub.pem"
-
-[[issuers]]
-name = "hmac"
-issuer = "https://hmac.test"
-audiences = ["isogate-tests"]
-algorithms = ["HS256"]
-secret_file = "@KEYS@/hmac.secret"
-
+{RSA_ISSUER}
+{HMAC_ISSUER}
 [[issuers]]
 name = "ec256"
 issuer = "https://ec256.test"
