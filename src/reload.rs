@@ -61,15 +61,19 @@ impl Reloader {
         files
     }
 
-    fn remember_files(&self) {
-        let now: Vec<_> = self
-            .watched()
+    /// Each watched file with its modification time.
+    fn file_times(&self) -> Vec<(PathBuf, Option<SystemTime>)> {
+        self.watched()
             .into_iter()
             .map(|p| {
                 let m = modified(&p);
                 (p, m)
             })
-            .collect();
+            .collect()
+    }
+
+    fn remember_files(&self) {
+        let now = self.file_times();
         if let Ok(mut seen) = self.seen.lock() {
             *seen = now;
         }
@@ -77,14 +81,7 @@ impl Reloader {
 
     /// Whether a watched file changed since the last call (or the last reload).
     pub fn files_changed(&self) -> bool {
-        let now: Vec<_> = self
-            .watched()
-            .into_iter()
-            .map(|p| {
-                let m = modified(&p);
-                (p, m)
-            })
-            .collect();
+        let now = self.file_times();
         let Ok(mut seen) = self.seen.lock() else { return false };
         let changed = *seen != now;
         *seen = now;
