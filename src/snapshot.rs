@@ -6,6 +6,9 @@
 
 mod compile;
 mod limits;
+mod pools;
+mod routes;
+mod settings;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -2,24 +2,23 @@
 //! error is collected with its span, key path and fix.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use toml::Spanned;
 
-use super::{limits, Settings, Snapshot};
+use super::{limits, pools, routes, settings, Snapshot};
 use crate::auth::{safe_value, Authenticator};
-use crate::bind::{Binder, EnvId, RouteEnvironment};
+use crate::bind::{Binder, EnvId};
 use crate::config::{file, tenant_map, ConfigError, EnvLookup, Source};
 use crate::headers::HeaderPlan;
-use crate::policy::{AccessRules, EnvironmentPolicy, RoutePolicy};
-use crate::routing::{normalize_host, DbHints, Route, RouteTable, Tenancy};
+use crate::policy::{AccessRules, EnvironmentPolicy};
+use crate::routing::{normalize_host, DbHints, Tenancy};
 use crate::template::{valid_schema, Template, Values};
-use crate::upstream::{Balance, Ejection, HealthCheck, Pool, PoolId, PoolSpec, Pools};
+use crate::upstream::PoolId;
 
 /// Value of `routes[].environment` that takes the environment from the token.
-const FROM_TOKEN: &str = "from_token";
+pub(super) const FROM_TOKEN: &str = "from_token";
 
 /// Compiles a parsed file into a snapshot, or returns every problem found.
 pub fn compile(raw: &file::File, source: &Source, env: EnvLookup<'_>) -> Result<Snapshot, Vec<ConfigError>> {
@@ -28,10 +27,10 @@ pub fn compile(raw: &file::File, source: &Source, env: EnvLookup<'_>) -> Result<
     check_environment_names(&env_names, &mut errors);
     let find_env = |name: &str| env_names.iter().position(|n| n.get_ref() == name).map(|i| EnvId(i as u16));
 
-    let settings = settings(raw, source, &find_env, &mut errors);
+    let settings = settings::settings(raw, source, &find_env, &mut errors);
     let auth = Authenticator::compile(raw, source, env).map_err(|mut e| errors.append(&mut e)).ok();
     let headers = HeaderPlan::compile(&raw.headers).map_err(|mut e| errors.append(&mut e)).ok();
-    let (pools, pool_ids, pool_hints) = pools(&raw.pools, source, &mut errors);
+    let (pools, pool_ids, pool_hints) = pools::pools(&raw.pools, source, &mut errors);
     let access = access_rules(&raw.access, &mut errors);
     let certificates = crate::tls::CertStore::compile(&raw.certificates, source, &mut errors);
     if certificates.is_empty() && raw.listeners.iter().any(|l| l.tls) {
@@ -103,7 +102,7 @@ pub fn compile(raw: &file::File, source: &Source, env: EnvLookup<'_>) -> Result<
         .map(|(addr, l)| (*addr, l.environment.as_ref().and_then(|e| find_env(e.get_ref()))))
         .collect();
     let can_inherit = !hosts.is_empty() || listener_envs.iter().any(|(_, e)| e.is_some());
-    let routes = routes(&raw.routes, &find_env, can_inherit, &mut errors);
+    let routes = routes::routes(&raw.routes, &find_env, can_inherit, &mut errors);
     for (name, _) in raw.routes.iter().flat_map(|r| r.roles_by_environment.iter()) {
         if find_env(name.get_ref()).is_none() {
             errors.push(unknown_env(name, "routes[].roles_by_environment", &raw.environments));
@@ -197,12 +196,17 @@ fn access_rules(raw: &file::Access, errors: &mut Vec<ConfigError>) -> AccessRule
     }
 }
 
-fn boxed(list: &[String]) -> Box<[Box<str>]> {
+pub(super) fn boxed(list: &[String]) -> Box<[Box<str>]> {
     list.iter().map(|s| Box::from(s.as_str())).collect()
 }
 
 /// Parses a template; `schema` templates must be able to produce a valid schema name.
-fn template(raw: Option<&Spanned<String>>, key: &str, schema: bool, errors: &mut Vec<ConfigError>) -> Option<Template> {
+pub(super) fn template(
+    raw: Option<&Spanned<String>>,
+    key: &str,
+    schema: bool,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Template> {
     let raw = raw?;
     let parsed = Template::parse(raw.get_ref())
         .map_err(|e| errors.push(ConfigError::at(raw.span(), key, e, "use {env}, {tenant} or {sub} placeholders")))
@@ -219,7 +223,7 @@ fn template(raw: Option<&Spanned<String>>, key: &str, schema: bool, errors: &mut
     Some(parsed)
 }
 
-fn db_hints(
+pub(super) fn db_hints(
     schema: Option<&Spanned<String>>,
     db_pool: Option<&Spanned<String>>,
     key: &str,
@@ -247,125 +251,6 @@ fn check_environment_names(names: &[&Spanned<String>], errors: &mut Vec<ConfigEr
     }
 }
 
-fn settings(
-    raw: &file::File,
-    source: &Source,
-    find_env: &dyn Fn(&str) -> Option<EnvId>,
-    errors: &mut Vec<ConfigError>,
-) -> Settings {
-    let mut listeners = Vec::new();
-    if raw.listeners.is_empty() {
-        errors.push(ConfigError::at(
-            0..0,
-            "listeners",
-            "no listener is configured",
-            "add [[listeners]] with address = \"0.0.0.0:8080\"",
-        ));
-    }
-    for (i, l) in raw.listeners.iter().enumerate() {
-        let key = format!("listeners[{i}]");
-        if let Some(addr) = socket_addr(&l.address, &format!("{key}.address"), errors) {
-            if listeners.contains(&addr) {
-                errors.push(ConfigError::at(
-                    l.address.span(),
-                    format!("{key}.address"),
-                    format!("{addr} is listed twice"),
-                    "remove the duplicate listener",
-                ));
-            }
-            listeners.push(addr);
-        }
-        if let Some(env) = &l.environment {
-            if find_env(env.get_ref()).is_none() {
-                errors.push(unknown_env(env, &format!("{key}.environment"), &raw.environments));
-            }
-        }
-    }
-    let admin = socket_addr(&raw.admin.address, "admin.address", errors)
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901)));
-    if listeners.contains(&admin) {
-        errors.push(ConfigError::at(
-            raw.admin.address.span(),
-            "admin.address",
-            "the admin listener shares an address with a proxy listener",
-            "give the admin listener its own port",
-        ));
-    }
-    if raw.metrics.tenant_label_top > 1_000 {
-        errors.push(ConfigError::at(
-            0..0,
-            "metrics.tenant_label_top",
-            format!("{} tenants is too many for a label", raw.metrics.tenant_label_top),
-            "use at most 1000 (0 turns it off)",
-        ));
-    }
-    if !raw.server.upgrade_socket.starts_with('/') {
-        errors.push(ConfigError::at(
-            0..0,
-            "server.upgrade_socket",
-            format!("`{}` is not an absolute path", raw.server.upgrade_socket),
-            "old and new processes must agree on it: use an absolute path such as \"/run/isogate/upgrade.sock\"",
-        ));
-    }
-    let capacity = *raw.audit.queue_capacity.get_ref();
-    if !(1..=10_000_000).contains(&capacity) {
-        errors.push(ConfigError::at(
-            raw.audit.queue_capacity.span(),
-            "audit.queue_capacity",
-            format!("{capacity} is out of range"),
-            "use a value from 1 to 10000000 (default 65536)",
-        ));
-    }
-    let output = raw.audit.output.get_ref();
-    let audit_path = if output == "stdout" {
-        None
-    } else if output.is_empty() {
-        errors.push(ConfigError::at(
-            raw.audit.output.span(),
-            "audit.output",
-            "the audit output is empty",
-            "write a file path or \"stdout\"",
-        ));
-        None
-    } else {
-        Some(source.resolve(output))
-    };
-    let threads = if raw.server.threads == 0 {
-        std::thread::available_parallelism().map_or(1, usize::from)
-    } else {
-        raw.server.threads
-    };
-    let tls_listeners =
-        listeners.iter().zip(&raw.listeners).filter(|(_, l)| l.tls).map(|(a, l)| (*a, l.http2)).collect();
-    Settings {
-        listeners,
-        tls_listeners,
-        admin,
-        threads,
-        grace_period: Duration::from_secs(raw.server.grace_period_seconds),
-        shutdown_timeout: Duration::from_secs(raw.server.shutdown_timeout_seconds),
-        upgrade_socket: std::path::PathBuf::from(&raw.server.upgrade_socket),
-        audit_path,
-        audit_queue_capacity: capacity,
-        audit_on_full: raw.audit.on_queue_full,
-        tenant_label_top: raw.metrics.tenant_label_top,
-    }
-}
-
-fn socket_addr(raw: &Spanned<String>, key: &str, errors: &mut Vec<ConfigError>) -> Option<SocketAddr> {
-    raw.get_ref()
-        .parse()
-        .map_err(|_| {
-            errors.push(ConfigError::at(
-                raw.span(),
-                key,
-                format!("`{}` is not an ip:port address", raw.get_ref()),
-                "write e.g. \"0.0.0.0:8080\" or \"127.0.0.1:9901\"",
-            ))
-        })
-        .ok()
-}
-
 /// "defined: a, b", or "none is defined".
 pub(super) fn defined_list(names: &[&str]) -> String {
     if names.is_empty() {
@@ -375,7 +260,7 @@ pub(super) fn defined_list(names: &[&str]) -> String {
     }
 }
 
-fn unknown_env<T>(name: &Spanned<String>, key: &str, defined: &BTreeMap<Spanned<String>, T>) -> ConfigError {
+pub(super) fn unknown_env<T>(name: &Spanned<String>, key: &str, defined: &BTreeMap<Spanned<String>, T>) -> ConfigError {
     let list: Vec<&str> = defined.keys().map(|k| k.get_ref().as_str()).collect();
     ConfigError::at(
         name.span(),
@@ -383,106 +268,6 @@ fn unknown_env<T>(name: &Spanned<String>, key: &str, defined: &BTreeMap<Spanned<
         format!("environment `{}` is not defined ({})", name.get_ref(), defined_list(&list)),
         format!("define [environments.{}] or use one of the defined names", name.get_ref()),
     )
-}
-
-fn pools(
-    raw: &BTreeMap<Spanned<String>, file::Pool>,
-    source: &Source,
-    errors: &mut Vec<ConfigError>,
-) -> (Pools, HashMap<String, PoolId>, Vec<DbHints>) {
-    let mut pools = Vec::new();
-    let mut ids = HashMap::new();
-    let mut hints = Vec::new();
-    for (name, pool) in raw {
-        let key = format!("pools.{}", name.get_ref());
-        if !name.get_ref().bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-            || name.get_ref().is_empty()
-        {
-            errors.push(ConfigError::at(
-                name.span(),
-                &key,
-                "pool names may hold only letters, digits, `-`, `_` and `.`",
-                "rename the pool",
-            ));
-            continue;
-        }
-        if pool.servers.get_ref().is_empty() {
-            errors.push(ConfigError::at(
-                pool.servers.span(),
-                format!("{key}.servers"),
-                "the pool has no server",
-                "list at least one \"host:port\"",
-            ));
-        }
-        if pool.connect_timeout_ms == 0 || pool.read_timeout_ms == 0 {
-            errors.push(ConfigError::at(
-                name.span(),
-                &key,
-                "timeouts must be above zero",
-                "set connect_timeout_ms and read_timeout_ms in milliseconds",
-            ));
-        }
-        let mut addrs = Vec::new();
-        for (i, server) in pool.servers.get_ref().iter().enumerate() {
-            match server.get_ref().to_socket_addrs().map(|mut a| a.next()) {
-                Ok(Some(addr)) => addrs.push(addr),
-                _ => errors.push(ConfigError::at(
-                    server.span(),
-                    format!("{key}.servers[{i}]"),
-                    format!("`{}` is not a reachable host:port (it does not parse or resolve)", server.get_ref()),
-                    "write \"10.0.0.5:8080\" or \"app.internal:8080\"",
-                )),
-            }
-        }
-        let health_check = pool.health_check_path.as_ref().map(|path| {
-            if !path.get_ref().starts_with('/') {
-                errors.push(ConfigError::at(
-                    path.span(),
-                    format!("{key}.health_check_path"),
-                    format!("`{}` is not an absolute path", path.get_ref()),
-                    "write e.g. \"/healthz\"",
-                ));
-            }
-            HealthCheck {
-                path: path.get_ref().clone(),
-                interval: Duration::from_millis(pool.health_check_interval_ms.max(100)),
-                timeout: Duration::from_millis(pool.health_check_timeout_ms.max(10)),
-                healthy_after: pool.healthy_after,
-                unhealthy_after: pool.unhealthy_after,
-            }
-        });
-        let spec = PoolSpec {
-            name: name.get_ref().clone(),
-            servers: addrs,
-            balance: match pool.balance {
-                file::Balance::RoundRobin => Balance::RoundRobin,
-                file::Balance::TenantHash => Balance::TenantHash,
-            },
-            connect_timeout: Duration::from_millis(pool.connect_timeout_ms),
-            read_timeout: Duration::from_millis(pool.read_timeout_ms),
-            health_check,
-            ejection: Ejection {
-                after_failures: pool.eject_after_failures,
-                duration: Duration::from_secs(pool.eject_seconds),
-            },
-            tls: crate::tls::upstream(pool, &key, source, errors),
-        };
-        let built = Pool::new(&spec);
-        match built {
-            Ok(p) => {
-                ids.insert(name.get_ref().clone(), PoolId(pools.len() as u16));
-                pools.push(p);
-                hints.push(db_hints(pool.db_schema.as_ref(), pool.db_pool.as_ref(), &key, errors));
-            }
-            Err(e) => errors.push(ConfigError::at(
-                name.span(),
-                &key,
-                format!("cannot build the pool: {e}"),
-                "check the server list",
-            )),
-        }
-    }
-    (Pools::new(pools), ids, hints)
 }
 
 fn environment_policy(
@@ -620,109 +405,4 @@ fn map_tenants(
             }),
         }
     }
-}
-
-fn routes(
-    raw: &[file::Route],
-    find_env: &dyn Fn(&str) -> Option<EnvId>,
-    can_inherit: bool,
-    errors: &mut Vec<ConfigError>,
-) -> RouteTable {
-    if raw.is_empty() {
-        errors.push(ConfigError::at(
-            0..0,
-            "routes",
-            "no route is configured, so every request would get 404",
-            "add a [[routes]] entry, e.g. name = \"all\", path_prefix = \"/\"",
-        ));
-    }
-    let mut names = HashMap::new();
-    let mut routes = Vec::new();
-    for (i, r) in raw.iter().enumerate() {
-        let key = format!("routes[{i}]");
-        if let Some(first) = names.insert(r.name.get_ref().as_str(), i) {
-            errors.push(ConfigError::at(
-                r.name.span(),
-                format!("{key}.name"),
-                format!("route name `{}` is already used by routes[{first}]", r.name.get_ref()),
-                "give each route its own name",
-            ));
-        }
-        if !safe_value(r.name.get_ref()) {
-            errors.push(ConfigError::at(
-                r.name.span(),
-                format!("{key}.name"),
-                "route names must be visible ASCII without spaces",
-                "rename the route",
-            ));
-        }
-        if !r.path_prefix.get_ref().starts_with('/') {
-            errors.push(ConfigError::at(
-                r.path_prefix.span(),
-                format!("{key}.path_prefix"),
-                format!("`{}` does not start with `/`", r.path_prefix.get_ref()),
-                "write an absolute path prefix such as \"/api\"",
-            ));
-        }
-        let mut hosts = Vec::new();
-        for (j, h) in r.hosts.iter().enumerate() {
-            match normalize_host(h.get_ref()) {
-                Some(n) => hosts.push(Box::from(n.as_ref())),
-                None => errors.push(ConfigError::at(
-                    h.span(),
-                    format!("{key}.hosts[{j}]"),
-                    format!("`{}` is not a host name", h.get_ref()),
-                    "write a bare host name such as `api.example.com`",
-                )),
-            }
-        }
-        let environment = match &r.environment {
-            Some(e) if e.get_ref() == FROM_TOKEN => RouteEnvironment::FromToken,
-            Some(e) => find_env(e.get_ref()).map_or_else(
-                || {
-                    errors.push(ConfigError::at(
-                        e.span(),
-                        format!("{key}.environment"),
-                        format!("environment `{}` is not defined", e.get_ref()),
-                        "name a defined environment, or write \"from_token\"",
-                    ));
-                    RouteEnvironment::Inherit
-                },
-                RouteEnvironment::Fixed,
-            ),
-            None => {
-                if !can_inherit {
-                    errors.push(ConfigError::at(
-                        r.name.span(),
-                        format!("{key}.environment"),
-                        "the route names no environment, and no host or listener binds one",
-                        "set environment = \"NAME\" or \"from_token\", or bind hosts/listeners to environments",
-                    ));
-                }
-                RouteEnvironment::Inherit
-            }
-        };
-        let policy = RoutePolicy {
-            roles_any: boxed(&r.roles_any),
-            roles_all: boxed(&r.roles_all),
-            roles_by_env: r
-                .roles_by_environment
-                .iter()
-                .filter_map(|(env, roles)| find_env(env.get_ref()).map(|id| (id, boxed(roles))))
-                .collect(),
-            critical: r.critical,
-        };
-        routes.push(Route {
-            name: r.name.get_ref().as_str().into(),
-            hosts: hosts.into(),
-            path_prefix: r.path_prefix.get_ref().as_str().into(),
-            environment,
-            forward_authorization: r.forward_authorization,
-            policy,
-            rewrite_prefix: template(r.rewrite_prefix.as_ref(), &format!("{key}.rewrite_prefix"), false, errors),
-            rewrite_host: template(r.rewrite_host.as_ref(), &format!("{key}.rewrite_host"), false, errors),
-            cost: r.cost,
-        });
-    }
-    RouteTable::new(routes)
 }
