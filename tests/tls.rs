@@ -153,6 +153,15 @@ fn upstream_tls_verifies_the_server_against_the_configured_ca_and_sni() {
         "a certificate for another name is refused"
     );
     assert_eq!(up.served(), 1);
+
+    // An expired certificate from a trusted CA, for the right name, is refused too.
+    let expired = common::tls_upstream::TlsUpstream::start_with("expired", false);
+    let gw = Gateway::start(
+        &upstream_config(expired.addr, &format!("sni = \"upstream.test\"\nca_file = \"{d}/expired-ca.pem\"")),
+        &[],
+    );
+    assert_eq!(status(&gw), (502, "upstream_unreachable".to_owned()), "an expired certificate is refused");
+    assert_eq!(expired.served(), 0);
 }
 
 #[test]

@@ -24,10 +24,15 @@ impl TlsUpstream {
     /// Serves `upstream.test`'s certificate; with `require_client_cert`, only clients
     /// presenting a certificate from the test CA get through the handshake.
     pub fn start(require_client_cert: bool) -> Self {
+        Self::start_with("upstream", require_client_cert)
+    }
+
+    /// Serves fixture certificate `cert` (`cert.pem` and `cert.key`).
+    pub fn start_with(cert: &str, require_client_cert: bool) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let certs: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_file_iter(tls_file("upstream.pem")).unwrap().map(Result::unwrap).collect();
-        let key = PrivateKeyDer::from_pem_file(tls_file("upstream.key")).unwrap();
+            CertificateDer::pem_file_iter(tls_file(&format!("{cert}.pem"))).unwrap().map(Result::unwrap).collect();
+        let key = PrivateKeyDer::from_pem_file(tls_file(&format!("{cert}.key"))).unwrap();
         let builder = rustls::ServerConfig::builder();
         let config = if require_client_cert {
             let mut roots = rustls::RootCertStore::empty();
