@@ -70,7 +70,7 @@ impl Demo {
             .map_err(|e| e.to_string())?;
         let names = ["stage-shared", "prod-shared", "prod-globex"];
         let upstreams = runtime
-            .block_on(async { futures_join(names).await })
+            .block_on(async { start_upstreams(names).await })
             .map_err(|e| format!("cannot start the demo upstreams: {e}"))?;
 
         let source = Source::embedded("config/demo.toml", CONFIG);
@@ -150,7 +150,7 @@ impl Demo {
     }
 }
 
-async fn futures_join(names: [&str; 3]) -> std::io::Result<Vec<EchoUpstream>> {
+async fn start_upstreams(names: [&str; 3]) -> std::io::Result<Vec<EchoUpstream>> {
     let mut out = Vec::new();
     for name in names {
         out.push(EchoUpstream::start(name).await?);
