@@ -129,6 +129,8 @@ pub struct Authenticator {
     claims: ClaimNames,
     max_bytes: usize,
     cache: TokenCache,
+    /// Whether any issuer caches verified tokens.
+    caches: bool,
 }
 
 /// A refused token, with what is known of it for the audit line.
@@ -167,7 +169,9 @@ impl Authenticator {
     {
         let token = token::bearer(authorization, self.max_bytes)?;
         let now = now_seconds();
-        if let Some(hit) = self.cache.get(token, now) {
+        // Only public-key issuers cache; with none, skip the lookup (hashing the token).
+        let hit = if self.caches { self.cache.get(token, now) } else { None };
+        if let Some(hit) = hit {
             if self.issuer(hit.issuer).holds_key(hit.key_id) {
                 return Ok((hit.identity, CacheUse::Hit));
             }
@@ -274,6 +278,7 @@ impl Authenticator {
             return Err(errors);
         }
         Ok(Self {
+            caches: raw.token.cache_entries > 0 && issuers.iter().any(Issuer::cacheable),
             cache: TokenCache::new(raw.token.cache_entries),
             issuers: issuers.into(),
             by_iss,
