@@ -75,24 +75,13 @@ impl CertStore {
 fn load(c: &file::Certificate, key: &str, source: &Source, errors: &mut Vec<ConfigError>) -> Option<CertifiedKey> {
     let cert_path = source.resolve(c.cert_file.get_ref());
     let key_path = source.resolve(c.key_file.get_ref());
-    let certs: Result<Vec<CertificateDer<'static>>, _> =
-        CertificateDer::pem_file_iter(&cert_path).and_then(Iterator::collect);
-    let certs = match certs {
-        Ok(certs) if !certs.is_empty() => certs,
-        Ok(_) => {
-            errors.push(ConfigError::at(
-                c.cert_file.span(),
-                format!("{key}.cert_file"),
-                format!("{} holds no certificate", cert_path.display()),
-                "point it at a PEM certificate chain",
-            ));
-            return None;
-        }
+    let certs = match read_certs(&cert_path) {
+        Ok(certs) => certs,
         Err(e) => {
             errors.push(ConfigError::at(
                 c.cert_file.span(),
                 format!("{key}.cert_file"),
-                format!("cannot read {}: {e}", cert_path.display()),
+                format!("cannot use {}: {e}", cert_path.display()),
                 "point it at a PEM certificate chain (relative paths start at the config file's directory)",
             ));
             return None;

@@ -92,10 +92,10 @@ pub enum Verdict {
 }
 
 /// The slot table.
-pub struct Gcra<S = std::hash::RandomState> {
+pub struct Gcra {
     slots: Box<[AtomicU64]>,
     mask: usize,
-    hasher: S,
+    hasher: std::hash::RandomState,
 }
 
 impl std::fmt::Debug for Gcra {

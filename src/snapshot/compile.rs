@@ -297,21 +297,24 @@ fn environment_policy(
     }
 }
 
-fn pool_ref(
+/// Looks up a pool or plan named by the config; an unknown name is an error that lists
+/// the defined ones. `kind` is "pool" or "plan" (its section is `[kinds.NAME]`).
+pub(super) fn named_ref<T: Copy>(
+    kind: &str,
     name: &Spanned<String>,
     key: String,
-    pools: &HashMap<String, PoolId>,
+    ids: &HashMap<String, T>,
     errors: &mut Vec<ConfigError>,
-) -> Option<PoolId> {
-    let id = pools.get(name.get_ref()).copied();
+) -> Option<T> {
+    let id = ids.get(name.get_ref()).copied();
     if id.is_none() {
-        let mut defined: Vec<&str> = pools.keys().map(String::as_str).collect();
+        let mut defined: Vec<&str> = ids.keys().map(String::as_str).collect();
         defined.sort_unstable();
         errors.push(ConfigError::at(
             name.span(),
             key,
-            format!("pool `{}` is not defined ({})", name.get_ref(), defined_list(&defined)),
-            format!("define [pools.{}] or use one of the defined pools", name.get_ref()),
+            format!("{kind} `{}` is not defined ({})", name.get_ref(), defined_list(&defined)),
+            format!("define [{kind}s.{}] or use one of the defined {kind}s", name.get_ref()),
         ));
     }
     id
@@ -326,7 +329,7 @@ fn tenancy_of(
     errors: &mut Vec<ConfigError>,
 ) -> Tenancy {
     let default_pool =
-        raw.default_pool.as_ref().and_then(|p| pool_ref(p, format!("{key}.default_pool"), pools, errors));
+        raw.default_pool.as_ref().and_then(|p| named_ref("pool", p, format!("{key}.default_pool"), pools, errors));
     if raw.default_pool.is_none() && raw.unmapped_tenants == file::UnmappedTenants::DefaultPool {
         errors.push(ConfigError::at(
             span,
@@ -337,7 +340,7 @@ fn tenancy_of(
     }
     let mut tenants = HashMap::new();
     for (tenant, pool) in &raw.tenants {
-        if let Some(id) = pool_ref(pool, format!("{key}.tenants.{tenant}"), pools, errors) {
+        if let Some(id) = named_ref("pool", pool, format!("{key}.tenants.{tenant}"), pools, errors) {
             tenants.insert(Box::from(tenant.as_str()), id);
         }
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use jiff::tz::TimeZone;
 use toml::Spanned;
 
-use super::compile::{defined_list, TenantMap};
+use super::compile::{named_ref, TenantMap};
 use crate::config::{file, ConfigError};
 use crate::ratelimit::gcra::Rate;
 use crate::ratelimit::quota::{Quota, Window};
@@ -125,26 +125,6 @@ pub(super) fn limiter(raw: &file::RateLimit, errors: &mut Vec<ConfigError>) -> O
     }
 }
 
-fn plan_ref(
-    name: &Spanned<String>,
-    key: String,
-    ids: &HashMap<String, PlanId>,
-    errors: &mut Vec<ConfigError>,
-) -> Option<PlanId> {
-    let id = ids.get(name.get_ref()).copied();
-    if id.is_none() {
-        let mut defined: Vec<&str> = ids.keys().map(String::as_str).collect();
-        defined.sort_unstable();
-        errors.push(ConfigError::at(
-            name.span(),
-            key,
-            format!("plan `{}` is not defined ({})", name.get_ref(), defined_list(&defined)),
-            format!("define [plans.{}] or use a defined plan", name.get_ref()),
-        ));
-    }
-    id
-}
-
 /// Compiles an environment's default, test-account and per-tenant plans.
 pub(super) fn assignment(
     key: &str,
@@ -153,12 +133,15 @@ pub(super) fn assignment(
     map: Option<&TenantMap<'_>>,
     errors: &mut Vec<ConfigError>,
 ) -> PlanAssignment {
-    let default = raw.default_plan.as_ref().and_then(|p| plan_ref(p, format!("{key}.default_plan"), ids, errors));
-    let test_account =
-        raw.test_account_plan.as_ref().and_then(|p| plan_ref(p, format!("{key}.test_account_plan"), ids, errors));
+    let default =
+        raw.default_plan.as_ref().and_then(|p| named_ref("plan", p, format!("{key}.default_plan"), ids, errors));
+    let test_account = raw
+        .test_account_plan
+        .as_ref()
+        .and_then(|p| named_ref("plan", p, format!("{key}.test_account_plan"), ids, errors));
     let mut tenants = HashMap::new();
     for (tenant, plan) in &raw.tenant_plans {
-        if let Some(id) = plan_ref(plan, format!("{key}.tenant_plans.{tenant}"), ids, errors) {
+        if let Some(id) = named_ref("plan", plan, format!("{key}.tenant_plans.{tenant}"), ids, errors) {
             tenants.insert(Box::from(tenant.as_str()), id);
         }
     }
