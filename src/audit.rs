@@ -22,6 +22,11 @@ use crate::config::file::OnQueueFull;
 /// Longest path or user agent kept in a line, in bytes.
 const MAX_FIELD_BYTES: usize = 2048;
 
+/// How long the writer rests after writing a batch. Lines queued meanwhile are written
+/// together, and a request never has to wake the writer thread while it rests: under
+/// load that is one wake-up and one `write` per pause instead of one per request.
+const BATCH_PAUSE: Duration = Duration::from_millis(5);
+
 /// One audit line.
 #[derive(Debug, Serialize)]
 pub struct AuditRecord<'a> {
@@ -242,6 +247,7 @@ fn write_loop(
         if closing {
             return;
         }
+        std::thread::sleep(BATCH_PAUSE);
     }
 }
 

@@ -11,6 +11,7 @@ pub mod jwks;
 mod token;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 pub use claims::{glob_match, safe_value, ClaimNames, MAX_CLAIM_BYTES, MAX_ROLES};
 pub use issuer::Issuer;
@@ -129,8 +130,6 @@ pub struct Authenticator {
     claims: ClaimNames,
     max_bytes: usize,
     cache: TokenCache,
-    /// Whether any issuer caches verified tokens.
-    caches: bool,
 }
 
 /// A refused token, with what is known of it for the audit line.
@@ -157,21 +156,20 @@ pub enum CacheUse {
     Hit,
     /// Verified and cached.
     Miss,
-    /// Not cacheable (HMAC issuer) or the cache is off.
+    /// The cache is off.
     Bypass,
 }
 
 impl Authenticator {
     /// Identifies the caller from the `Authorization` header values.
-    pub fn identify<'a, I>(&self, authorization: I) -> Result<(Identity, CacheUse), Refusal>
+    /// The identity is shared with the verified-token cache, so a hit copies nothing.
+    pub fn identify<'a, I>(&self, authorization: I) -> Result<(Arc<Identity>, CacheUse), Refusal>
     where
         I: Iterator<Item = &'a [u8]>,
     {
         let token = token::bearer(authorization, self.max_bytes)?;
         let now = now_seconds();
-        // Only public-key issuers cache; with none, skip the lookup (hashing the token).
-        let hit = if self.caches { self.cache.get(token, now) } else { None };
-        if let Some(hit) = hit {
+        if let Some(hit) = self.cache.get(token, now) {
             if self.issuer(hit.issuer).holds_key(hit.key_id) {
                 return Ok((hit.identity, CacheUse::Hit));
             }
@@ -183,11 +181,11 @@ impl Authenticator {
         let refusal = |error| Refusal { error, issuer: Some(id), kid: peeked.kid.clone() };
         let issuer = self.issuer(id);
         let (claims, key_id) = issuer.verify(&peeked).map_err(refusal)?;
-        let identity = self.claims.identity(id, peeked.kid.clone(), &claims).map_err(refusal)?;
-        if !issuer.cacheable() {
+        let identity = Arc::new(self.claims.identity(id, peeked.kid.clone(), &claims).map_err(refusal)?);
+        if !self.cache.enabled() {
             return Ok((identity, CacheUse::Bypass));
         }
-        let entry = cache::Cached { identity: identity.clone(), issuer: id, key_id, leeway: issuer.leeway };
+        let entry = cache::Cached { identity: Arc::clone(&identity), issuer: id, key_id, leeway: issuer.leeway };
         self.cache.insert(token, entry, now);
         Ok((identity, CacheUse::Miss))
     }
@@ -278,7 +276,6 @@ impl Authenticator {
             return Err(errors);
         }
         Ok(Self {
-            caches: raw.token.cache_entries > 0 && issuers.iter().any(Issuer::cacheable),
             cache: TokenCache::new(raw.token.cache_entries),
             issuers: issuers.into(),
             by_iss,

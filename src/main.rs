@@ -13,6 +13,12 @@ use isogate::demo::Demo;
 use isogate::server;
 use isogate::snapshot::Snapshot;
 
+/// mimalloc's per-thread free lists: a request allocates and frees dozens of small
+/// buffers (pingora's header maps, the audit line); against glibc's malloc it cut proxy
+/// CPU per request by a seventh in the load harness (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Reverse-proxy isolation gateway: JWT identity, environment binding, tenant routing.
 #[derive(Debug, Parser)]
 #[command(version, about)]

@@ -83,8 +83,10 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// `isogate_upstream_duration_seconds{pool}`: from sending upstream to the response header.
     pub upstream_duration: HistogramVec,
-    /// `isogate_token_cache_requests_total{result}`: verified-token cache hits and misses.
-    pub token_cache: IntCounterVec,
+    /// `isogate_token_cache_requests_total{result="hit"}`: verified-token cache hits.
+    pub token_cache_hits: IntCounter,
+    /// `isogate_token_cache_requests_total{result="miss"}`: tokens verified and cached.
+    pub token_cache_misses: IntCounter,
     /// `isogate_token_cache_entries`: tokens held (set at scrape time).
     pub token_cache_entries: IntGauge,
     /// `isogate_jwks_fetches_total{issuer,result}`
@@ -151,6 +153,11 @@ impl Metrics {
             "Unix time of the last successful configuration reload (0: none since start).",
         )?;
         registry.register(Box::new(config_last_reload.clone()))?;
+        let token_cache = counter_vec(
+            "isogate_token_cache_requests_total",
+            "Verified-token cache lookups by result (hit, miss).",
+            &["result"],
+        )?;
         let token_cache_entries = IntGauge::new("isogate_token_cache_entries", "Verified tokens held in the cache.")?;
         registry.register(Box::new(token_cache_entries.clone()))?;
         let request_duration = histogram_vec(
@@ -202,11 +209,8 @@ impl Metrics {
                 "Time from sending the request upstream to its response header, by pool.",
                 "pool",
             )?,
-            token_cache: counter_vec(
-                "isogate_token_cache_requests_total",
-                "Verified-token cache lookups by result (hit, miss).",
-                &["result"],
-            )?,
+            token_cache_hits: token_cache.with_label_values(&["hit"]),
+            token_cache_misses: token_cache.with_label_values(&["miss"]),
             token_cache_entries,
             jwks_fetches: counter_vec(
                 "isogate_jwks_fetches_total",

@@ -57,7 +57,7 @@ pub struct Ctx {
     started: Instant,
     request_id: String,
     route: Option<RouteId>,
-    identity: Option<Identity>,
+    identity: Option<Arc<Identity>>,
     env: Option<EnvId>,
     permit: Option<Permit>,
     placement: Option<Placement>,

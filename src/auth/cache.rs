@@ -4,7 +4,12 @@
 //! bounded by `capacity` entries, and never trusted blindly: a hit re-checks `exp` and
 //! `nbf` against the clock (entries die with their token), and is dropped when the key
 //! that verified it has left the issuer's key set. The environment binding runs after
-//! identification on every request, hit or not.
+//! identification on every request, hit or not. When it is full, expired entries are
+//! swept at most once a second, so a stream of new tokens cannot make every miss scan
+//! the whole map.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use dashmap::DashMap;
 
@@ -13,7 +18,7 @@ use super::{Identity, IssuerId};
 /// A cached verification.
 #[derive(Debug, Clone)]
 pub(crate) struct Cached {
-    pub(crate) identity: Identity,
+    pub(crate) identity: Arc<Identity>,
     pub(crate) issuer: IssuerId,
     pub(crate) key_id: u64,
     pub(crate) leeway: u64,
@@ -33,12 +38,19 @@ impl Cached {
 pub(crate) struct TokenCache {
     map: DashMap<Box<str>, Cached>,
     capacity: usize,
+    /// When (seconds) the last sweep of expired entries ran.
+    swept_at: AtomicU64,
 }
 
 impl TokenCache {
     /// A cache of at most `capacity` tokens (0 disables it).
     pub(crate) fn new(capacity: usize) -> Self {
-        Self { map: DashMap::new(), capacity }
+        Self { map: DashMap::new(), capacity, swept_at: AtomicU64::new(0) }
+    }
+
+    /// Whether tokens are cached at all (`capacity` > 0).
+    pub(crate) fn enabled(&self) -> bool {
+        self.capacity > 0
     }
 
     /// Tokens held.
@@ -65,13 +77,18 @@ impl TokenCache {
         self.map.remove(token);
     }
 
-    /// Remembers a verification. When full, expired entries are purged first; if it is
-    /// still full the token is simply not cached.
+    /// Remembers a verification. When full, expired entries are swept first (at most
+    /// once a second); if it is still full the token is simply not cached.
     pub(crate) fn insert(&self, token: &str, entry: Cached, now: u64) {
         if self.capacity == 0 || entry.identity.expires_at.is_none() {
             return;
         }
         if self.map.len() >= self.capacity {
+            let swept = self.swept_at.load(Ordering::Relaxed);
+            if now <= swept || self.swept_at.compare_exchange(swept, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+            {
+                return;
+            }
             self.map.retain(|_, c| c.current(now));
             if self.map.len() >= self.capacity {
                 return;
@@ -88,7 +105,7 @@ mod tests {
     fn cached(exp: u64, nbf: Option<u64>) -> Cached {
         let identity =
             Identity { expires_at: Some(exp), not_before: nbf, tenant: Some("acme".into()), ..Default::default() };
-        Cached { identity, issuer: IssuerId(0), key_id: 7, leeway: 10 }
+        Cached { identity: Arc::new(identity), issuer: IssuerId(0), key_id: 7, leeway: 10 }
     }
 
     #[test]
@@ -113,6 +130,8 @@ mod tests {
         c.insert("d", cached(100, None), 50);
         assert_eq!(c.len(), 2, "b expired and made room");
         assert!(c.get("d", 50).is_some());
+        c.insert("e", cached(100, Some(0)), 50);
+        assert_eq!(c.len(), 2, "one sweep a second: the second miss in second 50 is not cached");
         let off = TokenCache::new(0);
         off.insert("a", cached(100, None), 0);
         assert!(off.get("a", 0).is_none());

@@ -102,12 +102,6 @@ impl Issuer {
         }
     }
 
-    /// Whether verified tokens are worth caching (public-key signatures are costly;
-    /// HMAC is cheaper than the cache lookup).
-    pub(crate) fn cacheable(&self) -> bool {
-        self.validations.iter().all(|(a, _)| a.family() != jsonwebtoken::AlgorithmFamily::Hmac)
-    }
-
     /// Compiles `[[issuers]]` entry `index`.
     pub(crate) fn compile(
         index: usize,

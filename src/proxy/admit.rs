@@ -113,8 +113,8 @@ impl Gateway {
         match result {
             Ok((identity, cache)) => {
                 match cache {
-                    CacheUse::Hit => self.metrics.token_cache.with_label_values(&["hit"]).inc(),
-                    CacheUse::Miss => self.metrics.token_cache.with_label_values(&["miss"]).inc(),
+                    CacheUse::Hit => self.metrics.token_cache_hits.inc(),
+                    CacheUse::Miss => self.metrics.token_cache_misses.inc(),
                     CacheUse::Bypass => {}
                 }
                 ctx.identity = Some(identity);

@@ -1,0 +1,605 @@
+//! End-to-end load harness: isogate against HAProxy and nginx doing the same job on this
+//! machine, in the same run.
+//!
+//! Run: `cargo bench --bench load` (needs `wrk`, `nginx`, `haproxy` and `taskset`; on
+//! Debian: `apt-get install -y wrk nginx-light haproxy`). Under `cargo test` it only
+//! checks its templates and exits, so CI never runs the load.
+//!
+//! Layout: the load generator is pinned to core 0; the proxy under test and the upstream
+//! nginx share core 1. Every scenario gets a fresh proxy process, a correctness check
+//! (a valid token is served by the right upstream, forged and expired ones are refused),
+//! a warm-up, then a measured run. Passes interleave the scenarios, because the machine
+//! is shared and noisy; the table shows the median of the passes.
+//!
+//! Settings (environment variables): `LOAD_SECONDS` (10), `LOAD_WARMUP_SECONDS` (2),
+//! `LOAD_PASSES` (3), `LOAD_CONNECTIONS` (32), `LOAD_ONLY` (comma-separated scenario
+//! names), `LOAD_KEEP` (keep the work directory).
+
+#![allow(missing_docs)]
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::{env, fs, thread};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+const PROD_PORT: u16 = 18_801;
+const STAGE_PORT: u16 = 18_802;
+const PROXY_PORT: u16 = 18_810;
+const ADMIN_PORT: u16 = 18_811;
+const LOAD_CORE: &str = "0";
+const PROXY_CORE: &str = "1";
+const ISSUER: &str = "https://idp.bench.isogate.test";
+const AUDIENCE: &str = "isogate-bench";
+/// Clock ticks per second in /proc/PID/stat (USER_HZ, 100 on Linux).
+const TICKS_PER_SECOND: u64 = 100;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Alg {
+    Hs256,
+    Rs256,
+}
+
+impl Alg {
+    fn name(self) -> &'static str {
+        match self {
+            Alg::Hs256 => "HS256",
+            Alg::Rs256 => "RS256",
+        }
+    }
+}
+
+/// Which tenants the tokens name, and which tenants the tenant maps hold.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tenants {
+    /// 10,000 tenants on the environments' default pools (no tenant map).
+    Many,
+    /// A map of 10 tenants per environment; tokens rotate over those 10.
+    MapOf10,
+    /// A map of 10^6 tenants per environment; tokens rotate over 200,000 of them.
+    MapOf1M,
+}
+
+impl Tenants {
+    fn token_count(self) -> usize {
+        match self {
+            Tenants::Many => 10_000,
+            Tenants::MapOf10 => 10,
+            Tenants::MapOf1M => 200_000,
+        }
+    }
+
+    fn map_size(self) -> Option<usize> {
+        match self {
+            Tenants::Many => None,
+            Tenants::MapOf10 => Some(10),
+            Tenants::MapOf1M => Some(1_000_000),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Proxy {
+    /// wrk straight to the upstream: the limit.
+    Direct,
+    /// nginx as a plain reverse proxy, no auth: the floor of proxy cost.
+    NginxProxy,
+    Haproxy(Alg),
+    Isogate(Alg, Tenants),
+}
+
+#[derive(Clone, Copy)]
+struct Scenario {
+    name: &'static str,
+    proxy: Proxy,
+    connections: Option<usize>,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario { name: "direct", proxy: Proxy::Direct, connections: None },
+    Scenario { name: "nginx-proxy", proxy: Proxy::NginxProxy, connections: None },
+    Scenario { name: "haproxy-hs256", proxy: Proxy::Haproxy(Alg::Hs256), connections: None },
+    Scenario { name: "isogate-hs256", proxy: Proxy::Isogate(Alg::Hs256, Tenants::Many), connections: None },
+    Scenario { name: "haproxy-rs256", proxy: Proxy::Haproxy(Alg::Rs256), connections: None },
+    Scenario { name: "isogate-rs256", proxy: Proxy::Isogate(Alg::Rs256, Tenants::Many), connections: None },
+    Scenario { name: "isogate-map-10", proxy: Proxy::Isogate(Alg::Hs256, Tenants::MapOf10), connections: None },
+    Scenario { name: "isogate-map-1m", proxy: Proxy::Isogate(Alg::Hs256, Tenants::MapOf1M), connections: None },
+    Scenario { name: "direct-1conn", proxy: Proxy::Direct, connections: Some(1) },
+    Scenario { name: "haproxy-hs256-1conn", proxy: Proxy::Haproxy(Alg::Hs256), connections: Some(1) },
+    Scenario { name: "isogate-hs256-1conn", proxy: Proxy::Isogate(Alg::Hs256, Tenants::Many), connections: Some(1) },
+];
+
+struct Settings {
+    seconds: u64,
+    warmup_seconds: u64,
+    passes: usize,
+    connections: usize,
+    only: Option<Vec<String>>,
+    keep: bool,
+}
+
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+impl Settings {
+    fn from_env() -> Self {
+        Self {
+            seconds: env_number("LOAD_SECONDS", 10),
+            warmup_seconds: env_number("LOAD_WARMUP_SECONDS", 2),
+            passes: env_number("LOAD_PASSES", 3),
+            connections: env_number("LOAD_CONNECTIONS", 32),
+            only: env::var("LOAD_ONLY").ok().map(|v| v.split(',').map(str::to_owned).collect()),
+            keep: env::var_os("LOAD_KEEP").is_some(),
+        }
+    }
+
+    fn selected(&self) -> Vec<Scenario> {
+        SCENARIOS
+            .iter()
+            .filter(|s| self.only.as_ref().is_none_or(|only| only.iter().any(|o| o == s.name)))
+            .copied()
+            .collect()
+    }
+}
+
+/// The files every scenario draws on.
+struct Workdir {
+    dir: PathBuf,
+    sources: PathBuf,
+    keys: PathBuf,
+}
+
+impl Workdir {
+    fn create() -> Self {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let dir = root.join("target/load");
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("nginx-tmp")).expect("create target/load");
+        Self { dir, sources: root.join("benches/load"), keys: root.join("tests/fixtures/keys") }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Fills a template's `{{NAME}}` placeholders and writes it into the work directory.
+    fn render(&self, template: &str, output: &str, vars: &[(&str, String)]) -> PathBuf {
+        let mut text = fs::read_to_string(self.sources.join(template)).expect("read template");
+        let dir = self.dir.display().to_string();
+        let ports = [
+            ("DIR", dir),
+            ("PROD_PORT", PROD_PORT.to_string()),
+            ("STAGE_PORT", STAGE_PORT.to_string()),
+            ("PROXY_PORT", PROXY_PORT.to_string()),
+            ("ADMIN_PORT", ADMIN_PORT.to_string()),
+        ];
+        for (name, value) in ports.iter().chain(vars) {
+            text = text.replace(&format!("{{{{{name}}}}}"), value);
+        }
+        assert!(!text.contains("{{"), "{template}: unfilled placeholder");
+        let path = self.path(output);
+        fs::write(&path, text).expect("write rendered config");
+        path
+    }
+
+    fn tokens_file(alg: Alg, tenants: Tenants) -> String {
+        format!("tokens-{}-{}.txt", alg.name(), tenants.token_count())
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
+}
+
+fn encoding_key(work: &Workdir, alg: Alg) -> EncodingKey {
+    match alg {
+        Alg::Hs256 => EncodingKey::from_secret(&fs::read(work.keys.join("hmac.secret")).expect("hmac secret")),
+        Alg::Rs256 => {
+            EncodingKey::from_rsa_pem(&fs::read(work.keys.join("rsa.key.pem")).expect("rsa key")).expect("rsa key")
+        }
+    }
+}
+
+fn mint(key: &EncodingKey, alg: Alg, tenant: usize, env_name: &str, exp: u64) -> String {
+    let claims = serde_json::json!({
+        "iss": ISSUER, "aud": AUDIENCE, "sub": format!("user-{tenant}"), "tenant": format!("t{tenant}"),
+        "env": env_name, "roles": "user", "iat": now(), "exp": exp,
+    });
+    let algorithm = match alg {
+        Alg::Hs256 => Algorithm::HS256,
+        Alg::Rs256 => Algorithm::RS256,
+    };
+    jsonwebtoken::encode(&Header::new(algorithm), &claims, key).expect("sign token")
+}
+
+/// Writes one token per tenant, alternating prod and stage, valid for two hours.
+fn write_tokens(work: &Workdir, alg: Alg, tenants: Tenants) {
+    let path = work.path(&Workdir::tokens_file(alg, tenants));
+    if path.exists() {
+        return;
+    }
+    let key = encoding_key(work, alg);
+    let exp = now() + 7200;
+    let mut text = String::new();
+    for t in 0..tenants.token_count() {
+        let env_name = if t % 2 == 0 { "prod" } else { "stage" };
+        let _ = writeln!(text, "{}", mint(&key, alg, t, env_name, exp));
+    }
+    fs::write(path, text).expect("write tokens");
+}
+
+/// Writes the two tenant maps (every tenant on its environment's pool, plan `bench`).
+fn write_tenant_maps(work: &Workdir, size: usize) -> [PathBuf; 2] {
+    ["prod", "stage"].map(|env_name| {
+        let path = work.path(&format!("tenants-{env_name}-{size}.csv"));
+        if !path.exists() {
+            let mut text = String::with_capacity(size * 20);
+            for t in 0..size {
+                let _ = writeln!(text, "t{t},{env_name},bench");
+            }
+            fs::write(&path, text).expect("write tenant map");
+        }
+        path
+    })
+}
+
+/// A process pinned to the proxy core, killed on drop.
+struct Pinned {
+    child: Child,
+    name: &'static str,
+}
+
+impl Pinned {
+    /// Starts `program`; its stderr goes to `<work>/<program>.stderr`, its stdout to
+    /// `stdout` (or nowhere).
+    fn spawn(name: &'static str, program: &str, args: &[&str], stdout: Option<PathBuf>) -> Self {
+        let stderr = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target/load")
+            .join(format!("{}.stderr", Path::new(program).file_name().and_then(|f| f.to_str()).unwrap_or("proc")));
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", PROXY_CORE, program])
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(fs::File::options().create(true).append(true).open(stderr).expect("stderr file"));
+        match stdout {
+            Some(path) => cmd.stdout(fs::File::create(path).expect("log file")),
+            None => cmd.stdout(Stdio::null()),
+        };
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        Self { child, name }
+    }
+
+    /// User + system CPU time of the process (all threads), in microseconds.
+    fn cpu_us(&self) -> u64 {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.child.id())).expect("proc stat");
+        let fields: Vec<&str> = stat.rsplit_once(')').expect("stat format").1.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        ticks * 1_000_000 / TICKS_PER_SECOND
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited early: {status}", self.name);
+        }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection: status and body.
+fn http_get(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: bench.local\r\n{auth}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+fn wait_until_serving(port: u16, proc: &mut Pinned) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        proc.assert_running();
+        if http_get(port, "/", None).is_some() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{} did not answer on port {port} within 60 s", proc.name);
+}
+
+/// A proxy that does the job must serve valid tokens from the right upstream and
+/// refuse forged, expired and missing ones; otherwise its numbers mean nothing.
+fn check_job(work: &Workdir, alg: Alg, name: &str) {
+    let key = encoding_key(work, alg);
+    let exp = now() + 600;
+    for env_name in ["prod", "stage"] {
+        let token = mint(&key, alg, 7, env_name, exp);
+        let got = http_get(PROXY_PORT, "/api/orders", Some(&token));
+        assert_eq!(got, Some((200, format!("{env_name}\n"))), "{name}: a valid {env_name} token");
+    }
+    let good = mint(&key, alg, 7, "prod", exp);
+    let (head, signature) = good.rsplit_once('.').expect("jws");
+    let forged = format!("{head}.{}", signature.chars().rev().collect::<String>());
+    let expired = mint(&key, alg, 7, "prod", now() - 3600);
+    let other_key = match alg {
+        Alg::Hs256 => EncodingKey::from_secret(b"not-the-secret-not-the-secret-32"),
+        Alg::Rs256 => {
+            EncodingKey::from_rsa_pem(&fs::read(work.keys.join("rsa2.key.pem")).expect("rsa2")).expect("rsa2")
+        }
+    };
+    let wrong_key = mint(&other_key, alg, 7, "prod", exp);
+    for (what, token) in
+        [("forged", Some(&forged)), ("expired", Some(&expired)), ("wrong key", Some(&wrong_key)), ("no", None)]
+    {
+        let status = http_get(PROXY_PORT, "/api/orders", token.map(String::as_str)).map(|(s, _)| s);
+        assert!(matches!(status, Some(401 | 403)), "{name}: a {what} token got {status:?}");
+    }
+}
+
+struct Sample {
+    rps: f64,
+    p50_us: u64,
+    p99_us: u64,
+    cpu_us_per_request: Option<f64>,
+    rss_kib: Option<u64>,
+}
+
+fn result_field(line: &str, name: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("wrk result has no {name}: {line}"))
+}
+
+/// Runs wrk on the load core; returns the `LOAD_RESULT` line.
+fn wrk(work: &Workdir, port: u16, tokens: &Path, connections: usize, seconds: u64) -> String {
+    let output = Command::new("taskset")
+        .args(["-c", LOAD_CORE, "wrk", "-t1", &format!("-c{connections}"), &format!("-d{seconds}s"), "--latency"])
+        .arg("-s")
+        .arg(work.sources.join("rotate.lua"))
+        .arg(format!("http://127.0.0.1:{port}/api/orders"))
+        .env("LOAD_TOKENS", tokens)
+        .output()
+        .expect("run wrk");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .find(|l| l.starts_with("LOAD_RESULT"))
+        .unwrap_or_else(|| panic!("wrk printed no result: {stdout}{}", String::from_utf8_lossy(&output.stderr)))
+        .to_owned()
+}
+
+fn start_proxy(work: &Workdir, proxy: Proxy) -> Option<Pinned> {
+    let isogate = env!("CARGO_BIN_EXE_isogate");
+    let pinned = match proxy {
+        Proxy::Direct => return None,
+        Proxy::NginxProxy => {
+            let conf = work.render("proxy.nginx.conf", "proxy.nginx.conf", &[]);
+            Pinned::spawn("nginx proxy", "nginx", &["-e", "stderr", "-c", &conf.display().to_string()], None)
+        }
+        Proxy::Haproxy(alg) => {
+            let key = match alg {
+                Alg::Hs256 => fs::read_to_string(work.keys.join("hmac.secret")).expect("secret").trim().to_owned(),
+                Alg::Rs256 => work.keys.join("rsa.pub.pem").display().to_string(),
+            };
+            let conf = work.render("haproxy.cfg", "haproxy.cfg", &[("ALG", alg.name().to_owned()), ("KEY", key)]);
+            Pinned::spawn(
+                "haproxy",
+                "haproxy",
+                &["-db", "-f", &conf.display().to_string()],
+                Some(work.path("haproxy.log")),
+            )
+        }
+        Proxy::Isogate(alg, tenants) => {
+            let key_setting = match alg {
+                Alg::Hs256 => format!("secret_file = \"{}\"", work.keys.join("hmac.secret").display()),
+                Alg::Rs256 => format!("public_key_file = \"{}\"", work.keys.join("rsa.pub.pem").display()),
+            };
+            let maps = tenants.map_size().map(|size| write_tenant_maps(work, size));
+            let map_setting = |i: usize| {
+                maps.as_ref().map(|m| format!("tenant_map_file = \"{}\"", m[i].display())).unwrap_or_default()
+            };
+            let conf = work.render(
+                "isogate.toml",
+                "isogate.toml",
+                &[
+                    ("ALG", alg.name().to_owned()),
+                    ("KEY_SETTING", key_setting),
+                    ("PROD_TENANT_MAP", map_setting(0)),
+                    ("STAGE_TENANT_MAP", map_setting(1)),
+                ],
+            );
+            Pinned::spawn("isogate", isogate, &["run", "-c", &conf.display().to_string()], None)
+        }
+    };
+    Some(pinned)
+}
+
+fn run_scenario(work: &Workdir, settings: &Settings, scenario: Scenario) -> Sample {
+    let (alg, tenants) = match scenario.proxy {
+        Proxy::Haproxy(alg) => (alg, Tenants::Many),
+        Proxy::Isogate(alg, tenants) => (alg, tenants),
+        Proxy::Direct | Proxy::NginxProxy => (Alg::Hs256, Tenants::Many),
+    };
+    let tokens = work.path(&Workdir::tokens_file(alg, tenants));
+    let mut proxy = start_proxy(work, scenario.proxy);
+    let port = match proxy.as_mut() {
+        Some(p) => {
+            wait_until_serving(PROXY_PORT, p);
+            if let Proxy::Haproxy(alg) | Proxy::Isogate(alg, _) = scenario.proxy {
+                check_job(work, alg, scenario.name);
+            }
+            PROXY_PORT
+        }
+        None => PROD_PORT,
+    };
+    let connections = scenario.connections.unwrap_or(settings.connections);
+    if settings.warmup_seconds > 0 {
+        wrk(work, port, &tokens, connections, settings.warmup_seconds);
+    }
+    let cpu_before = proxy.as_ref().map(Pinned::cpu_us);
+    let line = wrk(work, port, &tokens, connections, settings.seconds);
+    let cpu_after = proxy.as_ref().map(Pinned::cpu_us);
+    let requests = result_field(&line, "requests");
+    let failures = result_field(&line, "non2xx") + result_field(&line, "socket_errors");
+    assert_eq!(failures, 0, "{}: {failures} failed requests: {line}", scenario.name);
+    let rss_kib = proxy.as_ref().map(Pinned::rss_kib);
+    if let Some(p) = proxy.as_mut() {
+        p.assert_running();
+    }
+    Sample {
+        rps: requests as f64 * 1e6 / result_field(&line, "duration_us") as f64,
+        p50_us: result_field(&line, "p50_us"),
+        p99_us: result_field(&line, "p99_us"),
+        cpu_us_per_request: cpu_before.zip(cpu_after).map(|(b, a)| (a - b) as f64 / requests as f64),
+        rss_kib,
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The median of the passes, field by field.
+fn summarize(samples: &[Sample]) -> Sample {
+    let cpu: Vec<f64> = samples.iter().filter_map(|s| s.cpu_us_per_request).collect();
+    Sample {
+        rps: median(samples.iter().map(|s| s.rps).collect()),
+        p50_us: median(samples.iter().map(|s| s.p50_us as f64).collect()) as u64,
+        p99_us: median(samples.iter().map(|s| s.p99_us as f64).collect()) as u64,
+        cpu_us_per_request: (!cpu.is_empty()).then(|| median(cpu)),
+        rss_kib: samples.iter().filter_map(|s| s.rss_kib).max(),
+    }
+}
+
+/// The peer a scenario is compared with: HAProxy with the same algorithm and connections.
+fn haproxy_peer(scenario: &Scenario) -> Option<&'static str> {
+    match (scenario.proxy, scenario.connections) {
+        (Proxy::Isogate(Alg::Hs256, Tenants::Many), Some(1)) => Some("haproxy-hs256-1conn"),
+        (Proxy::Isogate(Alg::Hs256, _), None) => Some("haproxy-hs256"),
+        (Proxy::Isogate(Alg::Rs256, _), None) => Some("haproxy-rs256"),
+        _ => None,
+    }
+}
+
+fn print_table(results: &[(Scenario, Sample)]) {
+    let find = |name: &str| results.iter().find(|(s, _)| s.name == name).map(|(_, r)| r);
+    let ratio = |a: f64, b: Option<f64>| b.map_or_else(|| "-".to_owned(), |b| format!("{:.2}x", a / b));
+    println!(
+        "\n| scenario | conns | req/s | p50 | p99 | proxy CPU µs/req | RSS MiB | vs HAProxy req/s | vs direct req/s | CPU vs nginx-proxy |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (scenario, r) in results {
+        let direct = if scenario.connections == Some(1) { "direct-1conn" } else { "direct" };
+        let cpu = r.cpu_us_per_request.map_or_else(|| "-".to_owned(), |c| format!("{c:.1}"));
+        let nginx_cpu = find("nginx-proxy").and_then(|n| n.cpu_us_per_request);
+        println!(
+            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {cpu} | {} | {} | {} | {} |",
+            scenario.name,
+            scenario.connections.map_or_else(|| "default".to_owned(), |c| c.to_string()),
+            r.rps,
+            r.p50_us as f64 / 1000.0,
+            r.p99_us as f64 / 1000.0,
+            r.rss_kib.map_or_else(|| "-".to_owned(), |k| format!("{:.0}", k as f64 / 1024.0)),
+            ratio(r.rps, haproxy_peer(scenario).and_then(find).map(|h| h.rps)),
+            ratio(r.rps, find(direct).map(|d| d.rps)),
+            r.cpu_us_per_request.map_or_else(|| "-".to_owned(), |c| ratio(c, nginx_cpu)),
+        );
+    }
+}
+
+fn require_tools() {
+    let missing: Vec<&str> = ["wrk", "nginx", "haproxy", "taskset"]
+        .into_iter()
+        .filter(|tool| {
+            Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| !o.status.success())
+        })
+        .collect();
+    assert!(missing.is_empty(), "missing {missing:?}; on Debian: apt-get install -y wrk nginx-light haproxy");
+}
+
+fn main() {
+    let work_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/load");
+    if !env::args().any(|a| a == "--bench") {
+        // `cargo test --all-targets` runs bench targets as tests: check the templates exist.
+        for file in ["upstream.nginx.conf", "proxy.nginx.conf", "haproxy.cfg", "isogate.toml", "rotate.lua"] {
+            assert!(work_root.join(file).is_file(), "benches/load/{file} is missing");
+        }
+        println!("load harness: run it with `cargo bench --bench load`");
+        return;
+    }
+    require_tools();
+    let settings = Settings::from_env();
+    let scenarios = settings.selected();
+    let work = Workdir::create();
+    eprintln!("minting tokens ...");
+    for (alg, tenants) in [
+        (Alg::Hs256, Tenants::Many),
+        (Alg::Rs256, Tenants::Many),
+        (Alg::Hs256, Tenants::MapOf10),
+        (Alg::Hs256, Tenants::MapOf1M),
+    ] {
+        if scenarios.iter().any(|s| {
+            matches!(s.proxy, Proxy::Isogate(a, t) if (a, t) == (alg, tenants))
+                || (tenants == Tenants::Many
+                    && matches!(s.proxy, Proxy::Direct | Proxy::NginxProxy | Proxy::Haproxy(_)))
+        }) {
+            write_tokens(&work, alg, tenants);
+        }
+    }
+    let upstream_conf = work.render("upstream.nginx.conf", "upstream.nginx.conf", &[]);
+    let mut upstream =
+        Pinned::spawn("upstream nginx", "nginx", &["-e", "stderr", "-c", &upstream_conf.display().to_string()], None);
+    wait_until_serving(PROD_PORT, &mut upstream);
+
+    let mut samples: Vec<Vec<Sample>> = scenarios.iter().map(|_| Vec::new()).collect();
+    for pass in 1..=settings.passes {
+        for (i, scenario) in scenarios.iter().enumerate() {
+            let sample = run_scenario(&work, &settings, *scenario);
+            eprintln!(
+                "pass {pass} {:<22} {:>9.0} req/s  p50 {:>6} µs  p99 {:>6} µs  cpu {:>6} µs/req",
+                scenario.name,
+                sample.rps,
+                sample.p50_us,
+                sample.p99_us,
+                sample.cpu_us_per_request.map_or_else(|| "-".to_owned(), |c| format!("{c:.1}")),
+            );
+            samples[i].push(sample);
+        }
+    }
+    let results: Vec<(Scenario, Sample)> =
+        scenarios.iter().copied().zip(samples.iter().map(|s| summarize(s))).collect();
+    println!(
+        "\n{} passes of {} s (+{} s warm-up), {} connections unless stated; wrk on core {LOAD_CORE}, proxy + upstream on core {PROXY_CORE}; medians",
+        settings.passes, settings.seconds, settings.warmup_seconds, settings.connections
+    );
+    print_table(&results);
+    if !settings.keep {
+        let _ = fs::remove_dir_all(&work.dir);
+    }
+}
