@@ -11,7 +11,7 @@
 //! a warm-up, then a measured run. Passes interleave the scenarios, because the machine
 //! is shared and noisy; the table shows the median of the passes.
 //!
-//! Settings (environment variables): `LOAD_SECONDS` (10), `LOAD_WARMUP_SECONDS` (2),
+//! Settings (environment variables): `LOAD_SECONDS` (10), `LOAD_WARMUP_SECONDS` (5),
 //! `LOAD_PASSES` (3), `LOAD_CONNECTIONS` (32), `LOAD_ONLY` (comma-separated scenario
 //! names), `LOAD_KEEP` (keep the work directory).
 
@@ -25,7 +25,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use std::{env, fs, thread};
 
+use async_trait::async_trait;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use pingora::prelude::*;
+use pingora::server::configuration::ServerConf;
+
+/// The same allocator as the isogate binary, so the bare pingora proxy below is its
+/// like-for-like floor.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const PROD_PORT: u16 = 18_801;
 const STAGE_PORT: u16 = 18_802;
@@ -58,14 +66,24 @@ impl Alg {
 enum Tenants {
     /// 10,000 tenants on the environments' default pools (no tenant map).
     Many,
-    /// A map of 10 tenants per environment; tokens rotate over those 10.
+    /// A map of 10 tenants per environment; 200,000 distinct tokens (users) name them.
     MapOf10,
-    /// A map of 10^6 tenants per environment; tokens rotate over 200,000 of them.
+    /// A map of 10^6 tenants per environment; 200,000 distinct tokens name 200,000 of
+    /// them. Both map scenarios send each token about once, so they differ only in the
+    /// tenant map and limiter sizes, not in token-cache hits.
     MapOf1M,
 }
 
 impl Tenants {
     fn token_count(self) -> usize {
+        match self {
+            Tenants::Many => 10_000,
+            Tenants::MapOf10 | Tenants::MapOf1M => 200_000,
+        }
+    }
+
+    /// Distinct tenants among the tokens.
+    fn tenant_count(self) -> usize {
         match self {
             Tenants::Many => 10_000,
             Tenants::MapOf10 => 10,
@@ -87,7 +105,10 @@ enum Proxy {
     /// wrk straight to the upstream: the limit.
     Direct,
     /// nginx as a plain reverse proxy, no auth: the floor of proxy cost.
-    NginxProxy,
+    Nginx,
+    /// pingora with no stage at all (this harness with `--bare-proxy`): the floor of
+    /// the framework isogate is built on.
+    PingoraBare,
     Haproxy(Alg),
     Isogate(Alg, Tenants),
 }
@@ -101,7 +122,8 @@ struct Scenario {
 
 const SCENARIOS: &[Scenario] = &[
     Scenario { name: "direct", proxy: Proxy::Direct, connections: None },
-    Scenario { name: "nginx-proxy", proxy: Proxy::NginxProxy, connections: None },
+    Scenario { name: "nginx-proxy", proxy: Proxy::Nginx, connections: None },
+    Scenario { name: "pingora-bare", proxy: Proxy::PingoraBare, connections: None },
     Scenario { name: "haproxy-hs256", proxy: Proxy::Haproxy(Alg::Hs256), connections: None },
     Scenario { name: "isogate-hs256", proxy: Proxy::Isogate(Alg::Hs256, Tenants::Many), connections: None },
     Scenario { name: "haproxy-rs256", proxy: Proxy::Haproxy(Alg::Rs256), connections: None },
@@ -130,7 +152,7 @@ impl Settings {
     fn from_env() -> Self {
         Self {
             seconds: env_number("LOAD_SECONDS", 10),
-            warmup_seconds: env_number("LOAD_WARMUP_SECONDS", 2),
+            warmup_seconds: env_number("LOAD_WARMUP_SECONDS", 5),
             passes: env_number("LOAD_PASSES", 3),
             connections: env_number("LOAD_CONNECTIONS", 32),
             only: env::var("LOAD_ONLY").ok().map(|v| v.split(',').map(str::to_owned).collect()),
@@ -188,7 +210,7 @@ impl Workdir {
     }
 
     fn tokens_file(alg: Alg, tenants: Tenants) -> String {
-        format!("tokens-{}-{}.txt", alg.name(), tenants.token_count())
+        format!("tokens-{}-{}-{}.txt", alg.name(), tenants.token_count(), tenants.tenant_count())
     }
 }
 
@@ -205,9 +227,9 @@ fn encoding_key(work: &Workdir, alg: Alg) -> EncodingKey {
     }
 }
 
-fn mint(key: &EncodingKey, alg: Alg, tenant: usize, env_name: &str, exp: u64) -> String {
+fn mint(key: &EncodingKey, alg: Alg, user: usize, tenant: usize, env_name: &str, exp: u64) -> String {
     let claims = serde_json::json!({
-        "iss": ISSUER, "aud": AUDIENCE, "sub": format!("user-{tenant}"), "tenant": format!("t{tenant}"),
+        "iss": ISSUER, "aud": AUDIENCE, "sub": format!("user-{user}"), "tenant": format!("t{tenant}"),
         "env": env_name, "roles": "user", "iat": now(), "exp": exp,
     });
     let algorithm = match alg {
@@ -217,7 +239,8 @@ fn mint(key: &EncodingKey, alg: Alg, tenant: usize, env_name: &str, exp: u64) ->
     jsonwebtoken::encode(&Header::new(algorithm), &claims, key).expect("sign token")
 }
 
-/// Writes one token per tenant, alternating prod and stage, valid for two hours.
+/// Writes one token per user, tenants in turn, alternating prod and stage, valid for
+/// two hours.
 fn write_tokens(work: &Workdir, alg: Alg, tenants: Tenants) {
     let path = work.path(&Workdir::tokens_file(alg, tenants));
     if path.exists() {
@@ -226,9 +249,9 @@ fn write_tokens(work: &Workdir, alg: Alg, tenants: Tenants) {
     let key = encoding_key(work, alg);
     let exp = now() + 7200;
     let mut text = String::new();
-    for t in 0..tenants.token_count() {
-        let env_name = if t % 2 == 0 { "prod" } else { "stage" };
-        let _ = writeln!(text, "{}", mint(&key, alg, t, env_name, exp));
+    for user in 0..tenants.token_count() {
+        let env_name = if user % 2 == 0 { "prod" } else { "stage" };
+        let _ = writeln!(text, "{}", mint(&key, alg, user, user % tenants.tenant_count(), env_name, exp));
     }
     fs::write(path, text).expect("write tokens");
 }
@@ -246,6 +269,12 @@ fn write_tenant_maps(work: &Workdir, size: usize) -> [PathBuf; 2] {
         }
         path
     })
+}
+
+#[derive(Clone, Copy)]
+struct Cpu {
+    user: u64,
+    system: u64,
 }
 
 /// A process pinned to the proxy core, killed on drop.
@@ -274,12 +303,12 @@ impl Pinned {
         Self { child, name }
     }
 
-    /// User + system CPU time of the process (all threads), in microseconds.
-    fn cpu_us(&self) -> u64 {
+    /// User and system CPU time of the process (all threads), in microseconds.
+    fn cpu_us(&self) -> Cpu {
         let stat = fs::read_to_string(format!("/proc/{}/stat", self.child.id())).expect("proc stat");
         let fields: Vec<&str> = stat.rsplit_once(')').expect("stat format").1.split_whitespace().collect();
-        let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-        ticks * 1_000_000 / TICKS_PER_SECOND
+        let us = |i: usize| fields[i].parse::<u64>().expect("cpu ticks") * 1_000_000 / TICKS_PER_SECOND;
+        Cpu { user: us(11), system: us(12) }
     }
 
     fn rss_kib(&self) -> u64 {
@@ -337,21 +366,21 @@ fn check_job(work: &Workdir, alg: Alg, name: &str) {
     let key = encoding_key(work, alg);
     let exp = now() + 600;
     for env_name in ["prod", "stage"] {
-        let token = mint(&key, alg, 7, env_name, exp);
+        let token = mint(&key, alg, 7, 7, env_name, exp);
         let got = http_get(PROXY_PORT, "/api/orders", Some(&token));
         assert_eq!(got, Some((200, format!("{env_name}\n"))), "{name}: a valid {env_name} token");
     }
-    let good = mint(&key, alg, 7, "prod", exp);
+    let good = mint(&key, alg, 7, 7, "prod", exp);
     let (head, signature) = good.rsplit_once('.').expect("jws");
     let forged = format!("{head}.{}", signature.chars().rev().collect::<String>());
-    let expired = mint(&key, alg, 7, "prod", now() - 3600);
+    let expired = mint(&key, alg, 7, 7, "prod", now() - 3600);
     let other_key = match alg {
         Alg::Hs256 => EncodingKey::from_secret(b"not-the-secret-not-the-secret-32"),
         Alg::Rs256 => {
             EncodingKey::from_rsa_pem(&fs::read(work.keys.join("rsa2.key.pem")).expect("rsa2")).expect("rsa2")
         }
     };
-    let wrong_key = mint(&other_key, alg, 7, "prod", exp);
+    let wrong_key = mint(&other_key, alg, 7, 7, "prod", exp);
     for (what, token) in
         [("forged", Some(&forged)), ("expired", Some(&expired)), ("wrong key", Some(&wrong_key)), ("no", None)]
     {
@@ -365,6 +394,8 @@ struct Sample {
     p50_us: u64,
     p99_us: u64,
     cpu_us_per_request: Option<f64>,
+    /// The kernel's part of `cpu_us_per_request`.
+    system_us_per_request: Option<f64>,
     rss_kib: Option<u64>,
 }
 
@@ -397,7 +428,11 @@ fn start_proxy(work: &Workdir, proxy: Proxy) -> Option<Pinned> {
     let isogate = env!("CARGO_BIN_EXE_isogate");
     let pinned = match proxy {
         Proxy::Direct => return None,
-        Proxy::NginxProxy => {
+        Proxy::PingoraBare => {
+            let me = env::current_exe().expect("own path");
+            Pinned::spawn("pingora bare", &me.display().to_string(), &["--bare-proxy"], None)
+        }
+        Proxy::Nginx => {
             let conf = work.render("proxy.nginx.conf", "proxy.nginx.conf", &[]);
             Pinned::spawn("nginx proxy", "nginx", &["-e", "stderr", "-c", &conf.display().to_string()], None)
         }
@@ -443,7 +478,7 @@ fn run_scenario(work: &Workdir, settings: &Settings, scenario: Scenario) -> Samp
     let (alg, tenants) = match scenario.proxy {
         Proxy::Haproxy(alg) => (alg, Tenants::Many),
         Proxy::Isogate(alg, tenants) => (alg, tenants),
-        Proxy::Direct | Proxy::NginxProxy => (Alg::Hs256, Tenants::Many),
+        Proxy::Direct | Proxy::Nginx | Proxy::PingoraBare => (Alg::Hs256, Tenants::Many),
     };
     let tokens = work.path(&Workdir::tokens_file(alg, tenants));
     let mut proxy = start_proxy(work, scenario.proxy);
@@ -475,7 +510,10 @@ fn run_scenario(work: &Workdir, settings: &Settings, scenario: Scenario) -> Samp
         rps: requests as f64 * 1e6 / result_field(&line, "duration_us") as f64,
         p50_us: result_field(&line, "p50_us"),
         p99_us: result_field(&line, "p99_us"),
-        cpu_us_per_request: cpu_before.zip(cpu_after).map(|(b, a)| (a - b) as f64 / requests as f64),
+        cpu_us_per_request: cpu_before
+            .zip(cpu_after)
+            .map(|(b, a)| (a.user + a.system - b.user - b.system) as f64 / requests as f64),
+        system_us_per_request: cpu_before.zip(cpu_after).map(|(b, a)| (a.system - b.system) as f64 / requests as f64),
         rss_kib,
     }
 }
@@ -488,11 +526,13 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// The median of the passes, field by field.
 fn summarize(samples: &[Sample]) -> Sample {
     let cpu: Vec<f64> = samples.iter().filter_map(|s| s.cpu_us_per_request).collect();
+    let system: Vec<f64> = samples.iter().filter_map(|s| s.system_us_per_request).collect();
     Sample {
         rps: median(samples.iter().map(|s| s.rps).collect()),
         p50_us: median(samples.iter().map(|s| s.p50_us as f64).collect()) as u64,
         p99_us: median(samples.iter().map(|s| s.p99_us as f64).collect()) as u64,
         cpu_us_per_request: (!cpu.is_empty()).then(|| median(cpu)),
+        system_us_per_request: (!system.is_empty()).then(|| median(system)),
         rss_kib: samples.iter().filter_map(|s| s.rss_kib).max(),
     }
 }
@@ -511,20 +551,22 @@ fn print_table(results: &[(Scenario, Sample)]) {
     let find = |name: &str| results.iter().find(|(s, _)| s.name == name).map(|(_, r)| r);
     let ratio = |a: f64, b: Option<f64>| b.map_or_else(|| "-".to_owned(), |b| format!("{:.2}x", a / b));
     println!(
-        "\n| scenario | conns | req/s | p50 | p99 | proxy CPU µs/req | RSS MiB | vs HAProxy req/s | vs direct req/s | CPU vs nginx-proxy |"
+        "\n| scenario | conns | req/s | p50 | p99 | proxy CPU µs/req | of it kernel | RSS MiB | vs HAProxy req/s | vs direct req/s | CPU vs nginx-proxy |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (scenario, r) in results {
         let direct = if scenario.connections == Some(1) { "direct-1conn" } else { "direct" };
-        let cpu = r.cpu_us_per_request.map_or_else(|| "-".to_owned(), |c| format!("{c:.1}"));
+        let one_decimal = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |c| format!("{c:.1}"));
         let nginx_cpu = find("nginx-proxy").and_then(|n| n.cpu_us_per_request);
         println!(
-            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {cpu} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {} | {} | {} | {} | {} | {} |",
             scenario.name,
             scenario.connections.map_or_else(|| "default".to_owned(), |c| c.to_string()),
             r.rps,
             r.p50_us as f64 / 1000.0,
             r.p99_us as f64 / 1000.0,
+            one_decimal(r.cpu_us_per_request),
+            one_decimal(r.system_us_per_request),
             r.rss_kib.map_or_else(|| "-".to_owned(), |k| format!("{:.0}", k as f64 / 1024.0)),
             ratio(r.rps, haproxy_peer(scenario).and_then(find).map(|h| h.rps)),
             ratio(r.rps, find(direct).map(|d| d.rps)),
@@ -543,7 +585,34 @@ fn require_tools() {
     assert!(missing.is_empty(), "missing {missing:?}; on Debian: apt-get install -y wrk nginx-light haproxy");
 }
 
+/// A pingora proxy with no stage at all: every request goes to the prod upstream.
+struct BareProxy;
+
+#[async_trait]
+impl ProxyHttp for BareProxy {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(HttpPeer::new(("127.0.0.1", PROD_PORT), false, String::new())))
+    }
+}
+
+/// Runs `BareProxy` with one worker thread on the proxy port, until killed.
+fn run_bare_proxy() {
+    let conf = ServerConf { threads: 1, ..ServerConf::default() };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let mut service = pingora::proxy::http_proxy_service(&server.configuration, BareProxy);
+    service.add_tcp(&format!("127.0.0.1:{PROXY_PORT}"));
+    server.add_service(service);
+    server.run_forever();
+}
+
 fn main() {
+    if env::args().any(|a| a == "--bare-proxy") {
+        run_bare_proxy();
+    }
     let work_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/load");
     if !env::args().any(|a| a == "--bench") {
         // `cargo test --all-targets` runs bench targets as tests: check the templates exist.
@@ -567,7 +636,7 @@ fn main() {
         if scenarios.iter().any(|s| {
             matches!(s.proxy, Proxy::Isogate(a, t) if (a, t) == (alg, tenants))
                 || (tenants == Tenants::Many
-                    && matches!(s.proxy, Proxy::Direct | Proxy::NginxProxy | Proxy::Haproxy(_)))
+                    && matches!(s.proxy, Proxy::Direct | Proxy::Nginx | Proxy::Haproxy(_)))
         }) {
             write_tokens(&work, alg, tenants);
         }

@@ -22,9 +22,10 @@ use crate::config::file::OnQueueFull;
 /// Longest path or user agent kept in a line, in bytes.
 const MAX_FIELD_BYTES: usize = 2048;
 
-/// How long the writer rests after writing a batch. Lines queued meanwhile are written
-/// together, and a request never has to wake the writer thread while it rests: under
-/// load that is one wake-up and one `write` per pause instead of one per request.
+/// How long the writer rests after writing a batch of several lines (a busy queue).
+/// Lines queued meanwhile are written together, and no request has to wake the writer
+/// while it rests: under load that is one wake-up and one `write` per pause instead of
+/// one per request. A lone line (a quiet gateway) is written at once.
 const BATCH_PAUSE: Duration = Duration::from_millis(5);
 
 /// One audit line.
@@ -233,8 +234,10 @@ fn write_loop(
     };
     while let Some(first) = rx.blocking_recv() {
         let mut closing = false;
+        let mut batch = 0usize;
         let mut next = Some(first);
         while let Some(message) = next {
+            batch += 1;
             match message {
                 Message::Line(line) => write(&mut out, &line),
                 Message::Close => closing = true,
@@ -247,7 +250,9 @@ fn write_loop(
         if closing {
             return;
         }
-        std::thread::sleep(BATCH_PAUSE);
+        if batch > 1 {
+            std::thread::sleep(BATCH_PAUSE);
+        }
     }
 }
 
