@@ -113,6 +113,17 @@ enum Proxy {
     Isogate(Alg, Tenants),
 }
 
+impl Proxy {
+    /// The token set the scenario's load sends (the job's, even to proxies that ignore it).
+    fn tokens(self) -> (Alg, Tenants) {
+        match self {
+            Proxy::Haproxy(alg) => (alg, Tenants::Many),
+            Proxy::Isogate(alg, tenants) => (alg, tenants),
+            Proxy::Direct | Proxy::Nginx | Proxy::PingoraBare => (Alg::Hs256, Tenants::Many),
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Scenario {
     name: &'static str,
@@ -475,11 +486,7 @@ fn start_proxy(work: &Workdir, proxy: Proxy) -> Option<Pinned> {
 }
 
 fn run_scenario(work: &Workdir, settings: &Settings, scenario: Scenario) -> Sample {
-    let (alg, tenants) = match scenario.proxy {
-        Proxy::Haproxy(alg) => (alg, Tenants::Many),
-        Proxy::Isogate(alg, tenants) => (alg, tenants),
-        Proxy::Direct | Proxy::Nginx | Proxy::PingoraBare => (Alg::Hs256, Tenants::Many),
-    };
+    let (alg, tenants) = scenario.proxy.tokens();
     let tokens = work.path(&Workdir::tokens_file(alg, tenants));
     let mut proxy = start_proxy(work, scenario.proxy);
     let port = match proxy.as_mut() {
@@ -627,18 +634,11 @@ fn main() {
     let scenarios = settings.selected();
     let work = Workdir::create();
     eprintln!("minting tokens ...");
-    for (alg, tenants) in [
-        (Alg::Hs256, Tenants::Many),
-        (Alg::Rs256, Tenants::Many),
-        (Alg::Hs256, Tenants::MapOf10),
-        (Alg::Hs256, Tenants::MapOf1M),
-    ] {
-        if scenarios.iter().any(|s| {
-            matches!(s.proxy, Proxy::Isogate(a, t) if (a, t) == (alg, tenants))
-                || (tenants == Tenants::Many
-                    && matches!(s.proxy, Proxy::Direct | Proxy::Nginx | Proxy::Haproxy(_)))
-        }) {
-            write_tokens(&work, alg, tenants);
+    let mut minted = Vec::new();
+    for tokens in scenarios.iter().map(|s| s.proxy.tokens()) {
+        if !minted.contains(&tokens) {
+            write_tokens(&work, tokens.0, tokens.1);
+            minted.push(tokens);
         }
     }
     let upstream_conf = work.render("upstream.nginx.conf", "upstream.nginx.conf", &[]);

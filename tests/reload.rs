@@ -130,3 +130,22 @@ fn a_tenant_map_change_is_picked_up() {
     std::fs::write(&map, "acme,prod-shared\ninitech,prod-globex\n").unwrap();
     eventually("the map change is applied", || (upstream_of(&gw, "initech") == "prod-globex").then_some(()));
 }
+
+#[test]
+fn a_cached_hmac_token_is_refused_once_its_secret_is_rotated() {
+    let ups = Upstreams::start(&["prod-shared", "prod-globex"]);
+    let gw = Gateway::start(&config(&ups, ""), &[]);
+    let t = token("HS256", claims("prod", "initech"));
+    for _ in 0..2 {
+        assert_eq!(gw.get_with_token("prod.test", "/api", &t).status, 200);
+    }
+    assert_eq!(gw.metric(r#"isogate_token_cache_requests_total{result="hit"}"#), Some(1.0), "the second use is a hit");
+
+    std::fs::write(gw.config_path.with_file_name("rotated.secret"), "a-rotated-secret-of-forty-bytes-or-so!!!")
+        .unwrap();
+    gw.write_config(&config(&ups, "").replace("@KEYS@/hmac.secret", "@DIR@/rotated.secret"));
+    eventually("the rotated secret is applied", || (generation(&gw) >= 2.0).then_some(()));
+    let r = gw.get_with_token("prod.test", "/api", &t);
+    assert_eq!(r.status, 401, "a token cached under the old secret must not outlive it");
+    assert_eq!(ups.get("prod-shared").count(), 2, "the refused request never reached the upstream");
+}

@@ -187,7 +187,7 @@ pub struct Token {
     /// Default clock leeway for `exp` and `nbf`, in seconds.
     #[serde(default = "default_leeway_seconds")]
     pub leeway_seconds: u64,
-    /// Verified public-key tokens remembered to skip signature work; 0 turns it off.
+    /// Verified tokens remembered to skip signature and claim work; 0 turns it off.
     #[serde(default = "default_token_cache_entries")]
     pub cache_entries: usize,
 }
