@@ -608,7 +608,7 @@ impl ProxyHttp for BareProxy {
 
 /// Runs `BareProxy` with one worker thread on the proxy port, until killed.
 fn run_bare_proxy() {
-    let conf = ServerConf { threads: 1, ..ServerConf::default() };
+    let conf = ServerConf { threads: 1, work_stealing: false, ..ServerConf::default() };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, BareProxy);
     service.add_tcp(&format!("127.0.0.1:{PROXY_PORT}"));

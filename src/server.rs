@@ -177,6 +177,7 @@ pub fn run(snapshot: Snapshot, launch: Launch<'_>) -> Result<(), StartError> {
 
     let conf = ServerConf {
         threads: settings.threads,
+        work_stealing: settings.work_stealing,
         upgrade_sock: settings.upgrade_socket.display().to_string(),
         grace_period_seconds: Some(settings.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(settings.shutdown_timeout.as_secs()),

@@ -39,6 +39,8 @@ pub struct Settings {
     pub admin: SocketAddr,
     /// Proxy worker threads.
     pub threads: usize,
+    /// Whether idle workers take tasks from busy ones.
+    pub work_stealing: bool,
     /// SIGTERM grace period.
     pub grace_period: Duration,
     /// Runtime shutdown timeout after the grace period.

@@ -71,6 +71,10 @@ pub struct Server {
     /// Worker threads for the proxy; 0 means one per CPU core.
     #[serde(default)]
     pub threads: usize,
+    /// Whether idle workers take tasks queued on busy ones. Off: each worker keeps the
+    /// connections it accepted, which costs less per request.
+    #[serde(default)]
+    pub work_stealing: bool,
     /// Seconds to keep serving in-flight requests after SIGTERM.
     #[serde(default = "default_grace_period_seconds")]
     pub grace_period_seconds: u64,
@@ -91,6 +95,7 @@ impl Default for Server {
     fn default() -> Self {
         Self {
             threads: 0,
+            work_stealing: false,
             grace_period_seconds: default_grace_period_seconds(),
             shutdown_timeout_seconds: default_shutdown_timeout_seconds(),
             upgrade_socket: default_upgrade_socket(),

@@ -105,6 +105,7 @@ pub(super) fn settings(
         tls_listeners,
         admin,
         threads,
+        work_stealing: raw.server.work_stealing,
         grace_period: Duration::from_secs(raw.server.grace_period_seconds),
         shutdown_timeout: Duration::from_secs(raw.server.shutdown_timeout_seconds),
         upgrade_socket: std::path::PathBuf::from(&raw.server.upgrade_socket),
