@@ -297,10 +297,9 @@ struct Pinned {
 impl Pinned {
     /// Starts `program`; its stderr goes to `<work>/<program>.stderr`, its stdout to
     /// `stdout` (or nowhere).
-    fn spawn(name: &'static str, program: &str, args: &[&str], stdout: Option<PathBuf>) -> Self {
-        let stderr = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("target/load")
-            .join(format!("{}.stderr", Path::new(program).file_name().and_then(|f| f.to_str()).unwrap_or("proc")));
+    fn spawn(work: &Workdir, name: &'static str, program: &str, args: &[&str], stdout: Option<PathBuf>) -> Self {
+        let program_name = Path::new(program).file_name().and_then(|f| f.to_str()).unwrap_or("proc");
+        let stderr = work.path(&format!("{program_name}.stderr"));
         let mut cmd = Command::new("taskset");
         cmd.args(["-c", PROXY_CORE, program])
             .args(args)
@@ -441,11 +440,11 @@ fn start_proxy(work: &Workdir, proxy: Proxy) -> Option<Pinned> {
         Proxy::Direct => return None,
         Proxy::PingoraBare => {
             let me = env::current_exe().expect("own path");
-            Pinned::spawn("pingora bare", &me.display().to_string(), &["--bare-proxy"], None)
+            Pinned::spawn(work, "pingora bare", &me.display().to_string(), &["--bare-proxy"], None)
         }
         Proxy::Nginx => {
             let conf = work.render("proxy.nginx.conf", "proxy.nginx.conf", &[]);
-            Pinned::spawn("nginx proxy", "nginx", &["-e", "stderr", "-c", &conf.display().to_string()], None)
+            Pinned::spawn(work, "nginx proxy", "nginx", &["-e", "stderr", "-c", &conf.display().to_string()], None)
         }
         Proxy::Haproxy(alg) => {
             let key = match alg {
@@ -454,6 +453,7 @@ fn start_proxy(work: &Workdir, proxy: Proxy) -> Option<Pinned> {
             };
             let conf = work.render("haproxy.cfg", "haproxy.cfg", &[("ALG", alg.name().to_owned()), ("KEY", key)]);
             Pinned::spawn(
+                work,
                 "haproxy",
                 "haproxy",
                 &["-db", "-f", &conf.display().to_string()],
@@ -479,10 +479,20 @@ fn start_proxy(work: &Workdir, proxy: Proxy) -> Option<Pinned> {
                     ("STAGE_TENANT_MAP", map_setting(1)),
                 ],
             );
-            Pinned::spawn("isogate", isogate, &["run", "-c", &conf.display().to_string()], None)
+            Pinned::spawn(work, "isogate", isogate, &["run", "-c", &conf.display().to_string()], None)
         }
     };
     Some(pinned)
+}
+
+/// isogate's `isogate_token_cache_entries`, from its admin listener.
+fn cached_tokens() -> usize {
+    let (_, metrics) = http_get(ADMIN_PORT, "/metrics", None).unwrap_or_default();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("isogate_token_cache_entries "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn run_scenario(work: &Workdir, settings: &Settings, scenario: Scenario) -> Sample {
@@ -502,6 +512,15 @@ fn run_scenario(work: &Workdir, settings: &Settings, scenario: Scenario) -> Samp
     let connections = scenario.connections.unwrap_or(settings.connections);
     if settings.warmup_seconds > 0 {
         wrk(work, port, &tokens, connections, settings.warmup_seconds);
+        // Steady state for isogate means every token has been seen once: keep warming
+        // until its verified-token cache holds them all (RS256 misses are slow, so the
+        // fixed warm-up is not always enough on a busy machine).
+        if let Proxy::Isogate(_, Tenants::Many) = scenario.proxy {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while cached_tokens() < tenants.token_count() && Instant::now() < deadline {
+                wrk(work, port, &tokens, connections, settings.warmup_seconds);
+            }
+        }
     }
     let cpu_before = proxy.as_ref().map(Pinned::cpu_us);
     let line = wrk(work, port, &tokens, connections, settings.seconds);
@@ -642,8 +661,13 @@ fn main() {
         }
     }
     let upstream_conf = work.render("upstream.nginx.conf", "upstream.nginx.conf", &[]);
-    let mut upstream =
-        Pinned::spawn("upstream nginx", "nginx", &["-e", "stderr", "-c", &upstream_conf.display().to_string()], None);
+    let mut upstream = Pinned::spawn(
+        &work,
+        "upstream nginx",
+        "nginx",
+        &["-e", "stderr", "-c", &upstream_conf.display().to_string()],
+        None,
+    );
     wait_until_serving(PROD_PORT, &mut upstream);
 
     let mut samples: Vec<Vec<Sample>> = scenarios.iter().map(|_| Vec::new()).collect();
