@@ -31,7 +31,8 @@ const BATCH_PAUSE: Duration = Duration::from_millis(5);
 /// One audit line.
 #[derive(Debug, Serialize)]
 pub struct AuditRecord<'a> {
-    /// When the request finished, RFC 3339 with microseconds, UTC.
+    /// When the response head went out (or the request ended), RFC 3339 with
+    /// microseconds, UTC.
     #[serde(serialize_with = "rfc3339_micros")]
     pub ts: SystemTime,
     /// Request id (validated client value or generated).
@@ -79,13 +80,35 @@ pub struct AuditRecord<'a> {
     pub plan: Option<&'a str>,
     /// Which limiter decided: `local`, `redis`, `fail_open`, `fail_closed`, `local_fallback`.
     pub limit_mode: Option<&'static str>,
-    /// Time from request start to logging, in microseconds.
+    /// Time from request start to the response head (or to the refusal), in microseconds.
     pub latency_us: u64,
     /// Client address.
     pub client: Option<String>,
     /// `User-Agent` header.
     #[serde(serialize_with = "capped_opt")]
     pub user_agent: Option<&'a str>,
+}
+
+/// The optional second line of a response: how it ended.
+#[derive(Debug, Serialize)]
+pub struct StreamEnd<'a> {
+    /// When the response ended.
+    #[serde(serialize_with = "rfc3339_micros")]
+    pub ts: SystemTime,
+    /// The request id of the first line.
+    pub request_id: &'a str,
+    /// Always `end`.
+    pub event: &'static str,
+    /// Status sent to the client.
+    pub status: u16,
+    /// `ok`, or why the response stopped early (`upstream_reset`, `client_aborted`, ...).
+    pub reason: &'static str,
+    /// Request body bytes read from the client.
+    pub bytes_in: u64,
+    /// Response body bytes sent to the client.
+    pub bytes_out: u64,
+    /// Time from request start to the end of the response, in microseconds.
+    pub duration_us: u64,
 }
 
 fn rfc3339_micros<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -257,7 +280,7 @@ fn write_loop(
 }
 
 /// Encodes a record as one JSON line (with the trailing newline).
-pub fn encode(record: &AuditRecord<'_>) -> Option<Vec<u8>> {
+pub fn encode<R: Serialize>(record: &R) -> Option<Vec<u8>> {
     let mut line = Vec::with_capacity(512);
     serde_json::to_writer(&mut line, record).ok()?;
     line.push(b'\n');

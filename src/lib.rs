@@ -2,16 +2,20 @@
 //!
 //! Request path, one module per stage:
 //! `auth` (identify) → `bind` (environment) → `policy` (authorise) → `routing` (pool)
-//! → `headers` + `upstream` (forward) → `audit` + `metrics` (record).
+//! → `ratelimit` (limit) → `headers` + `forwarded` + `upstream` (forward) → `audit` +
+//! `metrics` (record). `admission` composes the stages up to the limit into one typed
+//! pipeline.
 //! `config` parses the file, `snapshot` compiles it, `proxy` and `admin` are the only
 //! pingora-facing modules, and `server` wires them into a process.
 
 pub mod admin;
+pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod bind;
 pub mod config;
 pub mod demo;
+pub mod forwarded;
 pub mod headers;
 pub mod metrics;
 pub mod policy;

@@ -2,12 +2,13 @@
 //! `Permit` that only this module can build. Routing takes a `Permit`, so it cannot run
 //! before authorisation. The default is deny.
 //!
-//! Rules, in order: the environment trusts the token's issuer; the environment's access
+//! Rules, in order: the environment trusts the token's issuer; the token names a tenant
+//! where the environment requires one; the environment's access
 //! matrix admits one of the caller's roles; admin routes need an admin role (and only
 //! then get system mode); the route's role requirements; test accounts stay off critical
 //! routes and within their token lifetime; listed roles give an access reason. An
 //! environment in `report_only` serves requests that break the access rules (not the
-//! issuer rule) and reports the would-be refusal instead.
+//! issuer or tenant rules) and reports the would-be refusal instead.
 
 mod reason;
 
@@ -64,6 +65,8 @@ pub struct EnvironmentPolicy {
     pub reason_roles: Roles,
     /// Serve rule breaks and report them instead of refusing.
     pub report_only: bool,
+    /// Tokens without a tenant claim are refused.
+    pub tenant_required: bool,
 }
 
 /// Compiled per-route requirements.
@@ -139,6 +142,9 @@ pub fn authorize(
     let env_policy = policies.environment;
     if !env_policy.trusted_issuers.is_empty() && !env_policy.trusted_issuers.contains(&identity.issuer) {
         return Err(Reject::IssuerNotTrusted);
+    }
+    if env_policy.tenant_required && identity.tenant.is_none() {
+        return Err(Reject::TenantMissing);
     }
     let access_reason = facts.reason.and_then(|r| clean_reason(r, policies.access.reason_max_chars));
     let admin_route = policies.access.admin_prefix.as_deref().is_some_and(|p| under_prefix(p, facts.path));

@@ -16,10 +16,20 @@ pub enum Reject {
     BadRequest,
     /// The path cannot be normalised without guessing (encoded slash, `..` above root).
     AmbiguousPath,
+    /// The request target is longer than `limits.max_uri_bytes`.
+    UriTooLong,
+    /// Too many headers, or a header or the whole head over its size limit.
+    HeadersTooLarge,
+    /// The body is larger than the route allows.
+    BodyTooLarge,
+    /// The client was too slow to send the request.
+    RequestTimeout,
     /// No route matches the host and path.
     NoRoute,
     /// The token is missing or invalid.
     Unauthenticated(AuthError),
+    /// The environment requires a tenant and the token names none.
+    TenantMissing,
     /// The token's environment is not the environment of the listener, host or route.
     WrongEnvironment,
     /// The environment could not be determined, or names no configured environment.
@@ -71,7 +81,7 @@ impl Reject {
     pub fn status(self) -> u16 {
         match self {
             Reject::BadRequest | Reject::AmbiguousPath => 400,
-            Reject::Unauthenticated(_) => 401,
+            Reject::Unauthenticated(_) | Reject::TenantMissing => 401,
             Reject::WrongEnvironment
             | Reject::UnknownEnvironment
             | Reject::IssuerNotTrusted
@@ -84,6 +94,10 @@ impl Reject {
             | Reject::TestAccountLifetime
             | Reject::UnsafeTenantValue => 403,
             Reject::NoRoute => 404,
+            Reject::RequestTimeout => 408,
+            Reject::BodyTooLarge => 413,
+            Reject::UriTooLong => 414,
+            Reject::HeadersTooLarge => 431,
             Reject::RateLimited { .. } | Reject::QuotaExhausted { .. } => 429,
             Reject::LimiterUnavailable => 503,
             Reject::UpstreamUnreachable => 502,
@@ -105,6 +119,11 @@ impl Reject {
             Reject::TestAccountLifetime => "test_account_lifetime",
             Reject::UnsafeTenantValue => "tenant_value_unsafe",
             Reject::NoRoute => "no_route",
+            Reject::UriTooLong => "uri_too_long",
+            Reject::HeadersTooLarge => "headers_too_large",
+            Reject::BodyTooLarge => "body_too_large",
+            Reject::RequestTimeout => "request_timeout",
+            Reject::TenantMissing => "tenant_missing",
             Reject::RateLimited { .. } => "rate_limited",
             Reject::QuotaExhausted { .. } => "quota_exhausted",
             Reject::LimiterUnavailable => "limiter_unavailable",
@@ -124,7 +143,9 @@ impl Reject {
     pub fn www_authenticate(self) -> Option<&'static str> {
         match self {
             Reject::Unauthenticated(AuthError::Missing) => Some("Bearer realm=\"isogate\""),
-            Reject::Unauthenticated(_) => Some("Bearer realm=\"isogate\", error=\"invalid_token\""),
+            Reject::Unauthenticated(_) | Reject::TenantMissing => {
+                Some("Bearer realm=\"isogate\", error=\"invalid_token\"")
+            }
             _ => None,
         }
     }

@@ -43,6 +43,10 @@ pub struct Route {
     pub rewrite_host: Option<Template>,
     /// Units charged against rates and quotas.
     pub cost: u32,
+    /// Whether paths may carry segment parameters.
+    pub path_parameters: bool,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: u64,
 }
 
 /// What a route rewrites on the way upstream.
@@ -57,11 +61,15 @@ pub struct Rewrite {
 impl Route {
     /// Renders the route's rewrites for `path` (normalised, matched by this route).
     /// The part after the prefix is kept as it is: it was normalised, so it cannot climb
-    /// out of the rewritten prefix.
+    /// out of the rewritten prefix. A path whose prefix segments carry parameters has no
+    /// clean prefix to replace and is refused as ambiguous.
     pub fn rewrite(&self, path: &str, values: &Values<'_>) -> Result<Rewrite, Reject> {
         let mut out = Rewrite::default();
         if let Some(t) = &self.rewrite_prefix {
             let mut new = t.render(values).map_err(|_| Reject::UnsafeTenantValue)?;
+            if !prefix_matches(&self.path_prefix, path) {
+                return Err(Reject::AmbiguousPath);
+            }
             let rest = path.strip_prefix(&*self.path_prefix).unwrap_or("");
             if !rest.is_empty() && !rest.starts_with('/') && !new.ends_with('/') {
                 new.push('/');

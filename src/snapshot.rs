@@ -53,6 +53,8 @@ pub struct Settings {
     pub audit_queue_capacity: usize,
     /// Audit queue-full policy.
     pub audit_on_full: OnQueueFull,
+    /// Whether a second audit line records how each response ended.
+    pub audit_stream_end: bool,
     /// Tenants with their own metric label (0: the per-tenant metric is off).
     pub tenant_label_top: usize,
 }
@@ -94,6 +96,12 @@ pub struct Snapshot {
     pub limiter_config: crate::config::file::RateLimit,
     /// Certificates for TLS listeners.
     pub certificates: crate::tls::CertStore,
+    /// Limits on the request head.
+    pub head_limits: crate::admission::HeadLimits,
+    /// Longest wait for the next piece of a request body.
+    pub body_read_timeout: Duration,
+    /// Forwarded headers: who is trusted to send them.
+    pub forwarded: crate::forwarded::ForwardedPolicy,
 }
 
 impl Snapshot {

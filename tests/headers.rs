@@ -67,7 +67,9 @@ fn spoofed_identity_headers_are_replaced_by_verified_ones() {
 #[test]
 fn missing_claims_leave_their_headers_absent() {
     let ups = standard_upstreams();
-    let (gw, _) = standard_gateway(&ups);
+    let optional = "[environments.prod]\ntenant_claim = \"optional\"";
+    let config = standard_config(&ups, "").replace("[environments.prod]", optional);
+    let gw = Gateway::start(&config, &[("@DEV@", free_addr())]);
     let mut c = claims("prod", "acme");
     let obj = c.as_object_mut().unwrap();
     obj.remove("sub");

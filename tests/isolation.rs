@@ -70,7 +70,7 @@ fn a_listener_binds_its_environment_and_its_issuer_rules() {
     let mut c = claims("dev", "acme");
     c.as_object_mut().unwrap().remove("tenant");
     let r = get(&token("HS256", c));
-    assert_eq!((r.status, r.json()["error"].as_str()), (403, Some("tenant_not_mapped")));
+    assert_eq!((r.status, r.json()["error"].as_str()), (401, Some("tenant_missing")));
     assert_eq!(ups.get("dev-pool").count(), 1);
     assert_eq!(ups.total(), 1);
 }

@@ -489,7 +489,7 @@ fn prod_requests_carry_db_hints_and_hostile_tenants_are_refused() {
     // A missing tenant cannot render the schema either.
     let mut c = claims_with("prod", "x", &["end_user"]);
     c.as_object_mut().unwrap().remove("tenant");
-    f.refused(403, "tenant_value_unsafe", "no tenant", || f.call("prod", "/api", &token("RS256", c), &[]));
+    f.refused(401, "tenant_missing", "no tenant", || f.call("prod", "/api", &token("RS256", c), &[]));
     // The same hostile tenants are fine where nothing renders them.
     f.served("stage-pool", "Acme on stage", || {
         f.call("stage", "/api", &token("RS256", claims_with("stage", "Acme", &["tester"])), &[])
@@ -537,9 +537,7 @@ fn routes_rewrite_paths_and_hosts_from_verified_values() {
     }
     let mut c = claims_with("stage", "x", &["tester"]);
     c.as_object_mut().unwrap().remove("tenant");
-    f.refused(403, "tenant_value_unsafe", "no tenant on /files", || {
-        f.call("stage", "/files/x", &token("RS256", c), &[])
-    });
+    f.refused(401, "tenant_missing", "no tenant on /files", || f.call("stage", "/files/x", &token("RS256", c), &[]));
 }
 
 #[test]

@@ -109,6 +109,39 @@ fn a_reload_swaps_certificates_without_a_restart() {
     eventually("the new certificate is served", || get_over_tls(tls, "a.test").err());
 }
 
+/// A GET with curl over HTTP/2 (ALPN), sending the path as it is; returns the status.
+fn curl_h2(tls: SocketAddr, path: &str, token: &str) -> String {
+    let url = format!("https://a.test:{}{path}", tls.port());
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--http2", "--path-as-is", "-o", "/dev/null", "-w", "%{http_version} %{http_code}"])
+        .args(["--cacert", &format!("{}/ca.pem", tls_dir())])
+        .args(["--resolve", &format!("a.test:{}:127.0.0.1", tls.port())])
+        .args(["-H", &format!("authorization: Bearer {token}"), &url])
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn http2_requests_keep_their_host_through_normalisation_and_rewrites() {
+    let ups = Upstreams::start(&["app"]);
+    let tls = free_addr();
+    let files = "[[routes]]\nname = \"files\"\npath_prefix = \"/files\"\nrewrite_prefix = \"/buckets/{tenant}\"\n";
+    let gw = Gateway::start(&format!("{}{files}", config(&ups, "a")), &[("@TLS@", tls)]);
+    let t = token("HS256", claims("prod", "acme"));
+    assert_eq!(curl_h2(tls, "/api/./orders", &t), "2 200");
+    assert_eq!(curl_h2(tls, "/files/report.pdf", &t), "2 200");
+    let got = ups.get("app").received();
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        (got[0].path.as_str(), got[0].header("host")),
+        ("/api/orders", Some(format!("a.test:{}", tls.port()).as_str()))
+    );
+    assert_eq!(got[1].path, "/buckets/acme/report.pdf");
+    assert_eq!(got[1].header("host"), got[0].header("host"), "the rewrite kept the :authority");
+    drop(gw);
+}
+
 fn upstream_config(up: SocketAddr, pool_tls: &str) -> String {
     format!(
         r#"

@@ -38,6 +38,13 @@ pub struct File {
     /// Access rules shared by every environment: reasons, admin routes, test accounts.
     #[serde(default)]
     pub access: Access,
+    /// Size limits and client timeouts for requests.
+    #[serde(default)]
+    pub limits: Limits,
+    /// `X-Forwarded-*`, `X-Real-IP` and `Forwarded`: set from the connection, trusted
+    /// from listed proxies only.
+    #[serde(default)]
+    pub forwarded: Forwarded,
     /// Where rate-limit and quota state lives, and what happens when it is unreachable.
     #[serde(default)]
     pub rate_limit: RateLimit,
@@ -152,6 +159,10 @@ pub struct Audit {
     /// What to do with a request when its audit line cannot be queued.
     #[serde(default)]
     pub on_queue_full: OnQueueFull,
+    /// Also write a second line when a response ends (bytes, duration): the first line
+    /// is written when the response head is sent.
+    #[serde(default)]
+    pub stream_end: bool,
 }
 
 impl Default for Audit {
@@ -160,6 +171,7 @@ impl Default for Audit {
             output: default_audit_output(),
             queue_capacity: default_audit_queue_capacity(),
             on_queue_full: OnQueueFull::default(),
+            stream_end: false,
         }
     }
 }
@@ -408,6 +420,72 @@ fn default_admin_roles() -> Vec<String> {
     vec!["admin".to_owned()]
 }
 
+/// `[limits]`: what a request may weigh and how long a client may take to send it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Limits {
+    /// Longest request target (path and query), in bytes; longer gets 414.
+    #[serde(default = "default_max_uri_bytes")]
+    pub max_uri_bytes: usize,
+    /// Largest single header (name and value), in bytes; larger gets 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Largest request head (every header's name and value), in bytes; larger gets 431.
+    #[serde(default = "default_max_request_header_bytes")]
+    pub max_request_header_bytes: usize,
+    /// Most headers in one request; more gets 431.
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    /// Largest request body, in bytes, unless the route sets its own; larger gets 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Longest wait for the next piece of a request body, in seconds; then 408.
+    #[serde(default = "default_body_read_timeout_seconds")]
+    pub body_read_timeout_seconds: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_uri_bytes: default_max_uri_bytes(),
+            max_header_bytes: default_max_header_bytes(),
+            max_request_header_bytes: default_max_request_header_bytes(),
+            max_headers: default_max_headers(),
+            max_body_bytes: default_max_body_bytes(),
+            body_read_timeout_seconds: default_body_read_timeout_seconds(),
+        }
+    }
+}
+
+fn default_max_uri_bytes() -> usize {
+    8_192
+}
+fn default_max_header_bytes() -> usize {
+    16_384
+}
+fn default_max_request_header_bytes() -> usize {
+    32_768
+}
+fn default_max_headers() -> usize {
+    100
+}
+fn default_max_body_bytes() -> u64 {
+    8 * 1024 * 1024
+}
+fn default_body_read_timeout_seconds() -> u64 {
+    30
+}
+
+/// `[forwarded]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Forwarded {
+    /// Proxies (CIDRs such as `10.0.0.0/8`, or single addresses) whose forwarded headers
+    /// are kept and extended; from anyone else they are replaced.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+}
+
 /// `[[listeners]]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
@@ -509,6 +587,9 @@ pub struct Environment {
     /// What to do with a tenant that has no pool of its own.
     #[serde(default)]
     pub unmapped_tenants: UnmappedTenants,
+    /// Whether every token must carry the tenant claim here.
+    #[serde(default)]
+    pub tenant_claim: TenantClaim,
     /// Issuers whose tokens this environment accepts; empty means all.
     #[serde(default)]
     pub issuers: Vec<Spanned<String>>,
@@ -657,6 +738,28 @@ pub enum Enforcement {
     ReportOnly,
 }
 
+/// `environments.NAME.tenant_claim`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantClaim {
+    /// A token without the tenant claim is refused with 401 `tenant_missing`.
+    #[default]
+    Required,
+    /// Tokens without it are served, unlimited by any tenant's budget, in the default pool.
+    Optional,
+}
+
+/// `routes[].path_parameters`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathParameters {
+    /// A path with a segment parameter (`;` or `%3B`) is refused as `ambiguous_path`.
+    #[default]
+    Refuse,
+    /// Segment parameters pass upstream; routes and access rules match without them.
+    Allow,
+}
+
 /// `environments.NAME.unmapped_tenants`
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -792,6 +895,11 @@ pub struct Route {
     /// Units a request on this route charges against rates and quotas.
     #[serde(default = "default_cost")]
     pub cost: u32,
+    /// Whether paths may carry segment parameters (`/a;v=1/b`, matrix parameters).
+    #[serde(default)]
+    pub path_parameters: PathParameters,
+    /// Largest request body on this route, in bytes (default: `limits.max_body_bytes`).
+    pub max_body_bytes: Option<Spanned<u64>>,
 }
 
 fn default_cost() -> u32 {

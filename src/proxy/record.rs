@@ -1,5 +1,8 @@
-//! Stage "record": the one audit line and the metrics of a request, written from
-//! `logging()` for every request, allowed or refused.
+//! Stage "record": the audit line and the metrics of a request, for every request,
+//! allowed or refused. The audit line goes out when the response head does (so a
+//! WebSocket or an event stream frees its queue slot at once), or from `logging()` for
+//! requests that never got a proxied response head; an optional second line records
+//! how a response ended. Metrics are recorded once, in `logging()`.
 
 use std::time::SystemTime;
 
@@ -7,62 +10,177 @@ use http::header::USER_AGENT;
 use pingora::prelude::*;
 use pingora::ErrorSource;
 
-use super::{Ctx, Gateway};
-use crate::audit::{self, AuditRecord};
-use crate::headers::new_request_id;
+use super::{Admission, Ctx, Gateway};
+use crate::admission::Limit;
+use crate::audit::{self, AuditRecord, StreamEnd};
+use crate::auth::{Identity, Refusal};
+use crate::bind::EnvId;
 use crate::metrics::{status_class, Account, Decision, NONE};
+use crate::policy::Permit;
 use crate::reject::Reject;
+use crate::routing::{Placement, RouteId};
 use crate::tenant_label::OTHER;
 
-impl Gateway {
-    pub(super) fn record(&self, session: &Session, e: Option<&Error>, ctx: &mut Ctx) {
-        if ctx.request_id.is_empty() {
-            ctx.request_id = new_request_id();
+/// What is known of a request when it is recorded.
+#[derive(Default)]
+struct Known<'a> {
+    route: Option<RouteId>,
+    env: Option<EnvId>,
+    identity: Option<&'a Identity>,
+    permit: Option<&'a Permit>,
+    placement: Option<&'a Placement>,
+    token: Option<&'a Refusal>,
+    limit: Option<Limit>,
+}
+
+impl Ctx {
+    fn known(&self) -> Known<'_> {
+        match &self.admission {
+            Admission::Pending => Known::default(),
+            Admission::Admitted(a) => Known {
+                route: Some(a.route),
+                env: Some(a.env()),
+                identity: Some(&a.identity),
+                permit: Some(&a.permit),
+                placement: Some(&a.placement),
+                token: None,
+                limit: a.limit,
+            },
+            Admission::Refused(r) => Known {
+                route: r.route,
+                env: r.env,
+                identity: r.identity.as_deref(),
+                permit: None,
+                placement: None,
+                token: r.token.as_ref(),
+                limit: r.limit,
+            },
         }
-        let snap = &ctx.snapshot;
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let decision = if ctx.reject.is_some() { Decision::Deny } else { Decision::Allow };
-        let reason = match (ctx.reject, e) {
+    }
+
+    /// The reason for the audit line and the metrics.
+    fn reason(&self, e: Option<&Error>) -> &'static str {
+        match (self.reject(), e) {
             (Some(r), _) => r.reason(),
             (None, Some(e)) if e.esource() == &ErrorSource::Upstream => "upstream_reset",
             (None, Some(_)) => "client_aborted",
             (None, None) => "ok",
-        };
-        let env = ctx.env.map(|id| snap.binder.name(id));
-        let route = ctx.route.map(|id| &*snap.routes.get(id).name);
-        let pool = ctx.placement.as_ref().map(|p| &*snap.pools.get(p.pool).name);
-        let id = ctx.identity.as_ref();
-        let permit = ctx.permit.as_ref();
-        let refusal = ctx.refusal.as_deref();
-        let reported = permit.and_then(|p| p.reported());
-        let account = if id.is_some_and(|i| i.test_account) { Account::Test } else { Account::Regular };
-        let elapsed = ctx.started.elapsed();
-
-        let m = &self.metrics;
-        let env_label = env.unwrap_or(NONE);
-        m.requests
-            .with_label_values(&[
-                env_label,
-                route.unwrap_or(NONE),
-                decision.as_str(),
-                status_class(status),
-                account.as_str(),
-            ])
-            .inc();
-        match env {
-            Some(env) => m.request_duration.with_label_values(&[env]).observe(elapsed.as_secs_f64()),
-            None => m.unbound_duration.observe(elapsed.as_secs_f64()),
         }
-        if let Some(r) = ctx.reject {
+    }
+}
+
+impl Gateway {
+    /// Writes the request's audit line, once.
+    pub(super) fn audit_line(&self, session: &Session, e: Option<&Error>, status: u16, ctx: &mut Ctx) {
+        if std::mem::replace(&mut ctx.audited, true) {
+            return;
+        }
+        if ctx.request_id.is_empty() {
+            ctx.request_id = crate::headers::new_request_id();
+        }
+        let snap = &ctx.snapshot;
+        let known = ctx.known();
+        let id = known.identity;
+        let reject = ctx.reject();
+        let reported = known.permit.and_then(Permit::reported);
+        let req = session.req_header();
+        let record = AuditRecord {
+            ts: SystemTime::now(),
+            request_id: &ctx.request_id,
+            environment: known.env.map(|e| snap.binder.name(e)),
+            tenant: id.and_then(|i| i.tenant.as_deref()),
+            user: id.and_then(|i| i.user.as_deref()),
+            roles: id.map_or(&[], |i| i.roles.as_slice()),
+            test_account: id.is_some_and(|i| i.test_account),
+            issuer: id.map(|i| i.issuer).or(known.token.and_then(|r| r.issuer)).map(|i| &*snap.auth.issuer(i).name),
+            kid: id.and_then(|i| i.kid.as_deref()).or(known.token.and_then(|r| r.kid.as_deref())),
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            route: known.route.map(|r| &*snap.routes.get(r).name),
+            pool: known.placement.map(|p| &*snap.pools.get(p.pool).name),
+            upstream: ctx.upstream.map(|a| a.to_string()),
+            status,
+            decision: if reject.is_some() { Decision::Deny } else { Decision::Allow }.as_str(),
+            reason: ctx.reason(e),
+            report_only: reported.map(Reject::reason),
+            access_reason: known.permit.and_then(Permit::access_reason),
+            system_mode: known.permit.is_some_and(Permit::system_mode),
+            db_schema: known.placement.and_then(|p| p.db_schema.as_deref()),
+            plan: known.limit.map(|l| &*snap.plans[usize::from(l.plan.0)].name),
+            limit_mode: known.limit.map(|l| l.mode.as_str()),
+            latency_us: u64::try_from(ctx.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            client: session.client_addr().map(|a| a.to_string()),
+            user_agent: req.headers.get(USER_AGENT).and_then(|v| v.to_str().ok()),
+        };
+        match audit::encode(&record) {
+            Some(line) => self.audit.submit(ctx.audit_slot.take(), line),
+            None => self.audit.count_lost(),
+        }
+    }
+
+    /// Records a finished request: the audit line if the response head did not carry
+    /// it, the end line if configured, and the metrics.
+    pub(super) fn record(&self, session: &Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if ctx.audited {
+            if ctx.snapshot.settings.audit_stream_end {
+                self.stream_end(session, e, status, ctx);
+            }
+        } else {
+            self.audit_line(session, e, status, ctx);
+        }
+        self.count(status, ctx);
+        if let Some(r) = ctx.reject().filter(|r| r.is_policy()) {
+            log::info!(target: "isogate::reject", "request {} refused: {} ({})", ctx.request_id, r.reason(), r.status());
+        }
+    }
+
+    fn stream_end(&self, session: &Session, e: Option<&Error>, status: u16, ctx: &Ctx) {
+        let end = StreamEnd {
+            ts: SystemTime::now(),
+            request_id: &ctx.request_id,
+            event: "end",
+            status,
+            reason: ctx.reason(e),
+            bytes_in: session.body_bytes_read() as u64,
+            bytes_out: session.body_bytes_sent() as u64,
+            duration_us: u64::try_from(ctx.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        };
+        match audit::encode(&end) {
+            Some(line) => self.audit.submit(None, line),
+            None => self.audit.count_lost(),
+        }
+    }
+
+    fn count(&self, status: u16, ctx: &Ctx) {
+        let snap = &ctx.snapshot;
+        let known = ctx.known();
+        let reject = ctx.reject();
+        let env = known.env.map(|e| snap.binder.name(e));
+        let env_label = env.unwrap_or(NONE);
+        let id = known.identity;
+        let account = if id.is_some_and(|i| i.test_account) { Account::Test } else { Account::Regular };
+        let decision = if reject.is_some() { Decision::Deny } else { Decision::Allow };
+        let route = known.route.map_or(NONE, |r| &*snap.routes.get(r).name);
+        let m = &self.metrics;
+        m.requests
+            .with_label_values(&[env_label, route, decision.as_str(), status_class(status), account.as_str()])
+            .inc();
+        let elapsed = ctx.started.elapsed().as_secs_f64();
+        match env {
+            Some(env) => m.request_duration.with_label_values(&[env]).observe(elapsed),
+            None => m.unbound_duration.observe(elapsed),
+        }
+        if let Some(r) = reject {
             m.rejections.with_label_values(&[r.reason()]).inc();
             if let Reject::Unauthenticated(a) = r {
                 m.auth_failures.with_label_values(&[a.reason()]).inc();
             }
         }
-        if let Some(r) = reported {
+        if let Some(r) = known.permit.and_then(Permit::reported) {
             m.report_only.with_label_values(&[env_label, r.reason()]).inc();
         }
-        if permit.and_then(|p| p.access_reason()).is_some() {
+        if known.permit.and_then(Permit::access_reason).is_some() {
             m.access_reasons.with_label_values(&[env_label]).inc();
         }
         if let (Some(ranking), Some(tenant)) = (&self.tenants, id.and_then(|i| i.tenant.as_deref())) {
@@ -72,56 +190,18 @@ impl Gateway {
             }
             m.tenant_requests.with_label_values(&[if ranked.top { tenant } else { OTHER }]).inc();
         }
-        if let Some((plan, mode)) = ctx.limit {
-            let result = match ctx.reject {
+        if let Some(limit) = known.limit {
+            let result = match reject {
                 Some(r @ (Reject::RateLimited { .. } | Reject::QuotaExhausted { .. } | Reject::LimiterUnavailable)) => {
                     r.reason()
                 }
                 _ => "allow",
             };
-            m.rate_limit
-                .with_label_values(&[env_label, &snap.plans[usize::from(plan.0)].name, result, mode.as_str()])
-                .inc();
+            let plan = &snap.plans[usize::from(limit.plan.0)].name;
+            m.rate_limit.with_label_values(&[env_label, plan, result, limit.mode.as_str()]).inc();
         }
-        if let (Some(pool), Some(t)) = (pool, ctx.upstream_time) {
-            m.upstream_duration.with_label_values(&[pool]).observe(t.as_secs_f64());
-        }
-
-        let req = session.req_header();
-        let record = AuditRecord {
-            ts: SystemTime::now(),
-            request_id: &ctx.request_id,
-            environment: env,
-            tenant: id.and_then(|i| i.tenant.as_deref()),
-            user: id.and_then(|i| i.user.as_deref()),
-            roles: id.map_or(&[], |i| i.roles.as_slice()),
-            test_account: id.is_some_and(|i| i.test_account),
-            issuer: id.map(|i| i.issuer).or(refusal.and_then(|r| r.issuer)).map(|i| &*snap.auth.issuer(i).name),
-            kid: id.and_then(|i| i.kid.as_deref()).or(refusal.and_then(|r| r.kid.as_deref())),
-            method: req.method.as_str(),
-            path: ctx.client_path.as_deref().unwrap_or(req.uri.path()),
-            route,
-            pool,
-            upstream: ctx.upstream.map(|a| a.to_string()),
-            status,
-            decision: decision.as_str(),
-            reason,
-            report_only: reported.map(Reject::reason),
-            access_reason: permit.and_then(|p| p.access_reason()),
-            system_mode: permit.is_some_and(|p| p.system_mode()),
-            db_schema: ctx.placement.as_ref().and_then(|p| p.db_schema.as_deref()),
-            plan: ctx.limit.map(|(p, _)| &*snap.plans[usize::from(p.0)].name),
-            limit_mode: ctx.limit.map(|(_, m)| m.as_str()),
-            latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            client: session.client_addr().map(|a| a.to_string()),
-            user_agent: req.headers.get(USER_AGENT).and_then(|v| v.to_str().ok()),
-        };
-        match audit::encode(&record) {
-            Some(line) => self.audit.submit(ctx.audit_slot.take(), line),
-            None => self.audit.count_lost(),
-        }
-        if let Some(r) = ctx.reject.filter(|r| r.is_policy()) {
-            log::info!(target: "isogate::reject", "request {} refused: {} ({})", ctx.request_id, r.reason(), r.status());
+        if let (Some(p), Some(t)) = (known.placement, ctx.upstream_time) {
+            m.upstream_duration.with_label_values(&[&snap.pools.get(p.pool).name]).observe(t.as_secs_f64());
         }
     }
 }

@@ -1,14 +1,20 @@
 //! Path normalisation before route matching, so a restricted prefix cannot be bypassed
-//! with dot segments, doubled slashes or percent-encoding.
+//! with dot segments, doubled slashes, percent-encoding or segment parameters.
 //!
 //! Escapes of unreserved characters (`A-Z a-z 0-9 - . _ ~`, RFC 3986 section 6.2.2.2)
 //! are decoded, so `/%61dmin` is `/admin`; other escapes are kept as they are. Matching
 //! is case-sensitive, as paths are.
 //!
-//! The normalised path is what routes match *and* what the upstream receives, so both
-//! sides agree on which resource is meant. What cannot be normalised without guessing
-//! how the upstream decodes it is refused: encoded slashes and backslashes, raw
-//! backslashes, encoded NUL, and `..` above the root.
+//! Segment parameters (`/admin;jsessionid=1/x`, also written `%3B`) are dropped by
+//! servlet containers before they look at a path, so a segment is matched on its name
+//! alone: `matching` is the path without parameters, and it is what routes and access
+//! rules see. `forward` keeps them, and is what the upstream receives.
+//!
+//! What cannot be normalised without guessing how the upstream decodes is refused:
+//! encoded slashes and backslashes, raw backslashes, encoded NUL, `..` above the root,
+//! dot segments carrying parameters (`..;`, `.;x`), and doubly encoded separators, dots,
+//! semicolons and NUL (`%252f`, `%255c`, `%252e`, `%253b`, `%2500`), which an upstream
+//! that decodes twice would read as the real thing.
 
 use std::borrow::Cow;
 
@@ -16,37 +22,86 @@ use std::borrow::Cow;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ambiguous;
 
+/// A normalised path: what the upstream receives and what routes match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NormalPath<'a> {
+    /// Dot segments resolved, unreserved escapes decoded, parameters kept.
+    pub forward: Cow<'a, str>,
+    /// `forward` with every segment's parameters removed.
+    pub matching: Cow<'a, str>,
+}
+
+impl NormalPath<'_> {
+    /// Whether some segment carries parameters.
+    pub fn has_parameters(&self) -> bool {
+        self.forward.len() != self.matching.len()
+    }
+}
+
 /// Normalises an origin-form path (no query string).
-pub fn normalize(raw: &str) -> Result<Cow<'_, str>, Ambiguous> {
+pub fn normalize(raw: &str) -> Result<NormalPath<'_>, Ambiguous> {
     if !raw.starts_with('/') {
         return Err(Ambiguous);
     }
     check_encodings(raw)?;
     if is_normal(raw) {
-        return Ok(Cow::Borrowed(raw));
+        check_double_encoding(raw)?;
+        return Ok(NormalPath { forward: Cow::Borrowed(raw), matching: Cow::Borrowed(raw) });
     }
-    let mut segments: Vec<String> = Vec::new();
+    // (forward segment, matching segment); a matching segment may be empty (`/;x/`).
+    let mut segments: Vec<(String, String)> = Vec::new();
     for segment in raw.split('/').skip(1) {
         let decoded = decode_unreserved(segment);
-        match decoded.as_str() {
-            "" | "." => {}
-            ".." => {
+        let (name, has_params) = match parameters_at(&decoded) {
+            Some(at) => (&decoded[..at], true),
+            None => (decoded.as_str(), false),
+        };
+        match (name, has_params) {
+            ("." | "..", true) => return Err(Ambiguous),
+            ("" | ".", false) => {}
+            ("..", false) => {
                 segments.pop().ok_or(Ambiguous)?;
             }
-            _ => segments.push(decoded),
+            _ => {
+                let name = name.to_owned();
+                segments.push((decoded, name));
+            }
         }
-    }
-    let mut out = String::with_capacity(raw.len());
-    for s in &segments {
-        out.push('/');
-        out.push_str(s);
     }
     let last = raw.rsplit('/').next().map(decode_unreserved);
     let trailing = raw.ends_with('/') || matches!(last.as_deref(), Some(".") | Some(".."));
+    let forward = join(segments.iter().map(|(f, _)| f.as_str()), trailing);
+    check_double_encoding(&forward)?;
+    let matching = if segments.iter().any(|(f, m)| f.len() != m.len()) {
+        let ends_bare = segments.last().is_some_and(|(_, m)| m.is_empty());
+        Cow::Owned(join(segments.iter().map(|(_, m)| m.as_str()).filter(|m| !m.is_empty()), trailing || ends_bare))
+    } else {
+        Cow::Owned(forward.clone())
+    };
+    Ok(NormalPath { forward: Cow::Owned(forward), matching })
+}
+
+/// `/`-joins segments into a path; `trailing` keeps a final `/`.
+fn join<'s>(segments: impl Iterator<Item = &'s str>, trailing: bool) -> String {
+    let mut out = String::new();
+    for s in segments {
+        out.push('/');
+        out.push_str(s);
+    }
     if out.is_empty() || (trailing && !out.ends_with('/')) {
         out.push('/');
     }
-    Ok(Cow::Owned(out))
+    out
+}
+
+/// Where a decoded segment's parameters start: at `;` or an escaped `%3B`.
+fn parameters_at(segment: &str) -> Option<usize> {
+    let b = segment.as_bytes();
+    b.iter().enumerate().find_map(|(i, c)| match c {
+        b';' => Some(i),
+        b'%' if b.get(i + 1..i + 3).is_some_and(|h| h.eq_ignore_ascii_case(b"3b")) => Some(i),
+        _ => None,
+    })
 }
 
 /// Refuses encodings whose meaning depends on the upstream's decoder.
@@ -69,6 +124,25 @@ fn check_encodings(raw: &str) -> Result<(), Ambiguous> {
     Ok(())
 }
 
+/// Refuses `%25` (an escaped `%`) followed by the escape of a slash, backslash, dot,
+/// semicolon or NUL. Run on the path the upstream receives, after unreserved escapes
+/// were decoded, so `%25%32%66` is caught as `%252f`.
+fn check_double_encoding(path: &str) -> Result<(), Ambiguous> {
+    let b = path.as_bytes();
+    let doubled = b.windows(5).any(|w| {
+        w[..3].eq_ignore_ascii_case(b"%25")
+            && matches!(
+                [w[3], w[4].to_ascii_lowercase()],
+                [b'2', b'f'] | [b'5', b'c'] | [b'2', b'e'] | [b'3', b'b'] | [b'0', b'0']
+            )
+    });
+    if doubled {
+        Err(Ambiguous)
+    } else {
+        Ok(())
+    }
+}
+
 /// Whether a `%XX` escape encodes an unreserved character (which must be decoded).
 fn unreserved_escape(hex: &[u8]) -> Option<char> {
     let s = std::str::from_utf8(hex).ok()?;
@@ -76,20 +150,33 @@ fn unreserved_escape(hex: &[u8]) -> Option<char> {
     (byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')).then_some(char::from(byte))
 }
 
-fn has_unreserved_escape(raw: &str) -> bool {
-    let b = raw.as_bytes();
-    b.iter().enumerate().any(|(i, c)| *c == b'%' && b.get(i + 1..i + 3).and_then(unreserved_escape).is_some())
-}
-
-/// Fast path: no empty, `.` or `..` segment and no escaped unreserved character.
+/// Fast path: no empty, `.` or `..` segment, no escaped unreserved character and no
+/// segment parameter.
 fn is_normal(raw: &str) -> bool {
-    let body = &raw[1..];
-    !raw.contains("//")
-        && !has_unreserved_escape(raw)
-        && body
-            .split('/')
-            .enumerate()
-            .all(|(i, s)| !(s == "." || s == ".." || (s.is_empty() && i + 1 != body.split('/').count())))
+    let b = raw.as_bytes();
+    let mut segment_start = 1;
+    for i in 1..=b.len() {
+        if i < b.len() && b[i] != b'/' {
+            match b[i] {
+                b';' => return false,
+                b'%' if b
+                    .get(i + 1..i + 3)
+                    .is_some_and(|h| h.eq_ignore_ascii_case(b"3b") || unreserved_escape(h).is_some()) =>
+                {
+                    return false
+                }
+                _ => {}
+            }
+            continue;
+        }
+        let segment = &b[segment_start..i];
+        let last = i == b.len();
+        if matches!(segment, b"." | b"..") || (segment.is_empty() && !last) {
+            return false;
+        }
+        segment_start = i + 1;
+    }
+    true
 }
 
 /// Decodes escapes of unreserved characters; other escapes are left as they are.
@@ -110,59 +197,4 @@ fn decode_unreserved(segment: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn normal_paths_are_borrowed_unchanged() {
-        for p in ["/", "/api", "/api/", "/api/v1/users", "/a%20b", "/.well-known/x", "/a..b/c"] {
-            assert!(matches!(normalize(p), Ok(Cow::Borrowed(_))), "{p}");
-        }
-    }
-
-    #[test]
-    fn dot_segments_and_slashes_are_resolved() {
-        let cases = [
-            ("//admin", "/admin"),
-            ("/api//../admin", "/admin"),
-            ("/api/./x", "/api/x"),
-            ("/api/x/..", "/api/"),
-            ("/api/%2e%2e/admin", "/admin"),
-            ("/api/%2E%2e/admin/", "/admin/"),
-            ("/api/.%2e/admin", "/admin"),
-            ("/a/b/../../c", "/c"),
-            ("/a/.", "/a/"),
-        ];
-        for (raw, want) in cases {
-            assert_eq!(normalize(raw).unwrap(), want, "{raw}");
-        }
-    }
-
-    #[test]
-    fn escaped_unreserved_characters_are_decoded() {
-        assert_eq!(normalize("/%61dmin/x").unwrap(), "/admin/x");
-        assert_eq!(normalize("/adm%69n/%7Euser").unwrap(), "/admin/~user");
-        assert_eq!(normalize("/a%20b/%61").unwrap(), "/a%20b/a", "reserved and other escapes stay");
-        assert_eq!(normalize("/api/%2E%2e/%61dmin").unwrap(), "/admin");
-    }
-
-    #[test]
-    fn ambiguous_paths_are_refused() {
-        for p in [
-            "/api%2fadmin",
-            "/api%2Fadmin",
-            "/a%5cb",
-            "/a\\b",
-            "/a%00",
-            "/..",
-            "/a/../..",
-            "/%2e%2e/x",
-            "/a%2",
-            "/a%zz",
-            "*",
-            "admin",
-        ] {
-            assert_eq!(normalize(p), Err(Ambiguous), "{p}");
-        }
-    }
-}
+mod tests;

@@ -14,6 +14,8 @@ fn route(name: &str, hosts: &[&str], prefix: &str) -> Route {
         rewrite_prefix: None,
         rewrite_host: None,
         cost: 1,
+        path_parameters: false,
+        max_body_bytes: 1024,
     }
 }
 

@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::{limits, pools, routes, settings, Snapshot};
+use crate::admission::HeadLimits;
 use crate::auth::{safe_value, Authenticator};
 use crate::bind::{Binder, EnvId};
 use crate::config::{file, tenant_map, ConfigError, EnvLookup, Source};
+use crate::forwarded::ForwardedPolicy;
 use crate::headers::HeaderPlan;
 use crate::policy::{AccessRules, EnvironmentPolicy};
 use crate::routing::{normalize_host, DbHints, Tenancy};
@@ -44,6 +46,8 @@ pub fn compile(raw: &file::File, source: &Source, env: EnvLookup<'_>) -> Result<
     let (plans, plan_ids) = limits::plans(&raw.plans, &mut errors);
     let limiter = limits::limiter(&raw.rate_limit, &mut errors);
     let reason_header = header_name(&raw.access.reason_header, "access.reason_header", &mut errors);
+    let forwarded = ForwardedPolicy::compile(&raw.forwarded, &mut errors);
+    check_limits(&raw.limits, *raw.token.max_bytes.get_ref(), &mut errors);
 
     let mut hosts = HashMap::new();
     let mut policies = Vec::new();
@@ -102,7 +106,7 @@ pub fn compile(raw: &file::File, source: &Source, env: EnvLookup<'_>) -> Result<
         .map(|(addr, l)| (*addr, l.environment.as_ref().and_then(|e| find_env(e.get_ref()))))
         .collect();
     let can_inherit = !hosts.is_empty() || listener_envs.iter().any(|(_, e)| e.is_some());
-    let routes = routes::routes(&raw.routes, &find_env, can_inherit, &mut errors);
+    let routes = routes::routes(&raw.routes, &raw.limits, &find_env, can_inherit, &mut errors);
     for (name, _) in raw.routes.iter().flat_map(|r| r.roles_by_environment.iter()) {
         if find_env(name.get_ref()).is_none() {
             errors.push(unknown_env(name, "routes[].roles_by_environment", &raw.environments));
@@ -132,6 +136,9 @@ pub fn compile(raw: &file::File, source: &Source, env: EnvLookup<'_>) -> Result<
         plans: plans.into(),
         plan_assignment: plan_assignment.into(),
         limiter: std::sync::Arc::new(limiter),
+        head_limits: HeadLimits::new(&raw.limits),
+        body_read_timeout: std::time::Duration::from_secs(raw.limits.body_read_timeout_seconds),
+        forwarded,
         limit_key: raw.rate_limit.key,
         limiter_config: raw.rate_limit.clone(),
         certificates,
@@ -294,6 +301,7 @@ fn environment_policy(
         allowed_roles: raw.allowed_roles.as_deref().map(boxed),
         reason_roles: boxed(&raw.reason_required_roles),
         report_only: raw.enforcement == file::Enforcement::ReportOnly,
+        tenant_required: raw.tenant_claim == file::TenantClaim::Required,
     }
 }
 
@@ -406,6 +414,38 @@ fn map_tenants(
                 problem: format!("pool `{}` is not defined", entry.pool),
                 fix: format!("define [pools.{}] or use a defined pool", entry.pool),
             }),
+        }
+    }
+}
+
+/// Every `[limits]` value must leave room for ordinary requests, and a header must be
+/// able to carry the largest token accepted.
+fn check_limits(raw: &file::Limits, token_max_bytes: usize, errors: &mut Vec<ConfigError>) {
+    let authorization = "authorization".len() + "Bearer ".len() + token_max_bytes;
+    if raw.max_header_bytes < authorization || raw.max_request_header_bytes < authorization {
+        errors.push(ConfigError::at(
+            0..0,
+            "limits.max_header_bytes",
+            format!("an Authorization header with a token of token.max_bytes ({token_max_bytes}) needs {authorization} bytes"),
+            "raise limits.max_header_bytes and limits.max_request_header_bytes, or lower token.max_bytes",
+        ));
+    }
+    let checks: [(&str, u64, u64); 6] = [
+        ("max_uri_bytes", raw.max_uri_bytes as u64, 256),
+        ("max_header_bytes", raw.max_header_bytes as u64, 256),
+        ("max_request_header_bytes", raw.max_request_header_bytes as u64, 1_024),
+        ("max_headers", raw.max_headers as u64, 8),
+        ("max_body_bytes", raw.max_body_bytes, 1),
+        ("body_read_timeout_seconds", raw.body_read_timeout_seconds, 1),
+    ];
+    for (key, value, min) in checks {
+        if value < min {
+            errors.push(ConfigError::at(
+                0..0,
+                format!("limits.{key}"),
+                format!("{value} is too small for ordinary requests"),
+                format!("use at least {min}, or leave it out for the default"),
+            ));
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::routing::{normalize_host, Route, RouteTable};
 
 pub(super) fn routes(
     raw: &[file::Route],
+    limits: &file::Limits,
     find_env: &dyn Fn(&str) -> Option<EnvId>,
     can_inherit: bool,
     errors: &mut Vec<ConfigError>,
@@ -109,7 +110,25 @@ pub(super) fn routes(
             rewrite_prefix: template(r.rewrite_prefix.as_ref(), &format!("{key}.rewrite_prefix"), false, errors),
             rewrite_host: template(r.rewrite_host.as_ref(), &format!("{key}.rewrite_host"), false, errors),
             cost: r.cost,
+            path_parameters: r.path_parameters == file::PathParameters::Allow,
+            max_body_bytes: body_limit(r, &key, limits, errors),
         });
     }
     RouteTable::new(routes)
+}
+
+fn body_limit(r: &file::Route, key: &str, limits: &file::Limits, errors: &mut Vec<ConfigError>) -> u64 {
+    match &r.max_body_bytes {
+        Some(max) if *max.get_ref() == 0 => {
+            errors.push(ConfigError::at(
+                max.span(),
+                format!("{key}.max_body_bytes"),
+                "a route cannot allow no body at all this way",
+                "set the largest body the route accepts, in bytes (e.g. 1048576)",
+            ));
+            0
+        }
+        Some(max) => *max.get_ref(),
+        None => limits.max_body_bytes,
+    }
 }

@@ -112,6 +112,7 @@ pub(super) fn settings(
         audit_path,
         audit_queue_capacity: capacity,
         audit_on_full: raw.audit.on_queue_full,
+        audit_stream_end: raw.audit.stream_end,
         tenant_label_top: raw.metrics.tenant_label_top,
     }
 }

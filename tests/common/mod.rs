@@ -6,6 +6,7 @@
 
 pub mod idp;
 pub mod jws;
+pub mod raw_upstream;
 pub mod redis;
 pub mod tls_upstream;
 
@@ -211,13 +212,25 @@ impl Gateway {
     }
 
     /// The `/metrics` text, once every request sent with `get` has been recorded
-    /// (the client sees a response before the gateway's logging phase runs).
+    /// (the client sees a response before the gateway's logging phase runs, and the
+    /// audit line goes out with the response head, before the metrics).
     pub fn metrics(&self) -> String {
         let sent = self.sent.load(std::sync::atomic::Ordering::SeqCst);
         eventually("audit lines of every sent request", || (self.audit_lines().len() >= sent).then_some(()));
-        let r = client::get(self.admin, "admin", "/metrics", &[]).unwrap();
-        assert_eq!(r.status, 200);
-        String::from_utf8(r.body).unwrap()
+        // Every request with an audit line, raw ones included, has its metrics recorded.
+        let audited = self.audit_lines().iter().filter(|l| l["event"].is_null()).count();
+        let sent = sent.max(audited) as f64;
+        eventually("metrics of every audited request", || {
+            let r = client::get(self.admin, "admin", "/metrics", &[]).unwrap();
+            assert_eq!(r.status, 200);
+            let text = String::from_utf8(r.body).unwrap();
+            let recorded: f64 = text
+                .lines()
+                .filter(|l| l.starts_with("isogate_requests_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            (recorded >= sent).then_some(text)
+        })
     }
 
     /// The value of the sample whose line starts with `prefix` (name plus labels).

@@ -1,0 +1,196 @@
+//! The stage functions `admit` composes, in request order. Each does what its name says
+//! and returns its own product or the refusal.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use http::header::{AUTHORIZATION, HOST};
+use http::request::Parts;
+
+use super::{Connection, Limit};
+use crate::auth::jwks::Refetch;
+use crate::auth::{AuthError, CacheUse, Identity, Refusal};
+use crate::bind::{Binding, EnvId, RouteEnvironment};
+use crate::config::file::LimitKey;
+use crate::policy::{self, Permit, Policies, RequestFacts};
+use crate::ratelimit::{Outcome, PlanId};
+use crate::reject::Reject;
+use crate::routing::path::{self, NormalPath};
+use crate::routing::{self, normalize_host, Placement, RouteId};
+use crate::snapshot::Snapshot;
+use crate::template::Values;
+
+/// A routed request: the route, the environment it expects, and the normalised path.
+pub(super) struct Routed<'h> {
+    pub(super) id: RouteId,
+    pub(super) expected: Option<RouteEnvironment>,
+    pub(super) path: NormalPath<'h>,
+}
+
+impl Routed<'_> {
+    /// The environment, when the route, host or listener fixes it.
+    pub(super) fn fixed_env(&self) -> Option<EnvId> {
+        match self.expected {
+            Some(RouteEnvironment::Fixed(env)) => Some(env),
+            _ => None,
+        }
+    }
+}
+
+/// What the upstream request's target becomes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamTarget {
+    /// Path and query, when normalisation or a rewrite changed the path.
+    pub path_and_query: Option<Box<str>>,
+    /// The host, when the route rewrites it.
+    pub host: Option<Box<str>>,
+}
+
+/// The host a request is addressed to: the URI authority (HTTP/2, absolute form) or
+/// the single `Host` header. Several `Host` headers, or a host that is not plausible,
+/// make the request malformed.
+fn request_host(head: &Parts) -> Result<Option<Cow<'_, str>>, Reject> {
+    if let Some(authority) = head.uri.authority() {
+        return normalize_host(authority.as_str()).map(Some).ok_or(Reject::BadRequest);
+    }
+    let mut hosts = head.headers.get_all(HOST).iter();
+    let Some(host) = hosts.next() else {
+        return Ok(None);
+    };
+    if hosts.next().is_some() {
+        return Err(Reject::BadRequest);
+    }
+    let host = host.to_str().map_err(|_| Reject::BadRequest)?;
+    normalize_host(host).map(Some).ok_or(Reject::BadRequest)
+}
+
+/// Normalises the path and matches the route on host and path (without segment
+/// parameters); a route that does not allow parameters refuses a path that has them.
+pub(super) fn route<'h>(snap: &Snapshot, head: &'h Parts, conn: &Connection) -> Result<Routed<'h>, Reject> {
+    let host = request_host(head)?;
+    let path = path::normalize(head.uri.path()).map_err(|_| Reject::AmbiguousPath)?;
+    let id = snap.routes.find(host.as_deref(), &path.matching).ok_or(Reject::NoRoute)?;
+    let route = snap.routes.get(id);
+    if path.has_parameters() && !route.path_parameters {
+        return Err(Reject::AmbiguousPath);
+    }
+    let expected = snap.binder.expected(route.environment, host.as_deref(), conn.local);
+    Ok(Routed { id, expected, path })
+}
+
+/// Refuses a body whose declared length is over the route's limit before anything is
+/// sent upstream; chunked bodies are counted as they stream (see `proxy`).
+pub(super) fn check_body(snap: &Snapshot, routed: &Routed<'_>, head: &Parts) -> Result<(), Reject> {
+    let declared = head.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > snap.routes.get(routed.id).max_body_bytes => Err(Reject::BodyTooLarge),
+        _ => Ok(()),
+    }
+}
+
+fn authorization(head: &Parts) -> impl Iterator<Item = &[u8]> {
+    head.headers.get_all(AUTHORIZATION).iter().map(|v| v.as_bytes())
+}
+
+/// Verifies the token. An unknown `kid` from a JWKS issuer triggers one refetch (or
+/// none, inside the cooldown) and one more try.
+pub(super) async fn identify(snap: &Snapshot, head: &Parts) -> Result<(Arc<Identity>, CacheUse), Refusal> {
+    let result = snap.auth.identify(authorization(head));
+    if let Err(Refusal { error: AuthError::UnknownKid, issuer: Some(id), .. }) = &result {
+        if let Some(remote) = snap.auth.issuer(*id).remote() {
+            if remote.refetch_unknown_kid().await == Refetch::Refreshed {
+                return snap.auth.identify(authorization(head));
+            }
+        }
+    }
+    result
+}
+
+/// Authorises the bound identity on the matched route.
+pub(super) fn authorize(
+    snap: &Snapshot,
+    routed: &Routed<'_>,
+    identity: &Identity,
+    binding: &Binding,
+    head: &Parts,
+) -> Result<Permit, Reject> {
+    let policies = Policies {
+        environment: &snap.policies[binding.env.index()],
+        route: &snap.routes.get(routed.id).policy,
+        access: &snap.access,
+    };
+    let mut reasons = head.headers.get_all(&snap.reason_header).iter();
+    let reason = reasons.next().filter(|_| reasons.next().is_none()).map(|v| v.as_bytes());
+    let facts = RequestFacts { path: &routed.path.matching, reason, now: RequestFacts::now_seconds() };
+    policy::authorize(identity, binding, &policies, &facts)
+}
+
+/// Picks the pool and renders the database hints.
+pub(super) fn place(snap: &Snapshot, permit: &Permit, identity: &Identity) -> Result<Placement, Reject> {
+    let env_name = snap.binder.name(permit.env());
+    routing::place(permit, identity, env_name, &snap.tenancy, &snap.pool_hints)
+}
+
+/// The upstream target: the normalised path, or the route's rewrite of it, with the
+/// client's query string; and the rewritten host.
+pub(super) fn rewrite(
+    snap: &Snapshot,
+    routed: &Routed<'_>,
+    identity: &Identity,
+    permit: &Permit,
+    head: &Parts,
+) -> Result<UpstreamTarget, Reject> {
+    let route = snap.routes.get(routed.id);
+    let values = Values {
+        env: snap.binder.name(permit.env()),
+        tenant: identity.tenant.as_deref(),
+        sub: identity.user.as_deref(),
+    };
+    let rewrite = route.rewrite(&routed.path.forward, &values)?;
+    let path = match (rewrite.path, &routed.path.forward) {
+        (Some(path), _) => Some(path),
+        (None, Cow::Owned(normalised)) => Some(normalised.clone()),
+        (None, Cow::Borrowed(_)) => None,
+    };
+    let path_and_query = path.map(|p| match head.uri.query() {
+        Some(q) => format!("{p}?{q}").into_boxed_str(),
+        None => p.into_boxed_str(),
+    });
+    Ok(UpstreamTarget { path_and_query, host: rewrite.host.map(String::into_boxed_str) })
+}
+
+/// Charges the route's cost to the request's plan; refuses when over rate or quota.
+pub(super) async fn limit(
+    snap: &Snapshot,
+    routed: &Routed<'_>,
+    identity: &Identity,
+    permit: &Permit,
+) -> Result<Option<Limit>, (Reject, Option<Limit>)> {
+    let env = permit.env();
+    let claimed =
+        identity.plan.as_deref().and_then(|p| snap.plans.iter().position(|x| &*x.name == p)).map(|i| PlanId(i as u16));
+    let assignment = &snap.plan_assignment[env.index()];
+    let Some(plan_id) = assignment.plan_for(identity.test_account, claimed, identity.tenant.as_deref()) else {
+        return Ok(None);
+    };
+    let plan = &snap.plans[usize::from(plan_id.0)];
+    let env_name = snap.binder.name(env);
+    let tenant = identity.tenant.as_deref().unwrap_or("-");
+    let key = match (snap.limit_key, identity.user.as_deref()) {
+        (LimitKey::TenantUser, Some(user)) => format!("{env_name}:{tenant}:{user}"),
+        _ => format!("{env_name}:{tenant}"),
+    };
+    let (outcome, mode) = snap.limiter.check(&key, plan, snap.routes.get(routed.id).cost).await;
+    let limit = Some(Limit { plan: plan_id, mode });
+    let reject = match outcome {
+        Outcome::Allow => return Ok(limit),
+        Outcome::RateLimited(wait) => {
+            Reject::RateLimited { retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX) }
+        }
+        Outcome::QuotaExhausted(e) => {
+            Reject::QuotaExhausted { window: e.window, retry_after_s: e.retry_after.as_secs() }
+        }
+        Outcome::Unavailable => Reject::LimiterUnavailable,
+    };
+    Err((reject, limit))
+}

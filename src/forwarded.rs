@@ -1,0 +1,202 @@
+//! Stage "forward", address half: the forwarded headers an upstream sees
+//! (`X-Forwarded-For`, `-Proto`, `-Host`, `X-Real-IP`, `Forwarded`) come from the
+//! connection, never from the client.
+//!
+//! From a client that is not a trusted proxy, every copy of those headers (and of the
+//! other client-address headers apps are known to read, such as `True-Client-IP`) is
+//! removed and they are set afresh: `X-Forwarded-For` and `X-Real-IP` to the peer
+//! address, `X-Forwarded-Proto` to the connection's scheme, `X-Forwarded-Host` to the
+//! requested host, and one RFC 7239 `Forwarded` element with the same facts.
+//!
+//! From a trusted proxy (`forwarded.trusted_proxies`, as nginx's realip module and
+//! Envoy's trusted hops do), the chain is kept and extended: the peer is appended to
+//! `X-Forwarded-For` and `Forwarded`, `X-Forwarded-Proto` and `-Host` are kept when the
+//! proxy sent exactly one, and `X-Real-IP` is the rightmost address of the chain that
+//! is not a trusted proxy. Spellings with `_` for `-` are always removed, since app
+//! servers read them as the same variable.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use http::header::HeaderName;
+use ipnet::IpNet;
+use pingora::http::RequestHeader;
+
+use crate::admission::Connection;
+use crate::config::{file, ConfigError};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Headers set from the connection, plus other client-address headers that apps read;
+/// only the first five are kept from trusted proxies.
+const ADDRESS_HEADERS: [&str; 13] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+    "forwarded",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-original-forwarded-for",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+];
+
+/// Kept from a trusted proxy (by exact lowercase name).
+const CHAIN_HEADERS: usize = 5;
+
+/// Compiled `[forwarded]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForwardedPolicy {
+    trusted: Box<[IpNet]>,
+}
+
+impl ForwardedPolicy {
+    /// Parses `trusted_proxies` (CIDRs or single addresses).
+    pub fn compile(raw: &file::Forwarded, errors: &mut Vec<ConfigError>) -> Self {
+        let mut trusted = Vec::new();
+        for (i, entry) in raw.trusted_proxies.iter().enumerate() {
+            let text = entry.get_ref().trim();
+            match text.parse::<IpNet>().or_else(|_| text.parse::<IpAddr>().map(IpNet::from)) {
+                Ok(net) => trusted.push(net.trunc()),
+                Err(_) => errors.push(ConfigError::at(
+                    entry.span(),
+                    format!("forwarded.trusted_proxies[{i}]"),
+                    format!("`{text}` is not an address or a CIDR"),
+                    "write e.g. \"10.0.0.0/8\", \"192.0.2.7\" or \"2001:db8::/32\"",
+                )),
+            }
+        }
+        Self { trusted: trusted.into() }
+    }
+
+    /// Whether `ip` is a trusted proxy.
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Replaces (or, from a trusted proxy, extends) the forwarded headers of the upstream
+    /// request. `host` is the host the client asked for.
+    pub fn apply(&self, req: &mut RequestHeader, conn: &Connection, host: Option<&str>) -> pingora::Result<()> {
+        let peer = conn.peer.map(|ip| ip.to_canonical());
+        let trusted = peer.is_some_and(|ip| self.trusts(ip));
+        let proto = if conn.tls { "https" } else { "http" };
+        let chain = if trusted { values(req, &X_FORWARDED_FOR) } else { None };
+        let prior = if trusted { values(req, &FORWARDED) } else { None };
+        let kept_proto = single(req, &X_FORWARDED_PROTO).filter(|p| trusted && (*p == "http" || *p == "https"));
+        let kept_proto = kept_proto.map(str::to_owned);
+        let kept_host = single(req, &X_FORWARDED_HOST).filter(|_| trusted).map(str::to_owned);
+        remove_address_headers(req, trusted);
+
+        let Some(peer) = peer else {
+            req.insert_header(X_FORWARDED_PROTO, kept_proto.as_deref().unwrap_or(proto))?;
+            return Ok(());
+        };
+        let client = chain.as_deref().map_or(peer, |c| self.client_of(c, peer));
+        let xff = match &chain {
+            Some(c) => format!("{c}, {peer}"),
+            None => peer.to_string(),
+        };
+        req.insert_header(X_FORWARDED_FOR, xff)?;
+        req.insert_header(X_REAL_IP, client.to_string())?;
+        req.insert_header(X_FORWARDED_PROTO, kept_proto.as_deref().unwrap_or(proto))?;
+        if let Some(h) = kept_host.as_deref().or(host) {
+            req.insert_header(X_FORWARDED_HOST, h)?;
+        }
+        let element = forwarded_element(peer, proto, host);
+        let forwarded = match prior {
+            Some(p) => format!("{p}, {element}"),
+            None => element,
+        };
+        req.insert_header(FORWARDED, forwarded)?;
+        Ok(())
+    }
+
+    /// The rightmost address of `chain` (then `peer`) that is not a trusted proxy; the
+    /// last trusted one when an entry cannot be read.
+    fn client_of(&self, chain: &str, peer: IpAddr) -> IpAddr {
+        let mut client = peer;
+        for entry in chain.rsplit(',') {
+            if !self.trusts(client) {
+                break;
+            }
+            match entry.trim().parse::<IpAddr>() {
+                Ok(ip) => client = ip.to_canonical(),
+                Err(_) => break,
+            }
+        }
+        client
+    }
+}
+
+/// This hop's RFC 7239 element: `for` (IPv6 quoted and bracketed), `proto`, and `host`
+/// when it can be quoted as it is.
+fn forwarded_element(peer: IpAddr, proto: &str, host: Option<&str>) -> String {
+    let mut element = String::with_capacity(64);
+    let _ = match peer {
+        IpAddr::V4(v4) => write!(element, "for={v4};proto={proto}"),
+        IpAddr::V6(v6) => write!(element, "for=\"[{v6}]\";proto={proto}"),
+    };
+    if let Some(h) = host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')) {
+        let _ = write!(element, ";host=\"{h}\"");
+    }
+    element
+}
+
+/// Every value of `name`, joined with `, ` (a proxy chain may span several lines).
+fn values(req: &RequestHeader, name: &HeaderName) -> Option<String> {
+    let mut joined: Option<String> = None;
+    for v in req.headers.get_all(name) {
+        let v = v.to_str().ok()?.trim();
+        match &mut joined {
+            Some(j) => {
+                j.push_str(", ");
+                j.push_str(v);
+            }
+            None => joined = Some(v.to_owned()),
+        }
+    }
+    joined.filter(|j| !j.is_empty())
+}
+
+/// The value of `name` when there is exactly one, printable.
+fn single<'r>(req: &'r RequestHeader, name: &HeaderName) -> Option<&'r str> {
+    let mut all = req.headers.get_all(name).iter();
+    let v = all.next()?;
+    all.next().is_none().then(|| v.to_str().ok()).flatten()
+}
+
+/// Whether a client header name spells one of the address headers (`_` as `-`);
+/// returns whether it is the exact name of a header kept from trusted proxies.
+fn address_header(name: &str) -> Option<bool> {
+    let n = name.as_bytes();
+    ADDRESS_HEADERS.iter().enumerate().find_map(|(i, h)| {
+        let h = h.as_bytes();
+        let same = n.len() == h.len() && n.iter().zip(h).all(|(a, b)| a == b || (*a == b'_' && *b == b'-'));
+        same.then_some(i < CHAIN_HEADERS && n == h)
+    })
+}
+
+/// Removes the client's address headers: all of them from an untrusted client, the
+/// `_` spellings and the non-chain ones from a trusted proxy.
+fn remove_address_headers(req: &mut RequestHeader, trusted: bool) {
+    let doomed = |name: &HeaderName| address_header(name.as_str()).is_some_and(|chain| !(trusted && chain));
+    if !req.headers.keys().any(doomed) {
+        return;
+    }
+    let names: Vec<HeaderName> = req.headers.keys().filter(|n| doomed(n)).cloned().collect();
+    for name in &names {
+        req.remove_header(name);
+    }
+}
+
+#[cfg(test)]
+mod tests;
