@@ -8,6 +8,7 @@
 
 mod head;
 mod stages;
+mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

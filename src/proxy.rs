@@ -20,10 +20,10 @@ use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::{ErrorSource, ErrorType};
 
-use crate::admission::{self, Admitted, Connection, Refused, UpstreamTarget};
+use crate::admission::{self, Admitted, Connection, Refused};
 use crate::audit::{AuditSink, Slot};
 use crate::auth::CacheUse;
-use crate::headers::{new_request_id, Trusted};
+use crate::headers::new_request_id;
 use crate::metrics::Metrics;
 use crate::reject::Reject;
 use crate::snapshot::{Snapshot, SnapshotCell};
@@ -103,25 +103,6 @@ fn connection(session: &Session) -> Connection {
         peer: session.client_addr().and_then(|a| a.as_inet()).map(SocketAddr::ip),
         tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
     }
-}
-
-/// Points the upstream request at the admitted target. The URI keeps its scheme and
-/// authority (an HTTP/2 request's `:authority`), so a rewrite never loses the host.
-fn retarget(upstream: &mut RequestHeader, target: &UpstreamTarget) -> Result<()> {
-    let mut parts = upstream.uri.clone().into_parts();
-    if let Some(pq) = &target.path_and_query {
-        parts.path_and_query = Some(pq.parse().or_err(ErrorType::InternalError, "rewritten path")?);
-    }
-    if let Some(host) = &target.host {
-        if parts.authority.is_some() {
-            parts.authority = Some(host.parse().or_err(ErrorType::InternalError, "rewritten host")?);
-        }
-        upstream.insert_header(http::header::HOST, &**host)?;
-    }
-    if target.path_and_query.is_some() || target.host.is_some() {
-        upstream.set_uri(http::Uri::from_parts(parts).or_err(ErrorType::InternalError, "upstream target")?);
-    }
-    Ok(())
 }
 
 impl Gateway {
@@ -304,25 +285,12 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let snap = &ctx.snapshot;
         let Some(admitted) = ctx.admitted() else {
             return Error::e_explain(ErrorType::InternalError, "request reached the upstream phase unadmitted");
         };
-        let trusted = Trusted {
-            identity: &admitted.identity,
-            environment: snap.binder.header_value(admitted.env()),
-            pool: &snap.pools.get(admitted.placement.pool).header_value,
-            request_id: &ctx.request_id,
-            forward_authorization: snap.routes.get(admitted.route).forward_authorization,
-            system_mode: admitted.permit.system_mode(),
-            db_schema: admitted.placement.db_schema.as_deref(),
-            db_pool: admitted.placement.db_pool.as_deref(),
-        };
-        snap.headers.inject(upstream, &trusted)?;
         let req = session.req_header();
         let host = req.uri.authority().map(|a| a.as_str()).or_else(|| req.headers.get(HOST)?.to_str().ok());
-        snap.forwarded.apply(upstream, &connection(session), host)?;
-        retarget(upstream, &admitted.target)?;
+        admitted.prepare_upstream(&ctx.snapshot, &ctx.request_id, &connection(session), host, upstream)?;
         ctx.upstream_sent = Some(Instant::now());
         Ok(())
     }
@@ -406,19 +374,5 @@ mod tests {
         let slow = Error::new(ErrorType::ReadTimedout).into_down();
         assert_eq!(Gateway::upstream_reject(&slow), Some(Reject::RequestTimeout));
         assert_eq!(Reject::UpstreamTimeout.status(), 504);
-    }
-
-    #[test]
-    fn retargeting_keeps_the_authority() {
-        // An HTTP/2 request's URI carries the scheme and `:authority`.
-        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        req.set_uri("https://api.example.com/a/../b?q=1".parse().unwrap());
-        let target = UpstreamTarget { path_and_query: Some("/b?q=1".into()), host: None };
-        retarget(&mut req, &target).unwrap();
-        assert_eq!(req.uri.to_string(), "https://api.example.com/b?q=1");
-        let target = UpstreamTarget { path_and_query: None, host: Some("acme.store.internal".into()) };
-        retarget(&mut req, &target).unwrap();
-        assert_eq!(req.uri.authority().map(|a| a.as_str()), Some("acme.store.internal"));
-        assert_eq!(req.headers["host"], "acme.store.internal");
     }
 }
