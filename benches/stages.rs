@@ -1,5 +1,6 @@
 //! Per-stage micro benchmarks: token verification per algorithm, route and pool
-//! selection with 10 and 10^6 tenants, header strip + inject, audit line encoding.
+//! selection with 10 and 10^6 tenants, header strip + inject, audit line encoding, and
+//! the whole admission pipeline without sockets.
 //!
 //! Run: `cargo bench --bench stages`. Results are recorded in docs/BENCHMARKS.md.
 
@@ -11,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::HeaderValue;
+use isogate::admission::{admit, Connection};
 use isogate::audit::{encode, AuditRecord};
 use isogate::auth::{Identity, IssuerId};
 use isogate::bind::{Binding, EnvId};
@@ -238,9 +240,35 @@ fn audit(c: &mut Criterion) {
     });
 }
 
+/// The whole pipeline without sockets: `admit` (HS256 token from the cache) and the
+/// upstream request it produces.
+fn pipeline(c: &mut Criterion) {
+    let snap = snapshot();
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let auth = format!("Bearer {}", mint(Algorithm::HS256, "https://hmac.test"));
+    let mut req = RequestHeader::build("GET", b"/api/orders/17?page=2", None).expect("request");
+    for (k, v) in [("host", "prod.test"), ("user-agent", "bench/1.0"), ("accept", "*/*"), ("authorization", &auth)] {
+        req.append_header(k, v).expect("header");
+    }
+    let conn = Connection { local: None, peer: Some([10, 1, 2, 3].into()), tls: false };
+    let admitted = rt.block_on(admit(&snap, &req, &conn)).expect("admitted");
+    let mut g = c.benchmark_group("pipeline");
+    g.bench_function("admit", |b| b.iter(|| rt.block_on(admit(&snap, black_box(&req), &conn)).expect("admitted")));
+    g.bench_function("prepare_upstream", |b| {
+        b.iter_batched(
+            || req.clone(),
+            |mut up| {
+                admitted.prepare_upstream(&snap, "0123456789abcdef0123456789abcdef", &conn, Some("prod.test"), &mut up)
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = verify, route, headers, audit
+    targets = verify, route, headers, audit, pipeline
 }
 criterion_main!(benches);
