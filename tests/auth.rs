@@ -287,7 +287,7 @@ fn check_refuses_empty_or_malformed_token_types() {
     let keys = jws::keys_dir().display().to_string();
     for (types, needle) in [("[]", "no token type"), (r#"["at jwt"]"#, "not a media type")] {
         let text = format!(
-            "{PREAMBLE}[[issuers]]\nname = \"rsa\"\nissuer = \"https://rsa.test\"\nalgorithms = [\"RS256\"]\npublic_key_file = \"{keys}/rsa.pub.pem\"\ntoken_types = {types}\n[environments.prod]\ndefault_pool = \"p\"\n[pools.p]\nservers = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"api\"\npath_prefix = \"/\"\n"
+            "{PREAMBLE}[[issuers]]\nname = \"rsa\"\nissuer = \"https://rsa.test\"\nalgorithms = [\"RS256\"]\npublic_key_file = \"{keys}/rsa.pub.pem\"\ntoken_types = {types}\n[environments.prod]\nhosts = [\"prod.test\"]\ndefault_pool = \"p\"\n[pools.p]\nservers = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"api\"\npath_prefix = \"/\"\n"
         )
         .replace("@ADMIN@", "127.0.0.1:1")
         .replace("@LISTEN@", "127.0.0.1:0")

@@ -343,7 +343,7 @@ fn jwks_issuers_keep_hmac_apart_and_static_keys_to_their_own_type() {
     let keys = common::jws::keys_dir();
     let run = |issuer: &str| {
         let text = format!(
-            "{PREAMBLE}{issuer}\n[environments.prod]\ndefault_pool = \"p\"\n[pools.p]\nservers = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"api\"\npath_prefix = \"/\"\n"
+            "{PREAMBLE}{issuer}\n[environments.prod]\nhosts = [\"prod.test\"]\ndefault_pool = \"p\"\n[pools.p]\nservers = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"api\"\npath_prefix = \"/\"\n"
         );
         check_config(&dir, &text.replace("@KEYS@", &keys.display().to_string()))
     };
@@ -384,7 +384,7 @@ fn check_refuses_a_staleness_that_a_refresh_cannot_beat() {
     let dir = Scratch::new("staleness");
     let text = |settings: &str| {
         format!(
-            "{PREAMBLE}[[issuers]]\nname = \"idp\"\nissuer = \"{ISS}\"\nalgorithms = [\"RS256\"]\njwks_url = \"http://127.0.0.1:9/jwks\"\n{settings}\n[environments.prod]\ndefault_pool = \"p\"\n[pools.p]\nservers = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"api\"\npath_prefix = \"/\"\n"
+            "{PREAMBLE}[[issuers]]\nname = \"idp\"\nissuer = \"{ISS}\"\nalgorithms = [\"RS256\"]\njwks_url = \"http://127.0.0.1:9/jwks\"\n{settings}\n[environments.prod]\nhosts = [\"prod.test\"]\ndefault_pool = \"p\"\n[pools.p]\nservers = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"api\"\npath_prefix = \"/\"\n"
         )
     };
     let (ok, out) = check_config(&dir, &text("max_staleness_seconds = 10"));
