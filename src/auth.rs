@@ -133,6 +133,8 @@ pub struct Authenticator {
     by_iss: HashMap<Box<str>, IssuerId>,
     claims: ClaimNames,
     max_bytes: usize,
+    /// `token.leeway_seconds`, the issuers' default.
+    default_leeway: u64,
     cache: TokenCache,
 }
 
@@ -213,6 +215,29 @@ impl Authenticator {
         }
     }
 
+    /// Keeps the verified tokens of `previous` whose issuer did not change (same name,
+    /// `iss`, audiences, algorithms, token types, leeway and key source), when `[token]`
+    /// and the claim mapping did not change either: a token verified under the old rules
+    /// is never served under new rules that could refuse it. Call after `adopt_keys`.
+    pub fn adopt_cache(&self, previous: &Authenticator) {
+        let same_token_rules = self.claims == previous.claims
+            && self.max_bytes == previous.max_bytes
+            && self.default_leeway == previous.default_leeway
+            && self.cache.capacity() == previous.cache.capacity();
+        if !same_token_rules {
+            return;
+        }
+        let carried: Vec<Option<IssuerId>> = previous
+            .issuers
+            .iter()
+            .map(|old| {
+                let new = self.issuers.iter().position(|new| new.same_rules(old))?;
+                u16::try_from(new).ok().map(IssuerId)
+            })
+            .collect();
+        self.cache.adopt(&previous.cache, now_seconds(), |old| carried.get(usize::from(old.0)).copied().flatten());
+    }
+
     /// Whether every JWKS issuer holds usable keys.
     pub fn ready(&self) -> bool {
         self.remote_keys().all(|r| r.ready())
@@ -285,6 +310,7 @@ impl Authenticator {
             by_iss,
             claims: ClaimNames::new(&raw.claims, &raw.access, raw.rate_limit.plan_claim.as_deref()),
             max_bytes,
+            default_leeway: raw.token.leeway_seconds,
         })
     }
 }

@@ -128,6 +128,18 @@ impl Issuer {
         }
     }
 
+    /// Whether a token that `previous` verified would pass here too: same name, `iss`,
+    /// audiences, algorithms, token types, leeway and key source (static key bytes, or
+    /// JWKS location and fetch settings).
+    pub(crate) fn same_rules(&self, previous: &Issuer) -> bool {
+        let same_keys = match (&self.keys, &previous.keys) {
+            (IssuerKeys::Static(_, a), IssuerKeys::Static(_, b)) => a == b,
+            (IssuerKeys::Remote(a), IssuerKeys::Remote(b)) => Arc::ptr_eq(a, b) || a.same_source(b),
+            _ => false,
+        };
+        self.name == previous.name && self.iss == previous.iss && self.rules == previous.rules && same_keys
+    }
+
     /// Keeps `previous`'s key cache when it fetches the same keys the same way.
     pub(crate) fn adopt_keys(&mut self, previous: &Issuer) {
         if let (IssuerKeys::Remote(new), Some(old)) = (&self.keys, previous.remote()) {
