@@ -257,7 +257,7 @@ fn parse_algorithms(
         errors.push(ConfigError::at(
             raw.span(),
             format!("{key_path}.algorithms"),
-            "the algorithms mix HMAC (HS*) with public-key algorithms, which invites algorithm confusion (RS256 -> HS256)",
+            "the algorithms mix key families, HMAC (HS*) with public-key algorithms, which invites algorithm confusion (RS256 -> HS256)",
             "declare HMAC algorithms in an issuer of their own, with secret_env or secret_file",
         ));
         return Vec::new();
