@@ -15,6 +15,7 @@ use base64::Engine;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 
+use crate::auth::token::for_log;
 use crate::auth::AuthError;
 
 /// Smallest RSA modulus accepted, in bits.
@@ -112,7 +113,8 @@ pub(super) fn usable_keys(set: &JwkSet, allowed: &[Algorithm]) -> (Vec<KeyEntry>
             Ok(k) => keys.push(k),
             Err(why) => {
                 skipped += 1;
-                log::warn!(target: "isogate::jwks", "skipping key {:?}: {why}", jwk.common.key_id);
+                let kid = jwk.common.key_id.as_deref().map(for_log);
+                log::warn!(target: "isogate::jwks", "skipping key {kid:?}: {why}");
             }
         }
     }
