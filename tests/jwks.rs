@@ -156,7 +156,10 @@ fn a_rotated_key_works_on_its_first_request_and_a_removed_one_stops_after_refres
     });
     assert_eq!(r.1.as_deref(), Some("unknown_kid"));
     assert_eq!(status_and_reason(&gw, &new), (200, None));
-    let refused = gw.audit_lines().into_iter().find(|l| l["reason"] == "unknown_kid").unwrap();
+    // Audit lines are written behind the responses: wait for it.
+    let refused = eventually("the unknown_kid audit line", || {
+        gw.audit_lines().into_iter().find(|l| l["reason"] == "unknown_kid")
+    });
     assert_eq!(refused["issuer"], "idp");
     assert_eq!(refused["kid"], "k1");
 }
