@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 pub use claims::{glob_match, safe_value, ClaimNames, MAX_CLAIM_BYTES, MAX_ROLES};
 pub use issuer::Issuer;
+pub use token::MAX_LOGGED_BYTES;
 
 use crate::config::{file, ConfigError, EnvLookup, Source};
 use cache::TokenCache;
@@ -39,8 +40,10 @@ pub enum AuthError {
     TooLarge,
     /// The header carries `jku`, `x5u`, `jwk`, `x5c` or `crit`.
     HeaderForbidden,
-    /// `alg` is `none` or not in the issuer's list.
+    /// `alg` is `none`, not in the issuer's list, or does not fit the key's type.
     AlgorithmNotAllowed,
+    /// The `typ` header is not in the issuer's `token_types` (e.g. an ID token).
+    WrongTokenType,
     /// `iss` is missing or names no configured issuer.
     WrongIssuer,
     /// `aud` does not name this gateway.
@@ -70,6 +73,7 @@ impl AuthError {
             AuthError::TooLarge => "token_too_large",
             AuthError::HeaderForbidden => "token_header_forbidden",
             AuthError::AlgorithmNotAllowed => "algorithm_not_allowed",
+            AuthError::WrongTokenType => "wrong_token_type",
             AuthError::WrongIssuer => "wrong_issuer",
             AuthError::WrongAudience => "wrong_audience",
             AuthError::BadSignature => "bad_signature",
@@ -88,7 +92,7 @@ impl AuthError {
 pub struct Identity {
     /// The issuer that verified the token.
     pub issuer: IssuerId,
-    /// The token's `kid` header, if any.
+    /// The token's `kid` header, if any, cut to `MAX_LOGGED_BYTES`.
     pub kid: Option<String>,
     /// The environment claim.
     pub environment: Option<String>,
@@ -129,6 +133,8 @@ pub struct Authenticator {
     by_iss: HashMap<Box<str>, IssuerId>,
     claims: ClaimNames,
     max_bytes: usize,
+    /// `token.leeway_seconds`, the issuers' default.
+    default_leeway: u64,
     cache: TokenCache,
 }
 
@@ -139,7 +145,7 @@ pub struct Refusal {
     pub error: AuthError,
     /// The issuer the token named, when it is a configured one.
     pub issuer: Option<IssuerId>,
-    /// The token's `kid`, when it had one.
+    /// The token's `kid`, when it had one, cut to `MAX_LOGGED_BYTES`.
     pub kid: Option<String>,
 }
 
@@ -178,10 +184,10 @@ impl Authenticator {
         let peeked = token::peek(token)?;
         let iss = peeked.iss.as_deref().ok_or(AuthError::ClaimMissing)?;
         let id = *self.by_iss.get(iss).ok_or(AuthError::WrongIssuer)?;
-        let refusal = |error| Refusal { error, issuer: Some(id), kid: peeked.kid.clone() };
+        let refusal = |error| Refusal { error, issuer: Some(id), kid: peeked.logged_kid() };
         let issuer = self.issuer(id);
         let (claims, key_id) = issuer.verify(&peeked).map_err(refusal)?;
-        let identity = Arc::new(self.claims.identity(id, peeked.kid.clone(), &claims).map_err(refusal)?);
+        let identity = Arc::new(self.claims.identity(id, peeked.logged_kid(), &claims).map_err(refusal)?);
         if !self.cache.enabled() {
             return Ok((identity, CacheUse::Bypass));
         }
@@ -207,6 +213,29 @@ impl Authenticator {
                 issuer.adopt_keys(old);
             }
         }
+    }
+
+    /// Keeps the verified tokens of `previous` whose issuer did not change (same name,
+    /// `iss`, audiences, algorithms, token types, leeway and key source), when `[token]`
+    /// and the claim mapping did not change either: a token verified under the old rules
+    /// is never served under new rules that could refuse it. Call after `adopt_keys`.
+    pub fn adopt_cache(&self, previous: &Authenticator) {
+        let same_token_rules = self.claims == previous.claims
+            && self.max_bytes == previous.max_bytes
+            && self.default_leeway == previous.default_leeway
+            && self.cache.capacity() == previous.cache.capacity();
+        if !same_token_rules {
+            return;
+        }
+        let carried: Vec<Option<IssuerId>> = previous
+            .issuers
+            .iter()
+            .map(|old| {
+                let new = self.issuers.iter().position(|new| new.same_rules(old))?;
+                u16::try_from(new).ok().map(IssuerId)
+            })
+            .collect();
+        self.cache.adopt(&previous.cache, now_seconds(), |old| carried.get(usize::from(old.0)).copied().flatten());
     }
 
     /// Whether every JWKS issuer holds usable keys.
@@ -281,6 +310,7 @@ impl Authenticator {
             by_iss,
             claims: ClaimNames::new(&raw.claims, &raw.access, raw.rate_limit.plan_claim.as_deref()),
             max_bytes,
+            default_leeway: raw.token.leeway_seconds,
         })
     }
 }

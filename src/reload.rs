@@ -2,8 +2,9 @@
 //! swap it in only if it compiles cleanly. A bad file keeps the running configuration
 //! and reports every error (log, `isogate_config_reloads_total{result="error"}`).
 //!
-//! State survives where its configuration did not change: JWKS caches (and their keys)
-//! and the rate limiter's counters. Listener, admin, thread and audit settings need a
+//! State survives where its configuration did not change: JWKS caches (and their keys),
+//! verified tokens (per issuer, see `Authenticator::adopt_cache`) and the rate
+//! limiter's counters. Listener, admin, thread and audit settings need a
 //! restart; a reload that changes them keeps the running ones and says so.
 
 use std::path::{Path, PathBuf};

@@ -130,9 +130,11 @@ impl Snapshot {
 
 impl Snapshot {
     /// Carries state over from the snapshot this one replaces: JWKS caches whose source
-    /// did not change, and the limiter (with its counters) when `[rate_limit]` did not.
+    /// did not change, verified tokens whose issuer and token rules did not change, and
+    /// the limiter (with its counters) when `[rate_limit]` did not.
     pub fn adopt_state(&mut self, previous: &Snapshot) {
         self.auth.adopt_keys(&previous.auth);
+        self.auth.adopt_cache(&previous.auth);
         if self.limiter_config == previous.limiter_config {
             self.limiter = std::sync::Arc::clone(&previous.limiter);
         }

@@ -175,3 +175,137 @@ fn leeway_accepts_small_clock_skew() {
     let r = gw.get_with_token("prod.test", "/api", &token("HS256", c));
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }
+
+/// A gateway with the RSA fixture issuer (with `rsa_extra` settings) and the HMAC one.
+fn typed_gateway(ups: &Upstreams, rsa_extra: &str, token_section: &str) -> Gateway {
+    let config = format!(
+        r#"
+{PREAMBLE}{token_section}
+[[issuers]]
+name = "rsa"
+issuer = "https://rsa.test"
+audiences = ["isogate-tests"]
+algorithms = ["RS256"]
+public_key_file = "@KEYS@/rsa.pub.pem"
+{rsa_extra}
+{HMAC_ISSUER}
+[environments.prod]
+hosts = ["prod.test"]
+default_pool = "prod-shared"
+[pools.prod-shared]
+servers = ["{}"]
+[[routes]]
+name = "api"
+path_prefix = "/api"
+"#,
+        ups.get("prod-shared").addr
+    );
+    Gateway::start(&config, &[])
+}
+
+#[test]
+fn an_issuer_with_token_types_refuses_id_tokens_and_untyped_tokens() {
+    let ups = Upstreams::start(&["prod-shared"]);
+    let gw = typed_gateway(&ups, r#"token_types = ["at+jwt"]"#, "");
+    let mut c = claims("prod", "acme");
+    c["iss"] = json!("https://rsa.test");
+    let with_typ = |typ: Option<&str>| {
+        let mut header = json!({"alg": "RS256", "kid": "k1"});
+        if let Some(typ) = typ {
+            header["typ"] = json!(typ);
+        }
+        token_with(&header, &c, "RS256")
+    };
+    for typ in ["at+jwt", "AT+JWT", "application/at+jwt", "Application/At+JWT"] {
+        let r = gw.get_with_token("prod.test", "/api", &with_typ(Some(typ)));
+        assert_eq!(r.status, 200, "{typ}: {}", String::from_utf8_lossy(&r.body));
+    }
+    // An ID token carries the API's audience too, but is typed `JWT` (or not at all).
+    for typ in [Some("JWT"), None, Some("application/jwt"), Some("at+jwt2"), Some("")] {
+        let t = with_typ(typ);
+        for attempt in ["first", "second (a cache miss again)"] {
+            let r = gw.get_with_token("prod.test", "/api", &t);
+            assert_eq!((r.status, r.json()["error"].as_str()), (401, Some("wrong_token_type")), "{typ:?} {attempt}");
+            let line = gw.audit_for(&request_id(&r));
+            assert_eq!(line["reason"], "wrong_token_type");
+            assert_eq!(line["issuer"], "rsa");
+        }
+    }
+    // The HMAC issuer has no token_types: any typ, or none, is accepted.
+    let mut h = claims("prod", "acme");
+    h["iss"] = json!("https://hmac.test");
+    for header in [json!({"alg": "HS256", "typ": "JWT"}), json!({"alg": "HS256"}), json!({"alg": "HS256", "typ": "x"})]
+    {
+        assert_eq!(gw.get_with_token("prod.test", "/api", &token_with(&header, &h, "HS256")).status, 200, "{header}");
+    }
+    assert_eq!(gw.metric(r#"isogate_auth_failures_total{reason="wrong_token_type"}"#), Some(10.0));
+    assert_eq!(ups.total(), 7);
+}
+
+#[test]
+fn token_types_accept_plainly_typed_access_tokens_when_listed() {
+    let ups = Upstreams::start(&["prod-shared"]);
+    let gw = typed_gateway(&ups, r#"token_types = ["application/at+jwt", "JWT"]"#, "");
+    let mut c = claims("prod", "acme");
+    c["iss"] = json!("https://rsa.test");
+    for typ in ["JWT", "jwt", "at+jwt", "application/JWT"] {
+        let r = gw.get_with_token("prod.test", "/api", &token_with(&json!({"alg": "RS256", "typ": typ}), &c, "RS256"));
+        assert_eq!(r.status, 200, "{typ}");
+    }
+    let r =
+        gw.get_with_token("prod.test", "/api", &token_with(&json!({"alg": "RS256", "typ": "dpop+jwt"}), &c, "RS256"));
+    assert_eq!(r.json()["error"], "wrong_token_type");
+}
+
+#[test]
+fn a_huge_kid_is_capped_in_the_audit_line() {
+    let ups = Upstreams::start(&["prod-shared"]);
+    let gw = typed_gateway(
+        &ups,
+        "",
+        "[token]\nmax_bytes = 16384\n[limits]\nmax_header_bytes = 20000\nmax_request_header_bytes = 40000\n",
+    );
+    let mut c = claims("prod", "acme");
+    c["iss"] = json!("https://rsa.test");
+    // Multi-byte characters, so a cut at a byte count could split one.
+    let kid = "é".repeat(3 * 1024);
+    assert_eq!(kid.len(), 6 * 1024);
+    let good = token_with(&json!({"alg": "RS256", "kid": kid}), &c, "RS256");
+    let r = gw.get_with_token("prod.test", "/api", &good);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let parts: Vec<&str> = good.split('.').collect();
+    let forged = format!("{}.{}.{}", parts[0], parts[1], &parts[2][..40]);
+    let refused = gw.get_with_token("prod.test", "/api", &forged);
+    assert_eq!(refused.json()["error"], "bad_signature");
+    for r in [r, refused] {
+        let line = gw.audit_for(&request_id(&r));
+        let logged = line["kid"].as_str().unwrap();
+        assert!(logged.len() <= 128, "kid of {} bytes in the audit line", logged.len());
+        assert!(!logged.is_empty() && kid.starts_with(logged), "the kept part is a prefix of the kid: {logged}");
+    }
+}
+
+#[test]
+fn check_refuses_empty_or_malformed_token_types() {
+    let dir = Scratch::new("typ");
+    let keys = jws::keys_dir().display().to_string();
+    for (types, needle) in [("[]", "no token type"), (r#"["at jwt"]"#, "not a media type")] {
+        let text = format!(
+            "{PREAMBLE}[[issuers]]\nname = \"rsa\"\nissuer = \"https://rsa.test\"\nalgorithms = [\"RS256\"]\npublic_key_file = \"{keys}/rsa.pub.pem\"\ntoken_types = {types}\n[environments.prod]\nhosts = [\"prod.test\"]\ndefault_pool = \"p\"\n[pools.p]\nservers = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"api\"\npath_prefix = \"/\"\n"
+        )
+        .replace("@ADMIN@", "127.0.0.1:1")
+        .replace("@LISTEN@", "127.0.0.1:0")
+        .replace("@AUDIT@", "stdout");
+        let path = dir.0.join("check.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_isogate"))
+            .args(["check", "-c"])
+            .arg(&path)
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{types}");
+        assert!(stderr.contains("issuers[0].token_types") && stderr.contains(needle), "{types}: {stderr}");
+    }
+}

@@ -156,7 +156,10 @@ fn a_rotated_key_works_on_its_first_request_and_a_removed_one_stops_after_refres
     });
     assert_eq!(r.1.as_deref(), Some("unknown_kid"));
     assert_eq!(status_and_reason(&gw, &new), (200, None));
-    let refused = gw.audit_lines().into_iter().find(|l| l["reason"] == "unknown_kid").unwrap();
+    // Audit lines are written behind the responses: wait for it.
+    let refused = eventually("the unknown_kid audit line", || {
+        gw.audit_lines().into_iter().find(|l| l["reason"] == "unknown_kid")
+    });
     assert_eq!(refused["issuer"], "idp");
     assert_eq!(refused["kid"], "k1");
 }
@@ -275,4 +278,219 @@ fn weak_or_misused_keys_are_never_loaded_and_token_headers_cannot_bring_keys() {
     let embedded =
         token_signed(&json!({"alg": "RS256", "jwk": jwk("x", "RS256", "rsa2.key.pem")}), &c, "RS256", "rsa2.key.pem");
     assert_eq!(status_and_reason(&gw, &embedded).1.as_deref(), Some("token_header_forbidden"));
+}
+
+/// A gateway with one issuer `idp` listing `algorithms`, keys from `idp`'s JWKS.
+fn gateway_algorithms(idp: &Idp, algorithms: &str, settings: &str) -> Gateway {
+    let ups = Upstreams::start(&["prod-shared"]);
+    let config = format!(
+        r#"
+{PREAMBLE}[[issuers]]
+name = "idp"
+issuer = "{ISS}"
+audiences = ["isogate-tests"]
+algorithms = {algorithms}
+jwks_url = "{}"
+{settings}
+[environments.prod]
+hosts = ["prod.test"]
+default_pool = "prod-shared"
+[pools.prod-shared]
+servers = ["{}"]
+[[routes]]
+name = "api"
+path_prefix = "/api"
+"#,
+        idp.jwks_url(),
+        ups.get("prod-shared").addr
+    );
+    let gw = Gateway::start(&config, &[]);
+    std::mem::forget(ups); // the upstream runtime lives as long as the test process
+    gw
+}
+
+#[test]
+fn one_issuer_verifies_rsa_and_ec_keys_each_only_with_its_own_algorithms() {
+    // As Keycloak publishes them: an RSA and an EC signing key in one JWKS, each naming its
+    // algorithm; and the same keys again without `alg`, where only the key type decides.
+    for with_alg in [true, false] {
+        let mut keys = vec![jwk("rsa1", "RS256", "rsa.key.pem"), jwk("ec1", "ES256", "ec256.key.pem")];
+        if !with_alg {
+            keys.iter_mut().for_each(|k| drop(k.as_object_mut().unwrap().remove("alg")));
+        }
+        let idp = Idp::start(&keys);
+        let gw = gateway_algorithms(&idp, r#"["RS256", "ES256"]"#, "unknown_kid_cooldown_seconds = 30");
+        eventually("readiness", || ready(&gw).then_some(()));
+        assert_eq!(gw.metric(r#"isogate_jwks_keys{issuer="idp"}"#), Some(2.0), "both key types are loaded");
+        assert_eq!(status_and_reason(&gw, &token("RS256", ISS, "rsa1", "rsa.key.pem")), (200, None));
+        assert_eq!(status_and_reason(&gw, &token("ES256", ISS, "ec1", "ec256.key.pem")), (200, None));
+        let refused = |t: &str| status_and_reason(&gw, t);
+        let not_allowed = (401, Some("algorithm_not_allowed".to_owned()));
+        // Cross-type attempts: the kid of one key type with the other type's algorithm.
+        assert_eq!(refused(&token("RS256", ISS, "ec1", "rsa.key.pem")), not_allowed, "RS256 naming the EC key");
+        assert_eq!(refused(&token("ES256", ISS, "rsa1", "ec256.key.pem")), not_allowed, "ES256 naming the RSA key");
+        // An algorithm of a loaded key type that the issuer does not list.
+        assert_eq!(refused(&token("PS256", ISS, "rsa1", "rsa.key.pem")), not_allowed, "PS256 is not listed");
+        assert_eq!(refused(&token("ES384", ISS, "ec1", "ec384.key.pem")), not_allowed, "ES384 is not listed");
+        // RS256 -> HS256 confusion against a JWKS issuer.
+        let mut c = claims("prod", "acme");
+        c["iss"] = json!(ISS);
+        let hs = common::jws::token_with(&json!({"alg": "HS256", "kid": "rsa1"}), &c, "HS256");
+        assert_eq!(refused(&hs), not_allowed, "HS256 naming the RSA key");
+    }
+}
+
+#[test]
+fn jwks_issuers_keep_hmac_apart_and_static_keys_to_their_own_type() {
+    let dir = Scratch::new("families");
+    let keys = common::jws::keys_dir();
+    let run = |issuer: &str| {
+        let text = format!(
+            "{PREAMBLE}{issuer}\n[environments.prod]\nhosts = [\"prod.test\"]\ndefault_pool = \"p\"\n[pools.p]\nservers = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"api\"\npath_prefix = \"/\"\n"
+        );
+        check_config(&dir, &text.replace("@KEYS@", &keys.display().to_string()))
+    };
+    let mixed_jwks = "[[issuers]]\nname = \"kc\"\nissuer = \"https://kc.test\"\nalgorithms = [\"RS256\", \"ES256\", \"PS384\", \"EdDSA\"]\njwks_url = \"http://127.0.0.1:9/jwks\"\n";
+    let (ok, out) = run(mixed_jwks);
+    assert!(ok, "RSA, PSS, EC and EdDSA may share one JWKS issuer: {out}");
+
+    let hmac_mix = "[[issuers]]\nname = \"kc\"\nissuer = \"https://kc.test\"\nalgorithms = [\"RS256\", \"HS256\"]\njwks_url = \"http://127.0.0.1:9/jwks\"\n";
+    let (ok, out) = run(hmac_mix);
+    assert!(!ok);
+    assert!(out.contains("issuers[0].algorithms") && out.contains("HMAC") && out.contains("confusion"), "{out}");
+
+    let static_mix = "[[issuers]]\nname = \"rsa\"\nissuer = \"https://rsa.test\"\nalgorithms = [\"RS256\", \"ES256\"]\npublic_key_file = \"@KEYS@/rsa.pub.pem\"\n";
+    let (ok, out) = run(static_mix);
+    assert!(!ok);
+    assert!(out.contains("issuers[0].algorithms") && out.contains("one key") && out.contains("jwks_url"), "{out}");
+}
+
+/// Runs `isogate check` on `text`; returns whether it passed and its stderr.
+fn check_config(dir: &Scratch, text: &str) -> (bool, String) {
+    let path = dir.0.join("check.toml");
+    std::fs::write(
+        &path,
+        text.replace("@ADMIN@", "127.0.0.1:1").replace("@LISTEN@", "127.0.0.1:0").replace("@AUDIT@", "stdout"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_isogate"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn check_refuses_a_staleness_that_a_refresh_cannot_beat() {
+    let dir = Scratch::new("staleness");
+    let text = |settings: &str| {
+        format!(
+            "{PREAMBLE}[[issuers]]\nname = \"idp\"\nissuer = \"{ISS}\"\nalgorithms = [\"RS256\"]\njwks_url = \"http://127.0.0.1:9/jwks\"\n{settings}\n[environments.prod]\nhosts = [\"prod.test\"]\ndefault_pool = \"p\"\n[pools.p]\nservers = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"api\"\npath_prefix = \"/\"\n"
+        )
+    };
+    let (ok, out) = check_config(&dir, &text("max_staleness_seconds = 10"));
+    assert!(!ok, "10 s of staleness against the default 60 s refresh_min");
+    assert!(
+        out.contains("issuers[0].max_staleness_seconds") && out.contains("refresh_min_seconds"),
+        "the message names both keys: {out}"
+    );
+    let (ok, out) = check_config(&dir, &text("max_staleness_seconds = 60\nrefresh_min_seconds = 60"));
+    assert!(!ok, "equal is refused too: {out}");
+    let (ok, out) = check_config(&dir, &text("max_staleness_seconds = 10\nrefresh_min_seconds = 5"));
+    assert!(ok, "{out}");
+    let (ok, out) = check_config(&dir, &text("unknown_kid_cooldown_seconds = 3600"));
+    assert!(!ok && out.contains("issuers[0].unknown_kid_cooldown_seconds"), "{out}");
+}
+
+#[test]
+fn keys_are_refreshed_before_they_go_stale_when_the_idp_sends_no_max_age() {
+    // No Cache-Control: the refresh interval would be refresh_max (an hour), far beyond
+    // the 3 s of allowed staleness; the refresher must come back before the keys go stale.
+    let idp = Idp::start(&[jwk("k1", "RS256", "rsa.key.pem")]);
+    let gw =
+        gateway(&format!("jwks_url = \"{}\"", idp.jwks_url()), "refresh_min_seconds = 1\nmax_staleness_seconds = 3");
+    eventually("readiness", || ready(&gw).then_some(()));
+    let mut c = claims("prod", "acme");
+    c["iss"] = json!(ISS);
+    let mut n = 0;
+    eventually("several refreshes", || {
+        // A fresh token each time, so every request needs the keys (no cache hit).
+        n += 1;
+        c["jti"] = json!(n);
+        let t = token_signed(&json!({"alg": "RS256", "kid": "k1"}), &c, "RS256", "rsa.key.pem");
+        assert_eq!(status_and_reason(&gw, &t), (200, None), "request {n}");
+        assert!(ready(&gw), "ready throughout");
+        (idp.jwks_hits() >= 4).then_some(())
+    });
+}
+
+#[test]
+fn an_unknown_kid_refetches_even_while_the_keys_are_stale() {
+    // refresh_min 5 s, staleness 6 s: after an outage the refresher backs off (1, 2, 4 s),
+    // leaving the keys stale for a while after the IdP is back. A token naming a key the
+    // IdP rotated in meanwhile must not wait for it.
+    let idp = Idp::start(&[jwk("k1", "RS256", "rsa.key.pem")]);
+    let gw = gateway(
+        &format!("jwks_url = \"{}\"", idp.jwks_url()),
+        "refresh_min_seconds = 5\nmax_staleness_seconds = 6\nunknown_kid_cooldown_seconds = 1",
+    );
+    eventually("readiness", || ready(&gw).then_some(()));
+    idp.set(|s| s.down = true);
+    eventually("stale keys", || (!ready(&gw)).then_some(()));
+    let old = token("RS256", ISS, "k1", "rsa.key.pem");
+    assert_eq!(status_and_reason(&gw, &old), (401, Some("keys_unavailable".to_owned())));
+    idp.set(|s| {
+        s.down = false;
+        s.jwks = json!({"keys": [jwk("k1", "RS256", "rsa.key.pem"), jwk("k2", "RS256", "rsa2.key.pem")]}).to_string();
+    });
+    let refetches = || gw.metric(r#"isogate_jwks_unknown_kid_refetches_total{issuer="idp"}"#).unwrap_or(0.0);
+    let before = refetches();
+    assert_eq!(status_and_reason(&gw, &token("RS256", ISS, "k2", "rsa2.key.pem")), (200, None));
+    assert_eq!(refetches(), before + 1.0, "the unknown kid fetched the keys");
+    assert_eq!(status_and_reason(&gw, &old), (200, None), "and the refreshed keys serve every kid");
+    assert!(ready(&gw));
+}
+
+#[test]
+fn a_forged_kid_flood_delays_a_rotated_key_by_at_most_the_cooldown() {
+    // Default cooldown (5 s), no max-age: the regular refresh is an hour away, so only an
+    // unknown-kid refetch can bring the new key in.
+    let idp = Idp::start(&[jwk("k1", "RS256", "rsa.key.pem")]);
+    let gw = gateway(&format!("jwks_url = \"{}\"", idp.jwks_url()), "");
+    eventually("readiness", || ready(&gw).then_some(()));
+    let mut c = claims("prod", "acme");
+    c["iss"] = json!(ISS);
+    let payload = common::jws::b64(c.to_string().as_bytes());
+    let forged = |i: usize| {
+        let header = common::jws::b64(json!({"alg": "RS256", "kid": format!("forged-{i}")}).to_string().as_bytes());
+        format!("{header}.{payload}.c2ln")
+    };
+    for i in 0..200 {
+        assert_eq!(status_and_reason(&gw, &forged(i)).1.as_deref(), Some("unknown_kid"));
+    }
+    idp.serve_keys(&[jwk("k1", "RS256", "rsa.key.pem"), jwk("k2", "RS256", "rsa2.key.pem")]);
+    let rotated = token("RS256", ISS, "k2", "rsa2.key.pem");
+    let start = std::time::Instant::now();
+    let mut i = 200;
+    loop {
+        // The flood goes on between the real token's attempts.
+        for _ in 0..20 {
+            i += 1;
+            assert_eq!(status_and_reason(&gw, &forged(i)).1.as_deref(), Some("unknown_kid"));
+        }
+        let got = status_and_reason(&gw, &rotated);
+        if got == (200, None) {
+            break;
+        }
+        assert_eq!(got.1.as_deref(), Some("unknown_kid"));
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(7),
+            "the rotated key is still refused after {:?}",
+            start.elapsed()
+        );
+    }
+    let fetches = gw.metric(r#"isogate_jwks_unknown_kid_refetches_total{issuer="idp"}"#).unwrap();
+    assert!(fetches <= 1.0 + start.elapsed().as_secs_f64() / 5.0 + 1.0, "{fetches} refetches");
 }

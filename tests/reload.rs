@@ -149,3 +149,70 @@ fn a_cached_hmac_token_is_refused_once_its_secret_is_rotated() {
     assert_eq!(r.status, 401, "a token cached under the old secret must not outlive it");
     assert_eq!(ups.get("prod-shared").count(), 2, "the refused request never reached the upstream");
 }
+
+/// The RSA and HMAC fixture issuers (the RSA one with `rsa_audiences`), prod placed by
+/// the tenant map at `map`.
+fn two_issuers(ups: &Upstreams, map: &std::path::Path, rsa_audiences: &str) -> String {
+    format!(
+        r#"
+{PREAMBLE}{HMAC_ISSUER}
+[[issuers]]
+name = "rsa"
+issuer = "https://rsa.test"
+audiences = {rsa_audiences}
+algorithms = ["RS256"]
+public_key_file = "@KEYS@/rsa.pub.pem"
+[environments.prod]
+hosts = ["prod.test"]
+default_pool = "prod-shared"
+tenant_map_file = "{}"
+[pools.prod-shared]
+servers = ["{}"]
+[pools.prod-globex]
+servers = ["{}"]
+[[routes]]
+name = "api"
+path_prefix = "/api"
+"#,
+        map.display(),
+        ups.get("prod-shared").addr,
+        ups.get("prod-globex").addr
+    )
+}
+
+#[test]
+fn verified_tokens_stay_cached_across_a_reload_unless_their_issuer_changed() {
+    let ups = Upstreams::start(&["prod-shared", "prod-globex"]);
+    let dir = Scratch::new("cache-reload");
+    let map = dir.0.join("tenants.csv");
+    std::fs::write(&map, "acme,prod-shared\n").unwrap();
+    let gw = Gateway::start(&two_issuers(&ups, &map, r#"["isogate-tests"]"#), &[]);
+    let rsa = token("RS256", claims("prod", "globex"));
+    let hmac = token("HS256", claims("prod", "globex"));
+    let hits = || gw.metric(r#"isogate_token_cache_requests_total{result="hit"}"#).unwrap_or(0.0);
+    let misses = || gw.metric(r#"isogate_token_cache_requests_total{result="miss"}"#).unwrap_or(0.0);
+    for t in [&rsa, &hmac] {
+        assert_eq!(gw.get_with_token("prod.test", "/api", t).status, 200);
+    }
+    assert_eq!((hits(), misses()), (0.0, 2.0));
+    assert_eq!(gw.metric("isogate_token_cache_entries"), Some(2.0));
+
+    // A tenant-map edit: the issuers and token rules are untouched, so the cache stays.
+    std::fs::write(&map, "acme,prod-shared\nglobex,prod-globex\n").unwrap();
+    eventually("the map change is applied", || (generation(&gw) == 2.0).then_some(()));
+    assert_eq!(gw.metric("isogate_token_cache_entries"), Some(2.0), "the reload kept the cached tokens");
+    for t in [&rsa, &hmac] {
+        let r = gw.get_with_token("prod.test", "/api", t);
+        assert_eq!(r.json()["upstream"], "prod-globex", "the new map is in force");
+    }
+    assert_eq!((hits(), misses()), (2.0, 2.0), "both tokens were served from the carried-over cache");
+
+    // The RSA issuer gains an audience: its cached tokens were checked under other rules.
+    gw.write_config(&two_issuers(&ups, &map, r#"["isogate-tests", "isogate-extra"]"#));
+    eventually("the issuer change is applied", || (generation(&gw) == 3.0).then_some(()));
+    assert_eq!(gw.metric("isogate_token_cache_entries"), Some(1.0), "only the HMAC token was carried over");
+    assert_eq!(gw.get_with_token("prod.test", "/api", &hmac).status, 200);
+    assert_eq!((hits(), misses()), (3.0, 2.0), "the HMAC token is still a hit");
+    assert_eq!(gw.get_with_token("prod.test", "/api", &rsa).status, 200);
+    assert_eq!((hits(), misses()), (3.0, 3.0), "the RSA token is verified again");
+}

@@ -2,11 +2,20 @@
 //! request path and refreshed in the background.
 //!
 //! Lifecycle: fetch at start (readiness waits for it); refresh on the IdP's
-//! `Cache-Control: max-age`, clamped to the configured bounds; on an unknown `kid`, one
-//! single-flight refetch, then a cooldown so a flood of random `kid`s cannot hammer the
-//! IdP; while the IdP is down or serves garbage, the last good keys keep working up to
-//! `max_staleness`, then verification fails closed with `keys_unavailable`. Keys come
-//! only from the configured URL, never from token headers.
+//! `Cache-Control: max-age`, clamped to the configured bounds and never later than half
+//! of `max_staleness`, so keys cannot go stale while the IdP is up (the config check
+//! also insists on `max_staleness` > `refresh_min`); while the IdP is down or serves
+//! garbage, the last good keys keep working up to `max_staleness`, then verification
+//! fails closed with `keys_unavailable`. Keys come only from the configured URL, never
+//! from token headers.
+//!
+//! Unknown `kid`s: one single-flight refetch, then a cooldown (`unknown_kid_cooldown`,
+//! default 5 s, at most 60 s) during which further unknown `kid`s are refused without a
+//! fetch. Bound: however many forged `kid`s arrive, the IdP sees at most one such fetch
+//! per cooldown (plus the regular refreshes, which run on their own schedule), and a
+//! key the IdP really rotated in is accepted at most one cooldown plus one fetch after
+//! its first token, because whichever unknown `kid` wins the next refetch brings in the
+//! whole current set. Stale keys do not stop this: an unknown `kid` still refetches.
 
 mod fetch;
 mod keys;
@@ -162,12 +171,27 @@ impl RemoteKeys {
         self.state.load().usable(now_ms(), self.settings.max_staleness)
     }
 
-    /// The key for a token, or why there is none.
+    /// The key for a token, or why there is none. Stale keys verify nothing, but a `kid`
+    /// they do not hold is still `UnknownKid`, so it can trigger a refetch.
     pub(crate) fn key_for(&self, set: &KeySet, kid: Option<&str>, alg: Algorithm) -> Result<KeyEntry, AuthError> {
         if !set.usable(now_ms(), self.settings.max_staleness) {
-            return Err(AuthError::KeysUnavailable);
+            return match set.find(kid, alg) {
+                Err(AuthError::UnknownKid) if !set.is_empty() => Err(AuthError::UnknownKid),
+                _ => Err(AuthError::KeysUnavailable),
+            };
         }
         set.find(kid, alg).cloned()
+    }
+
+    /// When to refresh after a fetch that said `max_age`: the IdP's wish within the
+    /// configured bounds, but soon enough that the keys never go stale meanwhile.
+    fn next_refresh(&self, max_age: Option<Duration>) -> Duration {
+        let s = &self.settings;
+        max_age
+            .unwrap_or(s.refresh_max)
+            .clamp(s.refresh_min, s.refresh_max)
+            .min(s.max_staleness / 2)
+            .max(Duration::from_secs(1))
     }
 
     /// Fetches the key set now. On success the new set replaces the old one and the
@@ -186,8 +210,7 @@ impl RemoteKeys {
                     m.keys.set(i64::try_from(count).unwrap_or(i64::MAX));
                     m.last_success.set(i64::try_from(now_ms() / 1000).unwrap_or(0));
                 }
-                let s = &self.settings;
-                Ok(max_age.unwrap_or(s.refresh_max).clamp(s.refresh_min, s.refresh_max))
+                Ok(self.next_refresh(max_age))
             }
             Err(e) => {
                 log::warn!(target: "isogate::jwks", "issuer {}: key refresh failed, keeping the last good keys: {e}", self.name);

@@ -3,6 +3,10 @@
 //! Everything here runs before any signature check, on hostile input: it bounds sizes
 //! first, accepts only the compact JWS alphabet, and refuses headers that try to bring
 //! their own keys (`jku`, `x5u`, `jwk`, `x5c`) or critical extensions.
+//!
+//! Strings taken from the unverified token that can reach a log or audit line (today the
+//! `kid`) are cut to `MAX_LOGGED_BYTES` with `for_log` first, so a hostile token cannot
+//! bloat the logs: the whole token is bounded by `token.max_bytes`, but that is 8 KiB.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -21,6 +25,30 @@ pub(crate) struct Peeked<'a> {
     pub(crate) kid: Option<String>,
     /// The unverified `iss` claim, used only to pick which issuer verifies the token.
     pub(crate) iss: Option<String>,
+    /// The `typ` header (RFC 7515 section 4.1.9), verbatim.
+    pub(crate) typ: Option<String>,
+}
+
+/// Longest token-derived string written to a log or audit line, in bytes.
+pub const MAX_LOGGED_BYTES: usize = 128;
+
+/// `s` cut to at most `MAX_LOGGED_BYTES`, on a character boundary.
+pub(crate) fn for_log(s: &str) -> &str {
+    if s.len() <= MAX_LOGGED_BYTES {
+        return s;
+    }
+    let mut end = MAX_LOGGED_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl Peeked<'_> {
+    /// The `kid`, cut for the audit line.
+    pub(crate) fn logged_kid(&self) -> Option<String> {
+        self.kid.as_deref().map(|k| for_log(k).to_owned())
+    }
 }
 
 /// Pulls the bearer token out of the `Authorization` header values.
@@ -57,6 +85,7 @@ where
 struct RawHeader {
     alg: Option<String>,
     kid: Option<String>,
+    typ: Option<String>,
     jku: Option<serde::de::IgnoredAny>,
     x5u: Option<serde::de::IgnoredAny>,
     jwk: Option<serde::de::IgnoredAny>,
@@ -96,7 +125,7 @@ pub(crate) fn peek(token: &str) -> Result<Peeked<'_>, AuthError> {
         Some(_) => return Err(AuthError::ClaimInvalid),
         None => None,
     };
-    Ok(Peeked { token, alg, kid: header.kid, iss })
+    Ok(Peeked { token, alg, kid: header.kid, iss, typ: header.typ })
 }
 
 fn decode_json<T: for<'de> Deserialize<'de>>(segment: &str) -> Result<T, AuthError> {
@@ -142,6 +171,23 @@ mod tests {
         assert_eq!(p.alg, "RS256");
         assert_eq!(p.kid.as_deref(), Some("k1"));
         assert_eq!(p.iss.as_deref(), Some("https://idp"));
+        assert_eq!(p.typ, None);
+        let typed = token(r#"{"alg":"RS256","typ":"at+jwt"}"#, "{}");
+        assert_eq!(peek(&typed).unwrap().typ.as_deref(), Some("at+jwt"));
+        let odd = token(r#"{"alg":"RS256","typ":7}"#, "{}");
+        assert_eq!(peek(&odd).unwrap_err(), AuthError::Malformed);
+    }
+
+    #[test]
+    fn logged_strings_are_cut_on_a_character_boundary() {
+        assert_eq!(for_log("k1"), "k1");
+        let ascii = "a".repeat(500);
+        assert_eq!(for_log(&ascii).len(), MAX_LOGGED_BYTES);
+        let wide = "é".repeat(100); // two bytes each: 128 falls on a boundary
+        assert_eq!(for_log(&wide).len(), 128);
+        let odd = format!("x{wide}"); // byte 128 is inside a character
+        assert_eq!(for_log(&odd).len(), 127);
+        assert!(odd.starts_with(for_log(&odd)));
     }
 
     #[test]

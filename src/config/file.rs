@@ -526,8 +526,10 @@ pub struct Issuer {
     /// Accepted `aud` values; when empty, tokens carrying `aud` are refused.
     #[serde(default)]
     pub audiences: Vec<String>,
-    /// Allowed `alg` values, e.g. `["RS256"]`.
+    /// Allowed `alg` values, e.g. `["RS256"]`; HMAC never mixes with public-key ones.
     pub algorithms: Spanned<Vec<Spanned<String>>>,
+    /// Accepted JWS `typ` header values (e.g. `["at+jwt"]`); unset accepts any, or none.
+    pub token_types: Option<Spanned<Vec<String>>>,
     /// Leeway override for this issuer, in seconds.
     pub leeway_seconds: Option<u64>,
     /// PEM public key file (RSA, EC P-256/P-384 or Ed25519), relative to the config file.
@@ -552,11 +554,12 @@ pub struct Issuer {
     #[serde(default = "default_refresh_max_seconds")]
     pub refresh_max_seconds: u64,
     /// How long the last good keys keep working while the IdP is down, in seconds.
+    /// Must be above `refresh_min_seconds`.
     #[serde(default = "default_max_staleness_seconds")]
-    pub max_staleness_seconds: u64,
-    /// After an unknown-`kid` refetch, seconds before another one is allowed.
+    pub max_staleness_seconds: Spanned<u64>,
+    /// After an unknown-`kid` refetch, seconds before another one is allowed (0 to 60).
     #[serde(default = "default_unknown_kid_cooldown_seconds")]
-    pub unknown_kid_cooldown_seconds: u64,
+    pub unknown_kid_cooldown_seconds: Spanned<u64>,
 }
 
 fn default_fetch_timeout_ms() -> u64 {
@@ -568,11 +571,11 @@ fn default_refresh_min_seconds() -> u64 {
 fn default_refresh_max_seconds() -> u64 {
     3_600
 }
-fn default_max_staleness_seconds() -> u64 {
-    86_400
+fn default_max_staleness_seconds() -> Spanned<u64> {
+    Spanned::new(0..0, 86_400)
 }
-fn default_unknown_kid_cooldown_seconds() -> u64 {
-    30
+fn default_unknown_kid_cooldown_seconds() -> Spanned<u64> {
+    Spanned::new(0..0, 5)
 }
 
 /// `[environments.NAME]`

@@ -100,7 +100,8 @@ pub(super) async fn key_set(
             let doc: Discovery = serde_json::from_slice(&body)
                 .map_err(|e| FetchError::Garbage { url: url.clone(), reason: e.to_string() })?;
             if doc.issuer != iss {
-                return Err(FetchError::IssuerMismatch { expected: iss.to_owned(), found: doc.issuer });
+                let found = crate::auth::token::for_log(&doc.issuer).to_owned();
+                return Err(FetchError::IssuerMismatch { expected: iss.to_owned(), found });
             }
             doc.jwks_uri
         }

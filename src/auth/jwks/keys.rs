@@ -2,15 +2,20 @@
 //! key type that fits the issuer's algorithms, an `alg` (when given) from the issuer's
 //! allow-list, and RSA moduli of at least 2048 bits. Symmetric (`oct`) keys are never
 //! taken from a JWKS. `kid` is an opaque string.
+//!
+//! One set may hold keys of several types (RSA and EC, say); each key verifies only
+//! tokens whose `alg` fits its type, and an EC key only the algorithm of its curve
+//! (P-256: ES256, P-384: ES384), whether or not the JWK names its `alg`.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 
+use crate::auth::token::for_log;
 use crate::auth::AuthError;
 
 /// Smallest RSA modulus accepted, in bits.
@@ -108,7 +113,8 @@ pub(super) fn usable_keys(set: &JwkSet, allowed: &[Algorithm]) -> (Vec<KeyEntry>
             Ok(k) => keys.push(k),
             Err(why) => {
                 skipped += 1;
-                log::warn!(target: "isogate::jwks", "skipping key {:?}: {why}", jwk.common.key_id);
+                let kid = jwk.common.key_id.as_deref().map(for_log);
+                log::warn!(target: "isogate::jwks", "skipping key {kid:?}: {why}");
             }
         }
     }
@@ -135,16 +141,27 @@ fn entry(jwk: &Jwk, allowed: &[Algorithm]) -> Result<KeyEntry, String> {
     if !allowed.iter().any(|a| a.family() == family) {
         return Err(format!("a {family:?} key does not fit the issuer's algorithms"));
     }
+    let curve_alg = match &jwk.algorithm {
+        AlgorithmParameters::EllipticCurve(p) => Some(match p.curve {
+            EllipticCurve::P256 => Algorithm::ES256,
+            EllipticCurve::P384 => Algorithm::ES384,
+            _ => return Err(format!("EC curve {:?} is not supported", p.curve)),
+        }),
+        _ => None,
+    };
     let alg = match &jwk.common.key_algorithm {
-        None => None,
+        None => curve_alg,
         Some(ka) => {
             let alg = jwt_algorithm(ka).ok_or_else(|| format!("`alg` {ka:?} is not a signature algorithm"))?;
-            if !allowed.contains(&alg) || alg.family() != family {
+            if !allowed.contains(&alg) || alg.family() != family || curve_alg.is_some_and(|c| c != alg) {
                 return Err(format!("`alg` {alg:?} is not allowed for this issuer or does not fit the key"));
             }
             Some(alg)
         }
     };
+    if alg.is_some_and(|a| !allowed.contains(&a)) {
+        return Err(format!("its curve needs {alg:?}, which the issuer does not list"));
+    }
     let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("unusable key: {e}"))?;
     let mut h = DefaultHasher::new();
     (&jwk.common.key_id, material).hash(&mut h);
