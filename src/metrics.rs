@@ -117,6 +117,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// `isogate_config_last_reload_success_timestamp_seconds`
     pub config_last_reload: IntGauge,
+    /// `isogate_config_last_reload_successful`: 0 after a failed reload until one succeeds.
+    pub config_last_reload_successful: IntGauge,
     /// `isogate_config_generation`
     pub config_generation: IntGauge,
     /// `isogate_build_info{version}`
@@ -153,6 +155,12 @@ impl Metrics {
             "Unix time of the last successful configuration reload (0: none since start).",
         )?;
         registry.register(Box::new(config_last_reload.clone()))?;
+        let config_last_reload_successful = IntGauge::new(
+            "isogate_config_last_reload_successful",
+            "1 when the last configuration reload succeeded (or none was tried since start); 0 after a failed one, until a reload succeeds.",
+        )?;
+        registry.register(Box::new(config_last_reload_successful.clone()))?;
+        config_last_reload_successful.set(1);
         let token_cache = counter_vec(
             "isogate_token_cache_requests_total",
             "Verified-token cache lookups by result (hit, miss).",
@@ -235,6 +243,7 @@ impl Metrics {
             )?,
             config_reloads,
             config_last_reload,
+            config_last_reload_successful,
             rate_limit: counter_vec(
                 "isogate_rate_limit_decisions_total",
                 "Rate-limit and quota decisions by environment, plan, result and the limiter that decided.",

@@ -587,3 +587,27 @@ fn kubernetes_configmap_passes_isogate_check() {
         assert!(toml.contains(needle), "isogate.toml must set {needle}");
     }
 }
+
+/// The series `IsogateConfigReloadFailed` reads: 1 on a fresh instance (whose reload
+/// counters are new and at 0), 0 after a broken file is refused, 1 again once a good one
+/// is reloaded.
+#[test]
+fn reload_alert_series_tracks_the_last_reload() {
+    let ups = standard_upstreams();
+    let dev = free_addr();
+    let config = standard_config(&ups, "");
+    let gw = Gateway::start(&config, &[("@DEV@", dev)]);
+    let successful = "isogate_config_last_reload_successful ";
+    assert_eq!(gw.metric(successful), Some(1.0), "a fresh instance");
+    assert_eq!(gw.metric(r#"isogate_config_reloads_total{result="error"}"#), Some(0.0));
+
+    std::fs::write(&gw.config_path, "[environments.prod\nbroken = ").unwrap();
+    gw.signal("HUP");
+    eventually("the broken file is refused", || (gw.metric(successful) == Some(0.0)).then_some(()));
+    assert_eq!(gw.metric(r#"isogate_config_reloads_total{result="error"}"#), Some(1.0));
+
+    gw.write_config(&config);
+    gw.signal("HUP");
+    eventually("the good file is reloaded", || (gw.metric(successful) == Some(1.0)).then_some(()));
+    assert!(gw.metric(r#"isogate_config_reloads_total{result="ok"}"#) >= Some(1.0));
+}
