@@ -11,6 +11,7 @@ pub mod audit;
 pub mod auth;
 pub mod bind;
 pub mod config;
+pub mod connections;
 pub mod demo;
 pub mod headers;
 pub mod metrics;

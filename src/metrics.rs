@@ -123,6 +123,10 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     /// `isogate_build_info{version}`
     pub build_info: IntGaugeVec,
+    /// `isogate_connections_open`: live client connections.
+    pub connections_open: IntGauge,
+    /// `isogate_connections_refused_total`: connections refused past `server.max_connections`.
+    pub connections_refused: IntCounter,
     /// `isogate_request_duration_seconds` child for requests with no environment.
     pub unbound_duration: Histogram,
 }
@@ -278,7 +282,24 @@ impl Metrics {
             audit_lost: counter("isogate_audit_lines_lost_total", "Audit lines that could not be queued or written.")?,
             config_generation,
             build_info,
+            connections_open: {
+                let g = IntGauge::new("isogate_connections_open", "Live client connections on the proxy listeners.")?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            connections_refused: counter(
+                "isogate_connections_refused_total",
+                "Client connections refused with 503 too_many_connections because server.max_connections were open.",
+            )?,
         })
+    }
+
+    /// Handles for the connection cap.
+    pub fn connections(&self) -> crate::connections::ConnectionMetrics {
+        crate::connections::ConnectionMetrics {
+            open: self.connections_open.clone(),
+            refused: self.connections_refused.clone(),
+        }
     }
 
     /// Handles for one JWKS issuer.

@@ -1,0 +1,238 @@
+//! Downstream connections, before any request stage: the cap on live client connections
+//! (past it a connection gets a small 503 and is closed, so a flood cannot exhaust
+//! memory), the idle keep-alive timeout, and the count of live connections and requests
+//! that a graceful stop waits on.
+//!
+//! pingora has no downstream connection limit, so two thin wrappers sit around the
+//! proxy app: [`Limited`] is the transport-level [`ServerApp`] that counts connections
+//! (TCP or TLS, HTTP/1 or HTTP/2), and [`Tracked`] is the [`HttpServerApp`] that sets the
+//! keep-alive timeout on each HTTP/1 request and counts the requests being processed
+//! (an HTTP/2 request outlives nothing but its own task, so it is counted apart).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
+use pingora::protocols::http::v2::server::H2Options;
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::{Stream, ALPN};
+use pingora::server::ShutdownWatch;
+use prometheus::{IntCounter, IntGauge};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+
+/// The answer past the connection cap.
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\n\
+content-length: 46\r\n\
+retry-after: 1\r\n\
+connection: close\r\n\r\n\
+{\"error\":\"too_many_connections\",\"status\":503}\n";
+
+/// How long a refused client gets to take the answer: the request it may already have
+/// sent is read and dropped meanwhile, so closing does not reset the connection before
+/// the client has read the 503.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// Metric handles for connections.
+#[derive(Debug, Clone)]
+pub struct ConnectionMetrics {
+    /// `isogate_connections_open`
+    pub open: IntGauge,
+    /// `isogate_connections_refused_total`
+    pub refused: IntCounter,
+}
+
+/// Live client connections and requests being processed, shared by the wrappers and
+/// the graceful stop.
+#[derive(Debug)]
+pub struct Connections {
+    limit: usize,
+    open: AtomicUsize,
+    busy: AtomicUsize,
+    idle: Notify,
+    metrics: ConnectionMetrics,
+}
+
+impl Connections {
+    /// At most `limit` connections at once (at least one).
+    pub fn new(limit: usize, metrics: ConnectionMetrics) -> Arc<Self> {
+        Arc::new(Self {
+            limit: limit.max(1),
+            open: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+            idle: Notify::new(),
+            metrics,
+        })
+    }
+
+    /// Live client connections.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Requests being processed. An HTTP/1 connection waiting for its next request
+    /// counts as one, until a stop begins and pingora closes it.
+    pub fn busy(&self) -> usize {
+        self.busy.load(Ordering::SeqCst)
+    }
+
+    /// Takes a connection slot, or `None` past the limit.
+    fn try_open(self: &Arc<Self>) -> Option<Slot> {
+        let limit = self.limit;
+        self.open.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < limit).then_some(n + 1)).ok()?;
+        self.metrics.open.inc();
+        Some(Slot(Arc::clone(self), Kind::Connection))
+    }
+
+    fn start_request(self: &Arc<Self>) -> Slot {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        Slot(Arc::clone(self), Kind::Request)
+    }
+
+    /// Resolves once no connection is open and no request is being processed.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.open() == 0 && self.busy() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Connection,
+    Request,
+}
+
+/// A counted connection or request; the count drops with it.
+///
+/// Counts are sequentially consistent: of a connection and its last request ending
+/// together, at least one sees the other gone and wakes [`Connections::wait_idle`].
+#[derive(Debug)]
+struct Slot(Arc<Connections>, Kind);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let c = &self.0;
+        let left = match self.1 {
+            Kind::Connection => {
+                c.metrics.open.dec();
+                c.open.fetch_sub(1, Ordering::SeqCst) - 1 + c.busy()
+            }
+            Kind::Request => c.busy.fetch_sub(1, Ordering::SeqCst) - 1 + c.open(),
+        };
+        if left == 0 {
+            c.idle.notify_waiters();
+        }
+    }
+}
+
+// === impl Limited ===
+
+/// The transport-level app: counts every client connection, and refuses those past
+/// the limit before reading anything from them.
+pub struct Limited<A> {
+    app: Arc<A>,
+    connections: Arc<Connections>,
+}
+
+impl<A> Limited<A> {
+    /// Wraps `app`.
+    pub fn new(app: Arc<A>, connections: Arc<Connections>) -> Self {
+        Self { app, connections }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
+    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let Some(_slot) = self.connections.try_open() else {
+            self.connections.metrics.refused.inc();
+            refuse(stream).await;
+            return None;
+        };
+        self.app.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.app.cleanup().await;
+    }
+}
+
+/// Answers 503 `too_many_connections` and closes. An HTTP/2 client (ALPN h2) would not
+/// understand an HTTP/1 answer, so it is only closed.
+async fn refuse(mut stream: Stream) {
+    if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+        return;
+    }
+    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+        stream.write_all(REFUSAL).await?;
+        stream.flush().await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 512];
+        while stream.read(&mut sink).await? > 0 {}
+        std::io::Result::Ok(())
+    })
+    .await;
+}
+
+// === impl Tracked ===
+
+/// The HTTP app: sets the idle keep-alive timeout on each HTTP/1 request and the idle
+/// timeout of HTTP/2 connections, and counts the requests being processed.
+pub struct Tracked<A> {
+    app: Arc<A>,
+    keepalive: u64,
+    options: HttpServerOptions,
+    connections: Arc<Connections>,
+}
+
+impl<A> Tracked<A> {
+    /// Wraps `app`; an idle connection is closed after `keepalive` (whole seconds, at
+    /// least one).
+    pub fn new(app: Arc<A>, keepalive: Duration, connections: Arc<Connections>) -> Self {
+        let keepalive = keepalive.as_secs().max(1);
+        let mut options = HttpServerOptions::default();
+        options.h2_idle_timeout = Some(Duration::from_secs(keepalive));
+        Self { app, keepalive, options, connections }
+    }
+}
+
+#[async_trait]
+impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for Tracked<A> {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        // pingora turns keep-alive off once a stop has begun; keep it that way.
+        if !*shutdown.borrow() {
+            session.set_keepalive(Some(self.keepalive));
+        }
+        let _request = self.connections.start_request();
+        self.app.process_new_http(session, shutdown).await
+    }
+
+    fn h2_options(&self) -> Option<H2Options> {
+        self.app.h2_options()
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        Some(&self.options)
+    }
+
+    async fn http_cleanup(&self) {
+        self.app.http_cleanup().await;
+    }
+}
+
+#[cfg(test)]
+mod tests;

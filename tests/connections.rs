@@ -1,0 +1,231 @@
+//! Client connections over real sockets: the cap on open connections (past it a 503
+//! `too_many_connections`, and service again once some close), the idle keep-alive
+//! timeout, and TLS and HTTP/2 through the cap.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::jws::{claims, token};
+use common::*;
+use isogate::demo::client::RawResponse;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+/// One environment and pool in front of `upstream`; `server` lines are added to
+/// `[server]`, `listeners` after the main listener.
+fn config(upstream: SocketAddr, server: &str, listeners: &str) -> String {
+    let d = tls_dir();
+    let preamble = PREAMBLE.replace("[server]\n", &format!("[server]\n{server}\n"));
+    format!(
+        r#"
+{preamble}{listeners}
+[[certificates]]
+cert_file = "{d}/a.pem"
+key_file = "{d}/a.key"
+server_names = ["a.test"]
+{HMAC_ISSUER}[environments.prod]
+hosts = ["prod.test", "a.test"]
+default_pool = "app"
+[pools.app]
+servers = ["{upstream}"]
+[[routes]]
+name = "api"
+path_prefix = "/api"
+"#
+    )
+}
+
+fn tls_dir() -> String {
+    format!("{}/tests/fixtures/tls", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn bearer() -> String {
+    format!("Bearer {}", token("HS256", claims("prod", "acme")))
+}
+
+/// Reads one response (head and `content-length` body) from a kept-alive connection.
+fn read_response(stream: &mut impl Read) -> std::io::Result<RawResponse> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        if let httparse::Status::Complete(head) = resp.parse(&buf).unwrap() {
+            let headers: Vec<(String, String)> = resp
+                .headers
+                .iter()
+                .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                .collect();
+            let len = headers.iter().find(|(k, _)| k == "content-length").map_or(0, |(_, v)| v.parse().unwrap());
+            if buf.len() >= head + len {
+                let body = buf[head..head + len].to_vec();
+                return Ok(RawResponse { status: resp.code.unwrap(), headers, body });
+            }
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                String::from_utf8_lossy(&buf).into_owned(),
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Sends a kept-alive GET `/api` on `stream` and reads the response.
+fn get(stream: &mut (impl Read + Write), host: &str) -> std::io::Result<RawResponse> {
+    write!(stream, "GET /api HTTP/1.1\r\nhost: {host}\r\nauthorization: {}\r\n\r\n", bearer())?;
+    read_response(stream)
+}
+
+/// A new connection that was served one request and is kept open.
+fn served_connection(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let r = get(&mut stream, "prod.test").unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    stream
+}
+
+/// Reads until the peer closes; how long that took.
+fn time_to_close(stream: &mut impl Read) -> Duration {
+    let start = Instant::now();
+    let mut sink = [0u8; 512];
+    loop {
+        match stream.read(&mut sink) {
+            Ok(0) => return start.elapsed(),
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return start.elapsed(),
+            Err(e) => panic!("the connection was not closed: {e}"),
+        }
+    }
+}
+
+fn assert_refused(r: &RawResponse) {
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("connection"), Some("close"));
+    let body = r.json();
+    assert_eq!(body["error"], "too_many_connections", "{body}");
+    assert_eq!(body["status"], 503);
+}
+
+#[test]
+fn connections_past_the_cap_are_refused_and_served_again_once_some_close() {
+    let ups = Upstreams::start(&["app"]);
+    let gw = Gateway::start(&config(ups.get("app").addr, "max_connections = 20", ""), &[]);
+    let mut open: Vec<TcpStream> = (0..20).map(|_| served_connection(gw.addr)).collect();
+    assert_eq!(gw.metric("isogate_connections_open "), Some(20.0));
+
+    let mut over = TcpStream::connect(gw.addr).unwrap();
+    over.set_read_timeout(Some(DEADLINE)).unwrap();
+    let r = get(&mut over, "prod.test").unwrap();
+    assert_refused(&r);
+    assert!(time_to_close(&mut over) < DEADLINE, "the refused connection is closed");
+    assert_eq!(gw.metric("isogate_connections_refused_total "), Some(1.0));
+    assert_eq!(ups.get("app").count(), 20, "the refused request never reached the upstream");
+
+    // The open connections are still served.
+    assert_eq!(get(&mut open[0], "prod.test").unwrap().status, 200);
+    open.truncate(15);
+    let fresh = eventually("a connection served after five closed", || {
+        let mut s = TcpStream::connect(gw.addr).ok()?;
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        (get(&mut s, "prod.test").ok()?.status == 200).then_some(s)
+    });
+    let more: Vec<TcpStream> = (0..4).map(|_| served_connection(gw.addr)).collect();
+    assert_eq!(gw.metric("isogate_connections_open "), Some(20.0));
+    drop((fresh, more, open));
+    eventually("every connection counted closed", || {
+        (gw.metric("isogate_connections_open ") == Some(0.0)).then_some(())
+    });
+}
+
+#[test]
+fn an_idle_keepalive_connection_is_closed_after_the_timeout() {
+    let ups = Upstreams::start(&["app"]);
+    let gw = Gateway::start(&config(ups.get("app").addr, "keepalive_timeout_seconds = 1", ""), &[]);
+    let mut stream = served_connection(gw.addr);
+    // Still usable right away: keep-alive works.
+    assert_eq!(get(&mut stream, "prod.test").unwrap().status, 200);
+    let idle = time_to_close(&mut stream);
+    assert!(idle >= Duration::from_millis(900) && idle < Duration::from_secs(5), "closed after {idle:?}");
+    eventually("the closed connection is no longer counted", || {
+        (gw.metric("isogate_connections_open ") == Some(0.0)).then_some(())
+    });
+}
+
+fn tls_client_config(alpn: &[u8]) -> Arc<rustls::ClientConfig> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(format!("{}/ca.pem", tls_dir())).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Arc::new(config)
+}
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn tls_connect(addr: SocketAddr) -> TlsStream {
+    let conn =
+        rustls::ClientConnection::new(tls_client_config(b"http/1.1"), ServerName::try_from("a.test").unwrap()).unwrap();
+    let sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    rustls::StreamOwned::new(conn, sock)
+}
+
+/// One HTTP/2 request over TLS; returns its status and how long the server then took to
+/// close the idle connection.
+async fn h2_request_then_idle(addr: SocketAddr) -> (u16, Duration) {
+    let connector = tokio_rustls::TlsConnector::from(tls_client_config(b"h2"));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = connector.connect(ServerName::try_from("a.test").unwrap(), tcp).await.unwrap();
+    let (mut client, connection) = h2::client::handshake(tls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let request = http::Request::get("https://a.test/api").header("authorization", bearer()).body(()).unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let response = response.await.unwrap();
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+    }
+    let idle = Instant::now();
+    tokio::time::timeout(DEADLINE, connection).await.expect("the idle HTTP/2 connection is closed").unwrap().ok();
+    drop(client);
+    (status, idle.elapsed())
+}
+
+#[test]
+fn tls_and_http2_connections_are_counted_capped_and_time_out() {
+    let ups = Upstreams::start(&["app"]);
+    let tls = free_addr();
+    let listener = "[[listeners]]\naddress = \"@TLS@\"\ntls = true\nhttp2 = true\n";
+    let server = "max_connections = 2\nkeepalive_timeout_seconds = 1";
+    let gw = Gateway::start(&config(ups.get("app").addr, server, listener), &[("@TLS@", tls)]);
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (status, idle) = rt.block_on(h2_request_then_idle(tls));
+    assert_eq!(status, 200, "an HTTP/2 request is served");
+    assert!(idle >= Duration::from_millis(900) && idle < Duration::from_secs(5), "closed after {idle:?}");
+    eventually("the HTTP/2 connection is no longer counted", || {
+        (gw.metric("isogate_connections_open ") == Some(0.0)).then_some(())
+    });
+
+    let mut first = tls_connect(tls);
+    assert_eq!(get(&mut first, "a.test").unwrap().status, 200);
+    let mut second = tls_connect(tls);
+    assert_eq!(get(&mut second, "a.test").unwrap().status, 200);
+    let mut third = tls_connect(tls);
+    assert_refused(&get(&mut third, "a.test").unwrap());
+    assert_eq!(gw.metric("isogate_connections_refused_total "), Some(1.0));
+}
