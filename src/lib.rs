@@ -13,6 +13,7 @@ pub mod bind;
 pub mod config;
 pub mod connections;
 pub mod demo;
+pub mod drain;
 pub mod headers;
 pub mod metrics;
 pub mod policy;

@@ -21,6 +21,7 @@ use crate::admin::Admin;
 use crate::audit::AuditSink;
 use crate::auth::jwks::RemoteKeys;
 use crate::connections::{Connections, Limited, Tracked};
+use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::reload::Reloader;
@@ -247,6 +248,8 @@ pub fn run(snapshot: Snapshot, launch: Launch<'_>) -> Result<(), StartError> {
     }
     server.add_service(background_service("pool health", PoolHealth(Arc::clone(&snapshots))));
     let flush_timeout = settings.shutdown_timeout.max(Duration::from_secs(1));
+    let drain = Drain::new(connections, Arc::clone(&audit), settings.grace_period, flush_timeout);
+    server.add_service(background_service("drain", drain));
     if let Some(path) = launch.config_path {
         let reloader = Arc::new(Reloader::new(path, Arc::clone(&snapshots), metrics.clone()));
         server.add_service(background_service("config reload", ConfigReload { reloader, metrics }));

@@ -1,6 +1,7 @@
 //! Client connections over real sockets: the cap on open connections (past it a 503
 //! `too_many_connections`, and service again once some close), the idle keep-alive
-//! timeout, and TLS and HTTP/2 through the cap.
+//! timeout, TLS and HTTP/2 through the cap, and a SIGTERM that ends the process as soon
+//! as no request is in flight, with every audit line written.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
@@ -8,6 +9,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -228,4 +230,81 @@ fn tls_and_http2_connections_are_counted_capped_and_time_out() {
     let mut third = tls_connect(tls);
     assert_refused(&get(&mut third, "a.test").unwrap());
     assert_eq!(gw.metric("isogate_connections_refused_total "), Some(1.0));
+}
+
+/// An upstream that answers 200 `slow` `delay` after a request arrives; counts arrivals.
+fn slow_upstream(rt: &tokio::runtime::Runtime, delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let (addr, arrived) = (listener.local_addr().unwrap(), Arc::new(AtomicUsize::new(0)));
+    let counter = Arc::clone(&arrived);
+    rt.spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                let _ =
+                    stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nslow").await;
+            });
+        }
+    });
+    (addr, arrived)
+}
+
+/// A gateway with a grace period of 30 seconds.
+fn start_for_stop(upstream: SocketAddr) -> Gateway {
+    let text = config(upstream, "", "").replace("grace_period_seconds = 1", "grace_period_seconds = 30");
+    assert!(text.contains("grace_period_seconds = 30"));
+    Gateway::start(&text, &[])
+}
+
+#[test]
+fn sigterm_with_only_idle_connections_exits_at_once_with_the_audit_written() {
+    let ups = Upstreams::start(&["app"]);
+    let mut gw = start_for_stop(ups.get("app").addr);
+    let mut kept = served_connection(gw.addr);
+    assert_eq!(get(&mut kept, "prod.test").unwrap().status, 200);
+    let _other = served_connection(gw.addr);
+
+    let start = Instant::now();
+    let status = gw.terminate();
+    let took = start.elapsed();
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(3), "a stop with only idle connections took {took:?}");
+    assert_eq!(gw.audit_lines().len(), 3, "every request has its audit line");
+    assert!(time_to_close(&mut kept) < DEADLINE, "the idle connection is closed");
+}
+
+#[test]
+fn sigterm_lets_a_slow_request_finish_then_exits() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let (upstream, arrived) = slow_upstream(&rt, Duration::from_secs(2));
+    let mut gw = start_for_stop(upstream);
+    let addr = gw.addr;
+    let slow = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        get(&mut stream, "prod.test")
+    });
+    eventually("the request reaches the upstream", || (arrived.load(Ordering::SeqCst) == 1).then_some(()));
+
+    let start = Instant::now();
+    let status = gw.terminate();
+    let took = start.elapsed();
+    let answer = slow.join().unwrap().expect("the in-flight request is answered");
+    assert_eq!((answer.status, answer.body.as_slice()), (200, &b"slow"[..]));
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(5), "the stop took {took:?} (grace period 30 s)");
+    let lines = gw.audit_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["status"], 200, "{}", lines[0]);
 }
