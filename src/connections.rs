@@ -5,16 +5,18 @@
 //!
 //! pingora has no downstream connection limit, so two thin wrappers sit around the
 //! proxy app: [`Limited`] is the transport-level [`ServerApp`] that counts connections
-//! (TCP or TLS, HTTP/1 or HTTP/2), and [`Tracked`] is the [`HttpServerApp`] that sets the
-//! keep-alive timeout on each HTTP/1 request and counts the requests being processed
-//! (an HTTP/2 request outlives nothing but its own task, so it is counted apart).
+//! (TCP or TLS, HTTP/1 or HTTP/2) and runs the HTTP/1 keep-alive loop, and [`Tracked`]
+//! is the [`HttpServerApp`] that sets the keep-alive timeout on each HTTP/1 request and
+//! counts the requests being processed (an HTTP/2 request runs in its own task and may
+//! outlive its connection, so requests are counted apart from connections).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
+use bytes::BytesMut;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora::protocols::http::v2::server::H2Options;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Stream, ALPN};
@@ -30,6 +32,9 @@ content-length: 46\r\n\
 retry-after: 1\r\n\
 connection: close\r\n\r\n\
 {\"error\":\"too_many_connections\",\"status\":503}\n";
+
+/// The buffer a request head is read into: pingora's own initial size.
+const HEAD_BUFFER: usize = 4096;
 
 /// How long a refused client gets to take the answer: the request it may already have
 /// sent is read and dropped meanwhile, so closing does not reset the connection before
@@ -73,8 +78,8 @@ impl Connections {
         self.open.load(Ordering::SeqCst)
     }
 
-    /// Requests being processed. An HTTP/1 connection waiting for its next request
-    /// counts as one, until a stop begins and pingora closes it.
+    /// Requests being read or served (an idle HTTP/1 connection over TLS counts as
+    /// one, until a stop begins and pingora closes it).
     pub fn busy(&self) -> usize {
         self.busy.load(Ordering::SeqCst)
     }
@@ -137,33 +142,81 @@ impl Drop for Slot {
 
 // === impl Limited ===
 
-/// The transport-level app: counts every client connection, and refuses those past
-/// the limit before reading anything from them.
+/// The transport-level app: counts every client connection, refuses those past the
+/// limit before reading anything from them, and serves HTTP/1 connections itself so
+/// that a connection waiting for its next request holds no request state.
+///
+/// pingora's own HTTP/1 loop waits for the next request inside the proxy's request
+/// future, about 14 KiB kept for every idle connection; here the wait is a read into
+/// the request's head buffer, and the request future exists only while a request is
+/// read and served. HTTP/2 connections take pingora's path unchanged.
 pub struct Limited<A> {
     app: Arc<A>,
+    keepalive: Duration,
     connections: Arc<Connections>,
 }
 
 impl<A> Limited<A> {
-    /// Wraps `app`.
-    pub fn new(app: Arc<A>, connections: Arc<Connections>) -> Self {
-        Self { app, connections }
+    /// Wraps `app`; a connection idle for `keepalive` between requests is closed.
+    pub fn new(app: Arc<A>, keepalive: Duration, connections: Arc<Connections>) -> Self {
+        Self { app, keepalive, connections }
+    }
+}
+
+impl<A: HttpServerApp + Send + Sync + 'static> Limited<A> {
+    /// The HTTP/1 keep-alive loop: wait for a request, serve it, and again while the
+    /// connection may be reused. The bytes read while waiting go to the session as the
+    /// start of its request, so waiting costs no extra read.
+    ///
+    /// pingora hands a session bytes of its own only with HTTP/1 pipelining, which
+    /// isogate does not turn on; with it, a next request could already sit in the
+    /// persistent settings while this loop waits on the socket.
+    async fn serve_http1(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) {
+        let mut stopping = shutdown.clone();
+        let mut persistent = None;
+        while let Some(head) = self.next_request(&mut stream, &mut stopping).await {
+            let mut session = ServerSession::new_http1(stream);
+            if let Some(settings) = persistent.take() {
+                HttpPersistentSettings::apply_to_session(settings, &mut session);
+            }
+            session.set_pipelined_prefix(head);
+            let Some(reused) = self.app.process_new_http(session, shutdown).await else {
+                return;
+            };
+            (stream, persistent) = reused.consume();
+        }
+    }
+
+    /// The first bytes of the next request on `stream`; `None` once it was idle for the
+    /// keep-alive timeout, was closed by the client, or a stop began while it was idle.
+    async fn next_request(&self, stream: &mut Stream, stopping: &mut ShutdownWatch) -> Option<BytesMut> {
+        let mut head = BytesMut::with_capacity(HEAD_BUFFER);
+        let arrived = tokio::select! {
+            biased;
+            read = tokio::time::timeout(self.keepalive, stream.read_buf(&mut head)) => matches!(read, Ok(Ok(n)) if n > 0),
+            _ = stopping.wait_for(|stop| *stop) => false,
+        };
+        arrived.then_some(head)
     }
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let Some(_slot) = self.connections.try_open() else {
             self.connections.metrics.refused.inc();
             refuse(stream).await;
             return None;
         };
-        self.app.process_new(stream, shutdown).await
+        match stream.selected_alpn_proto() {
+            None | Some(ALPN::H1) => self.serve_http1(stream, shutdown).await,
+            Some(_) => return ServerApp::process_new(&self.app, stream, shutdown).await,
+        }
+        None
     }
 
     async fn cleanup(&self) {
-        self.app.cleanup().await;
+        self.app.http_cleanup().await;
     }
 }
 

@@ -164,7 +164,7 @@ fn proxy_service(
 ) -> Result<Service<Limited<Tracked<pingora::proxy::HttpProxy<Gateway>>>>, StartError> {
     let proxy = Arc::new(pingora::proxy::http_proxy(&server.configuration, gateway));
     let tracked = Tracked::new(proxy, settings.keepalive_timeout, Arc::clone(connections));
-    let app = Limited::new(Arc::new(tracked), Arc::clone(connections));
+    let app = Limited::new(Arc::new(tracked), settings.keepalive_timeout, Arc::clone(connections));
     let mut service = Service::new("isogate proxy".to_owned(), app);
     for addr in &settings.listeners {
         let listener = ListenerConfig::tcp(addr.to_string());

@@ -163,6 +163,32 @@ fn an_idle_keepalive_connection_is_closed_after_the_timeout() {
     });
 }
 
+#[test]
+fn kept_alive_connections_serve_split_heads_and_bodies() {
+    let ups = Upstreams::start(&["app"]);
+    let gw = Gateway::start(&config(ups.get("app").addr, "", ""), &[]);
+    let mut stream = served_connection(gw.addr);
+    // A head in two segments.
+    stream.set_nodelay(true).unwrap();
+    stream.write_all(b"GET /api/split HTTP/1.1\r\nhost: prod").unwrap();
+    write!(stream, ".test\r\nauthorization: {}\r\n\r\n", bearer()).unwrap();
+    let r = read_response(&mut stream).unwrap();
+    assert_eq!((r.status, r.json()["path"].as_str()), (200, Some("/api/split")));
+    // A request with a body, then one more on the same connection.
+    let body = "x".repeat(10_000);
+    write!(
+        stream,
+        "POST /api/body HTTP/1.1\r\nhost: prod.test\r\nauthorization: {}\r\ncontent-length: {}\r\n\r\n{body}",
+        bearer(),
+        body.len()
+    )
+    .unwrap();
+    assert_eq!(read_response(&mut stream).unwrap().status, 200);
+    assert_eq!(get(&mut stream, "prod.test").unwrap().status, 200);
+    let paths: Vec<String> = ups.get("app").received().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/api", "/api/split", "/api/body", "/api"]);
+}
+
 fn tls_client_config(alpn: &[u8]) -> Arc<rustls::ClientConfig> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();

@@ -127,7 +127,7 @@ fn server_limits(server: &file::Server, errors: &mut Vec<ConfigError>) {
             0..0,
             "server.max_connections",
             format!("{} is out of range", server.max_connections),
-            "use a value from 1 to 1000000 (default 10000); each idle connection costs about 30 KiB",
+            "use a value from 1 to 1000000 (default 10000); each idle connection costs about 13 KiB",
         ));
     }
     if !(1..=3600).contains(&server.keepalive_timeout_seconds) {
