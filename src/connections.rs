@@ -78,8 +78,8 @@ impl Connections {
         self.open.load(Ordering::SeqCst)
     }
 
-    /// Requests being read or served (an idle HTTP/1 connection over TLS counts as
-    /// one, until a stop begins and pingora closes it).
+    /// Requests being read or served; a connection waiting for its next request is
+    /// not one.
     pub fn busy(&self) -> usize {
         self.busy.load(Ordering::SeqCst)
     }
