@@ -23,8 +23,6 @@ use std::{env, fs, thread};
 use isogate::demo::upstream::EchoUpstream;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
-const SETTLE: Duration = Duration::from_secs(3);
-
 fn env_number(name: &str, default: usize) -> usize {
     env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -192,6 +190,9 @@ fn main() {
     let connections = if bench { env_number("CONNECTIONS", 2000) } else { 20 };
     let threads = env_number("THREADS", 2);
     let rounds = if bench { env_number("ROUNDS", 2) } else { 1 };
+    // Time for the allocator and the gateway to settle before each reading, and the
+    // traffic between rounds; the smoke run under `cargo test` only checks service.
+    let (settle, requests) = if bench { (Duration::from_secs(3), 200) } else { (Duration::ZERO, 10) };
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let upstream = rt.block_on(EchoUpstream::start("bench")).unwrap();
@@ -199,8 +200,8 @@ fn main() {
     let pid = gateway.child.id();
     let token = token();
 
-    traffic(addr, &token, 200);
-    thread::sleep(SETTLE);
+    traffic(addr, &token, requests);
+    thread::sleep(settle);
     let before = rss_and_threads(pid);
     println!("{connections} idle keep-alive connections, [server] threads = {threads}");
     println!("| {:<38} | {:>9} | {:>9} | {:>7} |", "gateway", "VmRSS KiB", "Δ KiB", "threads");
@@ -208,15 +209,15 @@ fn main() {
     line("before", before, before.0);
     for round in 1..=rounds {
         let open = open_idle(addr, &token, connections);
-        thread::sleep(SETTLE);
+        thread::sleep(settle);
         let with_open = rss_and_threads(pid);
         line(&format!("round {round}: {connections} connections open"), with_open, before.0);
         drop(open);
-        thread::sleep(SETTLE);
-        line(&format!("round {round}: closed, {}s later", SETTLE.as_secs()), rss_and_threads(pid), before.0);
-        traffic(addr, &token, 200);
-        thread::sleep(SETTLE);
-        line(&format!("round {round}: closed, then 200 requests"), rss_and_threads(pid), before.0);
+        thread::sleep(settle);
+        line(&format!("round {round}: closed, {}s later", settle.as_secs()), rss_and_threads(pid), before.0);
+        traffic(addr, &token, requests);
+        thread::sleep(settle);
+        line(&format!("round {round}: closed, then {requests} requests"), rss_and_threads(pid), before.0);
         let per_connection = (with_open.0.saturating_sub(before.0) * 1024) / connections as u64;
         println!("round {round}: {per_connection} bytes per idle connection");
     }
