@@ -424,6 +424,9 @@ enforcement = "report_only"
         "isogate_upstream_duration_seconds_bucket",
         "isogate_upstream_healthy",
         "isogate_tenant_requests_total",
+        "isogate_connections_open",
+        "isogate_connections_refused_total",
+        "isogate_config_last_reload_successful",
     ] {
         assert!(live.contains_key(family), "{family} is missing from /metrics:\n{text}");
     }
