@@ -41,6 +41,10 @@ const HEAD_BUFFER: usize = 4096;
 /// the client has read the 503.
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
+/// Refused connections given [`REFUSAL_LINGER`] at once; past this, in a flood, a
+/// refused connection is closed without an answer, so refusing stays bounded too.
+const MAX_LINGERING_REFUSALS: usize = 1024;
+
 /// Metric handles for connections.
 #[derive(Debug, Clone)]
 pub struct ConnectionMetrics {
@@ -57,6 +61,7 @@ pub struct Connections {
     limit: usize,
     open: AtomicUsize,
     busy: AtomicUsize,
+    refusing: AtomicUsize,
     idle: Notify,
     metrics: ConnectionMetrics,
 }
@@ -68,6 +73,7 @@ impl Connections {
             limit: limit.max(1),
             open: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
+            refusing: AtomicUsize::new(0),
             idle: Notify::new(),
             metrics,
         })
@@ -90,6 +96,15 @@ impl Connections {
         self.open.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < limit).then_some(n + 1)).ok()?;
         self.metrics.open.inc();
         Some(Slot(Arc::clone(self), Kind::Connection))
+    }
+
+    /// Takes a place to answer a refused connection, or `None` when too many are
+    /// being answered.
+    fn try_refuse(self: &Arc<Self>) -> Option<Slot> {
+        self.refusing
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < MAX_LINGERING_REFUSALS).then_some(n + 1))
+            .ok()?;
+        Some(Slot(Arc::clone(self), Kind::Refusal))
     }
 
     fn start_request(self: &Arc<Self>) -> Slot {
@@ -115,9 +130,10 @@ impl Connections {
 enum Kind {
     Connection,
     Request,
+    Refusal,
 }
 
-/// A counted connection or request; the count drops with it.
+/// A counted connection, request or refusal; the count drops with it.
 ///
 /// Counts are sequentially consistent: of a connection and its last request ending
 /// together, at least one sees the other gone and wakes [`Connections::wait_idle`].
@@ -133,6 +149,10 @@ impl Drop for Slot {
                 c.open.fetch_sub(1, Ordering::SeqCst) - 1 + c.busy()
             }
             Kind::Request => c.busy.fetch_sub(1, Ordering::SeqCst) - 1 + c.open(),
+            Kind::Refusal => {
+                c.refusing.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
         };
         if left == 0 {
             c.idle.notify_waiters();
@@ -205,7 +225,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Limited<A> {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let Some(_slot) = self.connections.try_open() else {
             self.connections.metrics.refused.inc();
-            refuse(stream).await;
+            if let Some(_answering) = self.connections.try_refuse() {
+                refuse(stream).await;
+            }
             return None;
         };
         match stream.selected_alpn_proto() {

@@ -67,3 +67,13 @@ fn the_refusal_is_a_whole_http_response_with_a_json_body() {
     let json: serde_json::Value = serde_json::from_slice(body).unwrap();
     assert_eq!(json, serde_json::json!({"error": "too_many_connections", "status": 503}));
 }
+
+#[test]
+fn refusals_answered_at_once_are_bounded() {
+    let c = connections(1);
+    let answering: Vec<Slot> = (0..MAX_LINGERING_REFUSALS).map(|_| c.try_refuse().unwrap()).collect();
+    assert!(c.try_refuse().is_none(), "past the bound a refused connection is only closed");
+    drop(answering);
+    assert!(c.try_refuse().is_some());
+    assert_eq!((c.open(), c.busy()), (0, 0), "refusals are neither connections nor requests");
+}
