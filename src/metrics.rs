@@ -117,10 +117,16 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// `isogate_config_last_reload_success_timestamp_seconds`
     pub config_last_reload: IntGauge,
+    /// `isogate_config_last_reload_successful`: 0 after a failed reload until one succeeds.
+    pub config_last_reload_successful: IntGauge,
     /// `isogate_config_generation`
     pub config_generation: IntGauge,
     /// `isogate_build_info{version}`
     pub build_info: IntGaugeVec,
+    /// `isogate_connections_open`: live client connections.
+    pub connections_open: IntGauge,
+    /// `isogate_connections_refused_total`: connections refused past `server.max_connections`.
+    pub connections_refused: IntCounter,
     /// `isogate_request_duration_seconds` child for requests with no environment.
     pub unbound_duration: Histogram,
 }
@@ -153,6 +159,12 @@ impl Metrics {
             "Unix time of the last successful configuration reload (0: none since start).",
         )?;
         registry.register(Box::new(config_last_reload.clone()))?;
+        let config_last_reload_successful = IntGauge::new(
+            "isogate_config_last_reload_successful",
+            "1 when the last configuration reload succeeded (or none was tried since start); 0 after a failed one, until a reload succeeds.",
+        )?;
+        registry.register(Box::new(config_last_reload_successful.clone()))?;
+        config_last_reload_successful.set(1);
         let token_cache = counter_vec(
             "isogate_token_cache_requests_total",
             "Verified-token cache lookups by result (hit, miss).",
@@ -235,6 +247,7 @@ impl Metrics {
             )?,
             config_reloads,
             config_last_reload,
+            config_last_reload_successful,
             rate_limit: counter_vec(
                 "isogate_rate_limit_decisions_total",
                 "Rate-limit and quota decisions by environment, plan, result and the limiter that decided.",
@@ -269,7 +282,24 @@ impl Metrics {
             audit_lost: counter("isogate_audit_lines_lost_total", "Audit lines that could not be queued or written.")?,
             config_generation,
             build_info,
+            connections_open: {
+                let g = IntGauge::new("isogate_connections_open", "Live client connections on the proxy listeners.")?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            connections_refused: counter(
+                "isogate_connections_refused_total",
+                "Client connections refused with 503 too_many_connections because server.max_connections were open.",
+            )?,
         })
+    }
+
+    /// Handles for the connection cap.
+    pub fn connections(&self) -> crate::connections::ConnectionMetrics {
+        crate::connections::ConnectionMetrics {
+            open: self.connections_open.clone(),
+            refused: self.connections_refused.clone(),
+        }
     }
 
     /// Handles for one JWKS issuer.

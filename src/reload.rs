@@ -108,6 +108,7 @@ impl Reloader {
                 self.metrics.config_generation.set(i64::try_from(generation).unwrap_or(i64::MAX));
                 self.metrics.config_reloads.with_label_values(&["ok"]).inc();
                 self.metrics.config_last_reload.set(jiff::Timestamp::now().as_second());
+                self.metrics.config_last_reload_successful.set(1);
                 log::info!(
                     target: "isogate::reload",
                     "configuration reloaded from {} (generation {generation}) in {:?}",
@@ -118,6 +119,7 @@ impl Reloader {
             }
             Err(errors) => {
                 self.metrics.config_reloads.with_label_values(&["error"]).inc();
+                self.metrics.config_last_reload_successful.set(0);
                 log::error!(target: "isogate::reload", "configuration NOT reloaded; the running one stays:\n{errors}");
                 Err(errors)
             }

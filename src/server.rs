@@ -1,11 +1,13 @@
 //! Process assembly: metrics registry, audit writer, the pingora server with the proxy
-//! and admin services, and an orderly stop that flushes the audit trail.
+//! (behind the connection cap) and admin services, and an orderly stop that flushes the
+//! audit trail.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::*;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::RunArgs;
@@ -18,9 +20,12 @@ use pingora::services::background::{background_service, BackgroundService};
 use crate::admin::Admin;
 use crate::audit::AuditSink;
 use crate::auth::jwks::RemoteKeys;
+use crate::connections::{Connections, Limited, Tracked};
+use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::reload::Reloader;
+use crate::snapshot::Settings;
 use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::tls::SniResolver;
 use pingora::listeners::tls::TlsSettings;
@@ -140,6 +145,47 @@ impl BackgroundService for ConfigReload {
     }
 }
 
+/// Read buffer of a plain listener's connections: none. Request heads are read straight
+/// into pingora's own 4 KiB buffer and bodies in 64 KiB chunks, so a buffer in front
+/// saves no read, and pingora's default (64 KiB) was most of an idle connection's memory.
+const PLAIN_READ_BUFFER: usize = 0;
+/// Read buffer of a TLS listener's connections: one full TLS record, which rustls reads
+/// 4 KiB at a time.
+const TLS_READ_BUFFER: usize = 16 * 1024;
+
+/// The proxy service: the gateway behind the connection cap and keep-alive timeout, on
+/// every configured listener.
+fn proxy_service(
+    server: &Server,
+    gateway: Gateway,
+    settings: &Settings,
+    snapshots: &Arc<SnapshotCell>,
+    connections: &Arc<Connections>,
+) -> Result<Service<Limited<Tracked<pingora::proxy::HttpProxy<Gateway>>>>, StartError> {
+    let proxy = Arc::new(pingora::proxy::http_proxy(&server.configuration, gateway));
+    let tracked = Tracked::new(proxy, settings.keepalive_timeout, Arc::clone(connections));
+    let app = Limited::new(Arc::new(tracked), settings.keepalive_timeout, Arc::clone(connections));
+    let mut service = Service::new("isogate proxy".to_owned(), app);
+    for addr in &settings.listeners {
+        let listener = ListenerConfig::tcp(addr.to_string());
+        let write = L4BufferSettings::default().write_capacity();
+        let listener = match settings.tls_listeners.iter().find(|(a, _)| a == addr) {
+            Some((_, http2)) => {
+                // Paths stay empty: the resolver supplies the certificate per handshake.
+                let mut tls = TlsSettings::intermediate("", "").map_err(|e| StartError::Tls(e.to_string()))?;
+                tls.set_cert_resolver(Arc::new(SniResolver::new(Arc::clone(snapshots))));
+                if *http2 {
+                    tls.enable_h2();
+                }
+                listener.tls(tls).l4_buffer(L4BufferSettings::new(TLS_READ_BUFFER, write))
+            }
+            None => listener.l4_buffer(L4BufferSettings::new(PLAIN_READ_BUFFER, write)),
+        };
+        service.add_listener(listener);
+    }
+    Ok(service)
+}
+
 /// How the process starts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Launch<'a> {
@@ -188,21 +234,8 @@ pub fn run(snapshot: Snapshot, launch: Launch<'_>) -> Result<(), StartError> {
     server.bootstrap();
 
     let gateway = Gateway::new(Arc::clone(&snapshots), Arc::clone(&audit), metrics.clone());
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "isogate proxy");
-    for addr in &settings.listeners {
-        match settings.tls_listeners.iter().find(|(a, _)| a == addr) {
-            Some((_, http2)) => {
-                // Paths stay empty: the resolver supplies the certificate per handshake.
-                let mut tls = TlsSettings::intermediate("", "").map_err(|e| StartError::Tls(e.to_string()))?;
-                tls.set_cert_resolver(Arc::new(SniResolver::new(Arc::clone(&snapshots))));
-                if *http2 {
-                    tls.enable_h2();
-                }
-                proxy.add_tls_with_settings(&addr.to_string(), None, tls);
-            }
-            None => proxy.add_tcp(&addr.to_string()),
-        }
-    }
+    let connections = Connections::new(settings.max_connections, metrics.connections());
+    let proxy = proxy_service(&server, gateway, &settings, &snapshots, &connections)?;
     let mut admin = Service::new("isogate admin".to_owned(), Admin::new(metrics.clone(), Arc::clone(&snapshots)));
     admin.add_tcp(&settings.admin.to_string());
     admin.threads = Some(1);
@@ -214,12 +247,15 @@ pub fn run(snapshot: Snapshot, launch: Launch<'_>) -> Result<(), StartError> {
         server.add_service(background_service("jwks refresh", JwksRefresh(remote_keys)));
     }
     server.add_service(background_service("pool health", PoolHealth(Arc::clone(&snapshots))));
+    let flush_timeout = settings.shutdown_timeout.max(Duration::from_secs(1));
+    let drain = Drain::new(connections, Arc::clone(&audit), settings.grace_period, flush_timeout);
+    server.add_service(background_service("drain", drain));
     if let Some(path) = launch.config_path {
         let reloader = Arc::new(Reloader::new(path, Arc::clone(&snapshots), metrics.clone()));
         server.add_service(background_service("config reload", ConfigReload { reloader, metrics }));
     }
     server.run(RunArgs::default());
-    audit.close(settings.shutdown_timeout.max(std::time::Duration::from_secs(1)));
+    audit.close(flush_timeout);
     log::info!("isogate stopped");
     Ok(())
 }

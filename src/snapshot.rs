@@ -47,6 +47,10 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Socket for handing listeners to a new binary.
     pub upgrade_socket: std::path::PathBuf,
+    /// Client connections open at once; more are refused with 503.
+    pub max_connections: usize,
+    /// How long an idle keep-alive client connection is kept open.
+    pub keepalive_timeout: Duration,
     /// Audit output: `None` for stdout, else a file path.
     pub audit_path: Option<std::path::PathBuf>,
     /// Audit queue capacity.

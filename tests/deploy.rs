@@ -424,6 +424,9 @@ enforcement = "report_only"
         "isogate_upstream_duration_seconds_bucket",
         "isogate_upstream_healthy",
         "isogate_tenant_requests_total",
+        "isogate_connections_open",
+        "isogate_connections_refused_total",
+        "isogate_config_last_reload_successful",
     ] {
         assert!(live.contains_key(family), "{family} is missing from /metrics:\n{text}");
     }
@@ -586,4 +589,28 @@ fn kubernetes_configmap_passes_isogate_check() {
     for needle in [r#"address = "0.0.0.0:9901""#, r#"address = "0.0.0.0:8080""#, r#"output = "stdout""#] {
         assert!(toml.contains(needle), "isogate.toml must set {needle}");
     }
+}
+
+/// The series `IsogateConfigReloadFailed` reads: 1 on a fresh instance (whose reload
+/// counters are new and at 0), 0 after a broken file is refused, 1 again once a good one
+/// is reloaded.
+#[test]
+fn reload_alert_series_tracks_the_last_reload() {
+    let ups = standard_upstreams();
+    let dev = free_addr();
+    let config = standard_config(&ups, "");
+    let gw = Gateway::start(&config, &[("@DEV@", dev)]);
+    let successful = "isogate_config_last_reload_successful ";
+    assert_eq!(gw.metric(successful), Some(1.0), "a fresh instance");
+    assert_eq!(gw.metric(r#"isogate_config_reloads_total{result="error"}"#), Some(0.0));
+
+    std::fs::write(&gw.config_path, "[environments.prod\nbroken = ").unwrap();
+    gw.signal("HUP");
+    eventually("the broken file is refused", || (gw.metric(successful) == Some(0.0)).then_some(()));
+    assert_eq!(gw.metric(r#"isogate_config_reloads_total{result="error"}"#), Some(1.0));
+
+    gw.write_config(&config);
+    gw.signal("HUP");
+    eventually("the good file is reloaded", || (gw.metric(successful) == Some(1.0)).then_some(()));
+    assert!(gw.metric(r#"isogate_config_reloads_total{result="ok"}"#) >= Some(1.0));
 }

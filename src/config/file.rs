@@ -92,6 +92,13 @@ pub struct Server {
     /// (`isogate run --upgrade`, then SIGQUIT to the old process); absolute path.
     #[serde(default = "default_upgrade_socket")]
     pub upgrade_socket: String,
+    /// Client connections open at once on the proxy listeners (1 to 1,000,000); past it
+    /// a connection gets 503 `too_many_connections` and is closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds an idle keep-alive client connection is kept open (1 to 3600).
+    #[serde(default = "default_keepalive_timeout_seconds")]
+    pub keepalive_timeout_seconds: u64,
 }
 
 fn default_upgrade_socket() -> String {
@@ -106,6 +113,8 @@ impl Default for Server {
             grace_period_seconds: default_grace_period_seconds(),
             shutdown_timeout_seconds: default_shutdown_timeout_seconds(),
             upgrade_socket: default_upgrade_socket(),
+            max_connections: default_max_connections(),
+            keepalive_timeout_seconds: default_keepalive_timeout_seconds(),
         }
     }
 }
@@ -115,6 +124,12 @@ fn default_grace_period_seconds() -> u64 {
 }
 fn default_shutdown_timeout_seconds() -> u64 {
     5
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_keepalive_timeout_seconds() -> u64 {
+    60
 }
 
 /// `[admin]`

@@ -70,6 +70,7 @@ pub(super) fn settings(
             "old and new processes must agree on it: use an absolute path such as \"/run/isogate/upgrade.sock\"",
         ));
     }
+    server_limits(&raw.server, errors);
     let capacity = *raw.audit.queue_capacity.get_ref();
     if !(1..=10_000_000).contains(&capacity) {
         errors.push(ConfigError::at(
@@ -109,11 +110,34 @@ pub(super) fn settings(
         grace_period: Duration::from_secs(raw.server.grace_period_seconds),
         shutdown_timeout: Duration::from_secs(raw.server.shutdown_timeout_seconds),
         upgrade_socket: std::path::PathBuf::from(&raw.server.upgrade_socket),
+        max_connections: raw.server.max_connections,
+        keepalive_timeout: Duration::from_secs(raw.server.keepalive_timeout_seconds),
         audit_path,
         audit_queue_capacity: capacity,
         audit_on_full: raw.audit.on_queue_full,
         audit_stream_end: raw.audit.stream_end,
         tenant_label_top: raw.metrics.tenant_label_top,
+    }
+}
+
+/// `[server]` connection limits: a cap of 0 would refuse everything and "unlimited"
+/// would let a flood exhaust memory, so both are bounded.
+fn server_limits(server: &file::Server, errors: &mut Vec<ConfigError>) {
+    if !(1..=1_000_000).contains(&server.max_connections) {
+        errors.push(ConfigError::at(
+            0..0,
+            "server.max_connections",
+            format!("{} is out of range", server.max_connections),
+            "use a value from 1 to 1000000 (default 10000); each idle connection costs about 13 KiB",
+        ));
+    }
+    if !(1..=3600).contains(&server.keepalive_timeout_seconds) {
+        errors.push(ConfigError::at(
+            0..0,
+            "server.keepalive_timeout_seconds",
+            format!("{} is out of range", server.keepalive_timeout_seconds),
+            "use a value from 1 to 3600 seconds (default 60)",
+        ));
     }
 }
 
