@@ -12,6 +12,7 @@ pub mod auth;
 pub mod bind;
 pub mod config;
 pub mod demo;
+pub mod diag;
 pub mod headers;
 pub mod metrics;
 pub mod policy;

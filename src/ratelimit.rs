@@ -206,7 +206,7 @@ impl Limiter {
             Ok(Shared::RateLimited(wait)) => (Outcome::RateLimited(wait), Mode::Redis),
             Ok(Shared::Exhausted(e)) => (Outcome::QuotaExhausted(e), Mode::Redis),
             Err(e) => {
-                log::warn!(target: "isogate::ratelimit", "shared limiter unavailable, applying {:?}: {e}", self.on_error);
+                crate::log_limited!(RATELIMIT, Warn, "shared limiter unavailable, applying {:?}: {e}", self.on_error);
                 match self.on_error {
                     OnError::FailOpen => (Outcome::Allow, Mode::FailOpen),
                     OnError::FailClosed => (Outcome::Unavailable, Mode::FailClosed),

@@ -46,3 +46,49 @@ impl Drop for Redis {
         self.kill();
     }
 }
+
+/// A blackholed Redis on loopback: it accepts connections and never answers, like a
+/// server behind a firewall that drops replies or a process that is hung. Closing it
+/// (drop) frees the port, so a real Redis can start on the same address afterwards.
+pub struct Blackhole {
+    pub addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Blackhole {
+    pub fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            // Accepted connections are held open, unread and unanswered, until the end.
+            let mut held = Vec::new();
+            for stream in listener.incoming() {
+                if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(s) = stream {
+                    held.push(s);
+                }
+            }
+        });
+        Self { addr, stop, thread: Some(thread) }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
