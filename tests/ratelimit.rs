@@ -19,7 +19,7 @@ use serde_json::json;
 fn config(ups: &Upstreams, rate_limit: &str) -> String {
     format!(
         r#"
-{PREAMBLE}{RSA_ISSUER}[rate_limit]
+{PREAMBLE}{RSA_ISSUER}{HMAC_ISSUER}[rate_limit]
 plan_claim = "plan"
 {rate_limit}
 [plans.tight]
@@ -209,10 +209,15 @@ fn fallback_config(ups: &Upstreams, redis_url: &str) -> String {
     )
 }
 
+/// Tests that load the machine run one at a time, so each measures itself.
+static LOAD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Sends 8 × 50 requests from 8 threads at once (one tenant each) and returns the p99
 /// latency. Every answer must be the local fallback's (200 or 429), never an error.
+/// HS256 tokens: verifying them is cheap even in a debug build, unlike RSA.
 fn p99_under_concurrency(gw: &Gateway) -> Duration {
-    let tokens: Vec<String> = (0..8).map(|i| token("RS256", claims("prod", &format!("t{i}")))).collect();
+    let _load = LOAD.lock().unwrap_or_else(|e| e.into_inner());
+    let tokens: Vec<String> = (0..8).map(|i| token("HS256", claims("prod", &format!("t{i}")))).collect();
     let mut latencies: Vec<Duration> = std::thread::scope(|s| {
         let handles: Vec<_> = tokens
             .iter()
@@ -233,7 +238,9 @@ fn p99_under_concurrency(gw: &Gateway) -> Duration {
         handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });
     latencies.sort();
-    latencies[latencies.len() * 99 / 100 - 1]
+    let q = |p: usize| latencies[latencies.len() * p / 100 - 1];
+    eprintln!("p50 {:?} p90 {:?} p99 {:?} max {:?}", q(50), q(90), q(99), latencies[latencies.len() - 1]);
+    q(99)
 }
 
 /// The bound on p99: the timeout plus slack for a loaded 2-core machine. Requests that
@@ -278,6 +285,20 @@ fn with_redis_blackholed_from_the_start_latency_is_bounded_and_sharing_starts_wh
     eventually_shared(&gw);
 }
 
+#[test]
+fn when_a_connected_redis_hangs_latency_stays_bounded_and_sharing_resumes_when_it_answers() {
+    let redis = Redis::start();
+    let ups = Upstreams::start(&["prod-shared"]);
+    let gw = Gateway::start(&fallback_config(&ups, &redis.url()), &[]);
+    eventually_shared(&gw);
+    redis.pause();
+    assert_bounded(p99_under_concurrency(&gw), "hung");
+    let r = call(&gw, "acme", "/api");
+    assert_eq!(gw_line(&gw, &r)["limit_mode"], "local_fallback");
+    redis.resume();
+    eventually_shared(&gw);
+}
+
 /// The shared limiter keeps time in nanoseconds like the local one: at 7,000/s the
 /// interval is 142,858 ns, not a rounded 100 µs or 143 µs.
 #[test]
@@ -313,6 +334,7 @@ const REJECT_LINES_PER_SECOND: usize = 20;
 fn a_flood_of_bad_tokens_is_audited_in_full_but_logged_within_bounds() {
     let ups = Upstreams::start(&["prod-shared"]);
     let gw = Gateway::start_logging(&config(&ups, ""), &[], "info");
+    let _load = LOAD.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..8 {
