@@ -1,6 +1,8 @@
 //! The local rate limiter against the naive alternatives, at 1, 10^3 and 10^6 tenants:
 //! the lock-free fixed-memory GCRA table, a `Mutex<HashMap>` and a `DashMap`, each doing
-//! the same GCRA update per request; and the round trip of the shared (Redis) limiter.
+//! the same GCRA update per request; the local quota counters (bounded `DashMap` with
+//! sampled eviction) against the unbounded `DashMap` they replaced, within capacity and
+//! with 16× more tenants than capacity; and the round trip of the shared (Redis) limiter.
 //!
 //! Run: `cargo bench --bench ratelimit`. Results are recorded in docs/BENCHMARKS.md.
 
@@ -14,6 +16,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use dashmap::DashMap;
 use isogate::ratelimit::gcra::{Gcra, Rate};
+use isogate::ratelimit::quota::{Quota, QuotaCounters, Window};
 use isogate::ratelimit::redis::RedisLimiter;
 use isogate::ratelimit::{Limiter, OnError, Plan};
 
@@ -73,6 +76,70 @@ fn limiters(c: &mut Criterion) {
     g.finish();
 }
 
+/// The quota map this crate used before: unbounded, with a full `retain` per new key
+/// once over `max` (which frees nothing while monthly windows keep entries alive).
+struct UnboundedQuotas {
+    map: DashMap<Box<str>, [(i64, u64); 4]>,
+    max: usize,
+}
+
+impl UnboundedQuotas {
+    fn charge(&self, key: &str, q: Quota, now: jiff::Timestamp, tz: &jiff::tz::TimeZone) -> bool {
+        if self.map.len() >= self.max && !self.map.contains_key(key) {
+            let now = now.as_second();
+            self.map.retain(|_, c| c.iter().any(|c| c.1 > 0 && now - c.0 < 31 * 86_400));
+        }
+        let (start, _) = q.window.bounds(now, tz);
+        let mut entry = self.map.entry(key.into()).or_default();
+        let c = &mut entry.value_mut()[q.window as usize];
+        if c.0 != start {
+            *c = (start, 0);
+        }
+        c.1 += 1;
+        c.1 <= q.limit
+    }
+}
+
+fn quotas(c: &mut Criterion) {
+    let quota = Quota { window: Window::Month, limit: u64::MAX };
+    let tz = jiff::tz::TimeZone::UTC;
+    let now: jiff::Timestamp = "2026-05-10T12:00:00Z".parse().expect("timestamp");
+    let mut g = c.benchmark_group("quota");
+    for (tenants, capacity) in [(1usize, 1 << 20), (1_000, 1 << 20), (1_000_000, 1 << 20), (1 << 20, 1 << 16)] {
+        let keys = keys(tenants);
+        let bounded = QuotaCounters::new(capacity);
+        let unbounded = UnboundedQuotas { map: DashMap::new(), max: capacity };
+        let label = format!("{tenants}_tenants/{capacity}_capacity");
+        let mut i = 0usize;
+        g.bench_function(format!("bounded_dashmap/{label}"), |b| {
+            b.iter(|| {
+                i = (i + 7919) % tenants;
+                bounded.charge(black_box(keys[i].as_str()), &[quota], &tz, 1, now, 1)
+            })
+        });
+        if tenants > capacity {
+            // A full scan per new key: too slow to time at 10^6 entries; a smaller
+            // table shows the shape (milliseconds per request).
+            let unbounded = UnboundedQuotas { map: DashMap::new(), max: 1 << 12 };
+            let keys = &keys[..1 << 16];
+            g.bench_function(format!("unbounded_dashmap/{}_tenants/{}_max", keys.len(), unbounded.max), |b| {
+                b.iter(|| {
+                    i = (i + 7919) % keys.len();
+                    unbounded.charge(black_box(keys[i].as_str()), quota, now, &tz)
+                })
+            });
+            continue;
+        }
+        g.bench_function(format!("unbounded_dashmap/{label}"), |b| {
+            b.iter(|| {
+                i = (i + 7919) % tenants;
+                unbounded.charge(black_box(keys[i].as_str()), quota, now, &tz)
+            })
+        });
+    }
+    g.finish();
+}
+
 /// One shared-limiter decision against a real `redis-server` on loopback (started here;
 /// skipped with a message when the binary is not installed).
 fn redis_round_trip(c: &mut Criterion) {
@@ -110,6 +177,6 @@ fn redis_round_trip(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
-    targets = limiters, redis_round_trip
+    targets = limiters, quotas, redis_round_trip
 }
 criterion_main!(benches);
