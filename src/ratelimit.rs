@@ -3,10 +3,12 @@
 //! A plan has a rate (GCRA: a sustained rate and a burst) and any of four quota windows
 //! (minute, hour, day, month) in a timezone. Each request charges its route's cost to
 //! its key (environment + tenant, or + user). Locally the rate lives in a lock-free,
-//! fixed-memory table (`gcra`) and quotas in exact counters (`quota`); with Redis both
-//! are shared by every gateway (`redis`), and an explicit policy decides what happens
-//! while Redis is slow or down: `fail_open`, `fail_closed`, or `local_fallback`, where
-//! each gateway enforces its `1/instances` share locally.
+//! fixed-memory table with nanosecond time (`gcra`) and quotas in exact counters for a
+//! bounded number of keys (`quota`); each module states its memory and error bounds.
+//! With Redis both are shared by every gateway (`redis`), and an explicit policy decides
+//! what happens while Redis is slow or down: `fail_open`, `fail_closed`, or
+//! `local_fallback`, where each gateway enforces its `1/instances` share locally. No
+//! request waits for Redis longer than its timeout.
 
 pub mod gcra;
 pub mod quota;

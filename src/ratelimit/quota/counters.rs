@@ -4,8 +4,9 @@
 //! Every entry owns one slot of a fixed ring of `capacity` slots, so the map never
 //! holds more than `capacity` keys whatever the traffic. The ring is allocated on the
 //! first new key (none for plans without quotas). A key already held is charged under
-//! its shard's lock, with no allocation. A new key takes a slot: free slots first; once
-//! the ring is full, a hand sweeps it and samples `SAMPLE` slots per new key, evicting
+//! its shard's lock, with no allocation. A new key takes a never-used slot while the
+//! ring fills up; after that a hand sweeps the ring and samples `SAMPLE` slots per new
+//! key, taking a free one or evicting
 //! - a key whose counted windows have all ended (as good as absent: nothing is lost),
 //! - else the least recently charged key of the sample (approximate LRU; "recently" is
 //!   counted in new keys, not in time, which is what eviction order needs and costs
@@ -14,8 +15,9 @@
 //! Work per new key is `O(SAMPLE)`, never a scan of the map.
 //!
 //! Bounds:
-//! - memory: at most `capacity` entries of about 170 bytes plus the key's length (map
-//!   entry, key, ring slot); about 180 MiB for the default 2^20 when all are in use;
+//! - memory: at most `capacity` keys, each about 190 bytes for a short key (map entry
+//!   ~120, the key's allocation ~40, its ring slot 24); about 200 MiB for the default
+//!   2^20 when all are in use, and nothing until a plan with a quota is charged;
 //! - counts are exact while fewer than `capacity` distinct keys are charged within the
 //!   longest quota window (a month for a monthly quota): such keys are never evicted;
 //! - beyond that a key still inside a window can be evicted; its count restarts at 0,
@@ -66,14 +68,23 @@ type Bounds = [(i64, i64); 4];
 pub struct QuotaCounters {
     map: DashMap<Arc<str>, Entry>,
     ring: OnceLock<Box<[Slot]>>,
+    /// Sweeps the full ring; also the clock of `Entry::used_at` (one tick per new key).
     hand: AtomicUsize,
+    /// Slots handed out before the ring first filled up.
+    filled: AtomicUsize,
     capacity: usize,
 }
 
 impl QuotaCounters {
     /// Counters for at most `capacity` keys (at least 1).
     pub fn new(capacity: usize) -> Self {
-        Self { map: DashMap::new(), ring: OnceLock::new(), hand: AtomicUsize::new(0), capacity: capacity.max(1) }
+        Self {
+            map: DashMap::new(),
+            ring: OnceLock::new(),
+            hand: AtomicUsize::new(0),
+            filled: AtomicUsize::new(0),
+            capacity: capacity.max(1),
+        }
     }
 
     /// Keys held now (at most the capacity).
@@ -136,11 +147,17 @@ impl QuotaCounters {
         }
     }
 
-    /// The slot to take: the first free slot or ended key of the sample, else its least
-    /// recently used key.
+    /// The slot to take: a never-used one while the ring fills up; then the first free
+    /// slot or ended key of the sample, else its least recently used key.
     fn victim(&self, ring: &[Slot], now: Timestamp) -> usize {
         let n = ring.len();
         let start = self.hand.fetch_add(SAMPLE, Ordering::Relaxed) % n;
+        if self.filled.load(Ordering::Relaxed) < n {
+            let index = self.filled.fetch_add(1, Ordering::Relaxed);
+            if index < n {
+                return index;
+            }
+        }
         let mut best = (start, usize::MAX);
         for i in 0..SAMPLE.min(n) {
             let index = (start + i) % n;
