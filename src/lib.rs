@@ -16,6 +16,7 @@ pub mod bind;
 pub mod config;
 pub mod connections;
 pub mod demo;
+pub mod diag;
 pub mod drain;
 pub mod forwarded;
 pub mod headers;

@@ -129,6 +129,27 @@ pub struct Metrics {
     pub connections_refused: IntCounter,
     /// `isogate_request_duration_seconds` child for requests with no environment.
     pub unbound_duration: Histogram,
+    /// `isogate_log_lines_suppressed_total{target}`: diagnostic log lines left out by the
+    /// limits of `diag` (read from its counters at scrape time).
+    pub log_suppressed: IntCounterVec,
+}
+
+/// Exports `diag`'s suppression counters: at each scrape the counter of each call site
+/// is brought up to the site's process-wide count (they only grow).
+struct LogSuppressed(IntCounterVec);
+
+impl prometheus::core::Collector for LogSuppressed {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        for site in crate::diag::SITES {
+            let counter = self.0.with_label_values(&[site.target()]);
+            counter.inc_by(site.suppressed_total().saturating_sub(counter.get()));
+        }
+        self.0.collect()
+    }
 }
 
 impl Metrics {
@@ -191,6 +212,14 @@ impl Metrics {
             &["result"],
         )?;
         registry.register(Box::new(config_reloads.clone()))?;
+        let log_suppressed = IntCounterVec::new(
+            Opts::new(
+                "isogate_log_lines_suppressed_total",
+                "Diagnostic log lines left out by the per-call-site line limits, by log target.",
+            ),
+            &["target"],
+        )?;
+        registry.register(Box::new(LogSuppressed(log_suppressed.clone())))?;
         // Both series exist from the start, so the first failed reload is an increase.
         for result in ["ok", "error"] {
             config_reloads.with_label_values(&[result]);
@@ -291,6 +320,7 @@ impl Metrics {
                 "isogate_connections_refused_total",
                 "Client connections refused with 503 too_many_connections because server.max_connections were open.",
             )?,
+            log_suppressed,
         })
     }
 
@@ -336,6 +366,8 @@ mod tests {
         let text = String::from_utf8(m.encode()).unwrap();
         assert!(text.contains(r#"isogate_requests_total{account="regular",decision="allow",environment="prod",route="api",status_class="2xx"} 1"#), "{text}");
         assert!(text.contains(r#"isogate_build_info{version=""#));
+        // Every limited log target has its series from the start.
+        assert!(text.contains(r#"isogate_log_lines_suppressed_total{target="isogate::reject"} "#), "{text}");
         assert!(Metrics::register(&registry).is_err(), "names are registered once");
     }
 }

@@ -3,10 +3,12 @@
 //! A plan has a rate (GCRA: a sustained rate and a burst) and any of four quota windows
 //! (minute, hour, day, month) in a timezone. Each request charges its route's cost to
 //! its key (environment + tenant, or + user). Locally the rate lives in a lock-free,
-//! fixed-memory table (`gcra`) and quotas in exact counters (`quota`); with Redis both
-//! are shared by every gateway (`redis`), and an explicit policy decides what happens
-//! while Redis is slow or down: `fail_open`, `fail_closed`, or `local_fallback`, where
-//! each gateway enforces its `1/instances` share locally.
+//! fixed-memory table with nanosecond time (`gcra`) and quotas in exact counters for a
+//! bounded number of keys (`quota`); each module states its memory and error bounds.
+//! With Redis both are shared by every gateway (`redis`), and an explicit policy decides
+//! what happens while Redis is slow or down: `fail_open`, `fail_closed`, or
+//! `local_fallback`, where each gateway enforces its `1/instances` share locally. No
+//! request waits for Redis longer than its timeout.
 
 pub mod gcra;
 pub mod quota;
@@ -46,7 +48,7 @@ impl Plan {
     pub fn new(name: &str, rate: Option<Rate>, quotas: Vec<Quota>, timezone: TimeZone) -> Self {
         let mut items = Vec::new();
         if let Some(r) = rate {
-            items.push(format!("\"burst\";q={};w=1", r.burst().max(r.per_second())));
+            items.push(format!("\"burst\";q={};w=1", r.most_in(1)));
         }
         for q in &quotas {
             let seconds = match q.window {
@@ -199,14 +201,16 @@ impl Limiter {
                 QuotaWindow { quota: *q, start, end }
             })
             .collect();
-        let (interval, tolerance) =
-            plan.rate.map_or((0, 0), |r| (r.interval().as_micros() as u64, r.tolerance().as_micros() as u64));
+        let (interval, tolerance) = plan.rate.map_or((0, 0), |r| {
+            let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+            (ns(r.interval()), ns(r.tolerance()))
+        });
         match redis.charge(key, interval, tolerance, cost, &windows).await {
             Ok(Shared::Allow) => (Outcome::Allow, Mode::Redis),
             Ok(Shared::RateLimited(wait)) => (Outcome::RateLimited(wait), Mode::Redis),
             Ok(Shared::Exhausted(e)) => (Outcome::QuotaExhausted(e), Mode::Redis),
             Err(e) => {
-                log::warn!(target: "isogate::ratelimit", "shared limiter unavailable, applying {:?}: {e}", self.on_error);
+                crate::log_limited!(RATELIMIT, Warn, "shared limiter unavailable, applying {:?}: {e}", self.on_error);
                 match self.on_error {
                     OnError::FailOpen => (Outcome::Allow, Mode::FailOpen),
                     OnError::FailClosed => (Outcome::Unavailable, Mode::FailClosed),
@@ -220,7 +224,7 @@ impl Limiter {
     fn check_local(&self, key: &str, plan: &Plan, cost: u32, share: u64) -> Outcome {
         if let Some(rate) = plan.rate {
             let rate = rate.share(share);
-            let now = gcra::ticks(self.started, Instant::now());
+            let now = gcra::nanos(self.started, Instant::now());
             if let Verdict::Deny { retry_after } = self.gcra.check(key, rate, cost, now) {
                 return Outcome::RateLimited(retry_after);
             }
@@ -229,5 +233,27 @@ impl Limiter {
             Ok(()) => Outcome::Allow,
             Err(e) => Outcome::QuotaExhausted(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(rate: Option<Rate>, quotas: Vec<Quota>) -> String {
+        Plan::new("p", rate, quotas, TimeZone::UTC).policy_header.to_str().unwrap().to_owned()
+    }
+
+    /// `RateLimit-Policy` states the most a client is admitted in the window: the burst
+    /// plus one per interval, at the rate the table enforces.
+    #[test]
+    fn the_policy_header_states_what_is_enforced() {
+        assert_eq!(policy(Rate::new(7_000, 1), Vec::new()), "\"burst\";q=7000;w=1");
+        assert_eq!(policy(Rate::new(1, 3), Vec::new()), "\"burst\";q=3;w=1");
+        assert_eq!(policy(Rate::new(10, 5), Vec::new()), "\"burst\";q=14;w=1");
+        // 999,999/s is a 1,001 ns interval: 999,001 a second.
+        assert_eq!(policy(Rate::new(999_999, 1), Vec::new()), "\"burst\";q=999001;w=1");
+        let minute = Quota { window: Window::Minute, limit: 100 };
+        assert_eq!(policy(Rate::new(10, 5), vec![minute]), "\"burst\";q=14;w=1, \"minute\";q=100;w=60");
     }
 }

@@ -658,7 +658,7 @@ pub struct RateLimit {
     /// Gateways sharing the limits; with `local_fallback` each enforces `1/instances`.
     #[serde(default = "default_instances")]
     pub instances: u64,
-    /// Slots of the local rate table (8 bytes each); also bounds local quota entries.
+    /// Slots of the local rate table (16 bytes each); also bounds local quota entries.
     #[serde(default = "default_local_capacity")]
     pub local_capacity: usize,
     /// A token claim that may name the plan (unset: tokens cannot choose a plan).
@@ -729,7 +729,7 @@ pub enum OnRedisError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct Plan {
-    /// Sustained requests per second (1 to 10000).
+    /// Sustained requests per second (1 to 1000000).
     pub rate_per_second: Option<u32>,
     /// Requests allowed at once (default: the rate).
     pub burst: Option<u32>,

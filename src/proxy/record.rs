@@ -131,7 +131,7 @@ impl Gateway {
         }
         self.count(status, ctx);
         if let Some(r) = ctx.reject().filter(|r| r.is_policy()) {
-            log::info!(target: "isogate::reject", "request {} refused: {} ({})", ctx.request_id, r.reason(), r.status());
+            crate::log_limited!(REJECT, Info, "request {} refused: {} ({})", ctx.request_id, r.reason(), r.status());
         }
     }
 

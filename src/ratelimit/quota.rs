@@ -2,13 +2,13 @@
 //! calendar month, days that follow DST changes, and counts that reset exactly at the
 //! window boundary in the tenant's (or plan's) timezone.
 //!
-//! The local counters keep one small entry per active tenant in a sharded map (short
-//! per-shard locks, not lock-free: quotas need exact counts); an entry whose windows
-//! have all ended is as good as absent and is purged when the map exceeds its bound.
+//! The local counters (`counters`) hold exact counts for a bounded number of keys; their
+//! memory and error bounds are stated there.
+
+mod counters;
 
 use std::time::Duration;
 
-use dashmap::DashMap;
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan, Zoned};
 
@@ -69,6 +69,8 @@ pub struct Quota {
     pub limit: u64,
 }
 
+pub use counters::QuotaCounters;
+
 /// A quota that is used up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Exhausted {
@@ -78,70 +80,6 @@ pub struct Exhausted {
     pub limit: u64,
     /// Time until the window ends.
     pub retry_after: Duration,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct Counter {
-    start: i64,
-    used: u64,
-}
-
-/// Local quota counters.
-#[derive(Debug)]
-pub struct QuotaCounters {
-    map: DashMap<Box<str>, [Counter; 4]>,
-    max_entries: usize,
-}
-
-impl QuotaCounters {
-    /// Counters for at most about `max_entries` active tenants.
-    pub fn new(max_entries: usize) -> Self {
-        Self { map: DashMap::new(), max_entries }
-    }
-
-    /// Charges `cost` against every quota, or refuses without charging any. `share`
-    /// divides each limit (a gateway's share of a cluster-wide quota).
-    pub fn charge(
-        &self,
-        key: &str,
-        quotas: &[Quota],
-        tz: &TimeZone,
-        cost: u64,
-        now: Timestamp,
-        share: u64,
-    ) -> Result<(), Exhausted> {
-        if quotas.is_empty() {
-            return Ok(());
-        }
-        if self.map.len() >= self.max_entries && !self.map.contains_key(key) {
-            self.purge(now.as_second());
-        }
-        let mut entry = self.map.entry(key.into()).or_default();
-        let counters = entry.value_mut();
-        let bounds: Vec<(i64, i64)> = quotas.iter().map(|q| q.window.bounds(now, tz)).collect();
-        for (q, (start, end)) in quotas.iter().zip(&bounds) {
-            let c = &counters[q.window as usize];
-            let used = if c.start == *start { c.used } else { 0 };
-            let limit = (q.limit / share.max(1)).max(1);
-            if used + cost > limit {
-                let retry_after = Duration::from_secs(u64::try_from(end - now.as_second()).unwrap_or(0).max(1));
-                return Err(Exhausted { window: q.window, limit, retry_after });
-            }
-        }
-        for (q, (start, _)) in quotas.iter().zip(&bounds) {
-            let c = &mut counters[q.window as usize];
-            if c.start != *start {
-                *c = Counter { start: *start, used: 0 };
-            }
-            c.used += cost;
-        }
-        Ok(())
-    }
-
-    /// Drops tenants whose counted windows have all ended (a month at most).
-    fn purge(&self, now: i64) {
-        self.map.retain(|_, counters| counters.iter().any(|c| c.used > 0 && now - c.start < 31 * 86_400));
-    }
 }
 
 #[cfg(test)]
@@ -181,32 +119,5 @@ mod tests {
         let kolkata = TimeZone::get("Asia/Kolkata").unwrap();
         let (start, _) = Window::Day.bounds(ts("2026-06-01T20:00:00Z"), &kolkata);
         assert_eq!(start, ts("2026-06-01T18:30:00Z").as_second());
-    }
-
-    #[test]
-    fn quotas_refuse_at_the_limit_and_reset_at_the_boundary() {
-        let q = QuotaCounters::new(100);
-        let quotas = [Quota { window: Window::Minute, limit: 3 }, Quota { window: Window::Day, limit: 5 }];
-        let t0 = ts("2026-05-31T23:58:10Z");
-        for _ in 0..3 {
-            q.charge("acme", &quotas, &utc(), 1, t0, 1).unwrap();
-        }
-        let e = q.charge("acme", &quotas, &utc(), 1, t0, 1).unwrap_err();
-        assert_eq!((e.window, e.retry_after), (Window::Minute, Duration::from_secs(50)));
-        let t1 = ts("2026-05-31T23:59:00Z");
-        q.charge("acme", &quotas, &utc(), 2, t1, 1).unwrap();
-        let e = q.charge("acme", &quotas, &utc(), 1, t1, 1).unwrap_err();
-        assert_eq!((e.window, e.retry_after), (Window::Day, Duration::from_secs(60)), "the day ran out first");
-        q.charge("acme", &quotas, &utc(), 1, ts("2026-06-01T00:00:00Z"), 1).unwrap();
-        q.charge("globex", &quotas, &utc(), 3, t0, 1).unwrap();
-    }
-
-    #[test]
-    fn a_share_divides_each_limit() {
-        let q = QuotaCounters::new(100);
-        let quotas = [Quota { window: Window::Hour, limit: 10 }];
-        let t = ts("2026-01-01T10:00:00Z");
-        assert!(q.charge("k", &quotas, &utc(), 5, t, 2).is_ok());
-        assert!(q.charge("k", &quotas, &utc(), 1, t, 2).is_err());
     }
 }

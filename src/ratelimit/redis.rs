@@ -3,35 +3,54 @@
 //! clock, so instances need no clock agreement. Quota counters live until their window
 //! ends, so they survive gateway restarts.
 //!
-//! Every call is bounded by a timeout (tens of milliseconds by default). While Redis is
-//! slow or down the caller applies its configured policy; the connection manager
-//! reconnects by itself when Redis comes back.
+//! Time is counted in nanoseconds, like the local table (`gcra`). Redis's `TIME` has
+//! microsecond resolution and Lua numbers are doubles (exact integers up to 2^53), so
+//! the script never forms an absolute nanosecond count: it stores the theoretical
+//! arrival time as `seconds:nanoseconds` and computes only differences to now, which
+//! are exact while a key's schedule runs less than 2^53 ns (104 days) ahead.
+//!
+//! Every call, including any wait for the connection, is bounded by the timeout (tens
+//! of milliseconds by default). The connection belongs to a background task (`link`);
+//! while Redis is down a call fails at once and the caller applies its policy.
 
-use std::sync::Arc;
+mod link;
+
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
-use redis::aio::ConnectionManager;
 use redis::Script;
 
 use super::quota::{Exhausted, Quota};
+use link::Link;
 
-/// GCRA plus all-or-nothing quota charge. Returns `{code, value}`:
-/// `{0, wait_us}` rate limited; `{1, i}` quota `i` (1-based) exhausted; `{2, 0}` allowed.
+pub use link::MAX_BACKOFF;
+
+/// GCRA plus all-or-nothing quota charge. `ARGV`: interval and tolerance (ns), cost,
+/// quota count, then each quota's limit and window end. Returns `{code, value}`:
+/// `{0, wait_ns}` rate limited; `{1, i}` quota `i` (1-based) exhausted; `{2, 0}` allowed.
 const SCRIPT: &str = r#"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now_s = tonumber(t[1])
+local now_ns = tonumber(t[2]) * 1000
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
 if interval > 0 then
-  local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-  if tat < now then tat = now end
-  local new = tat + interval * cost
+  local ahead = 0
+  local stored = redis.call('GET', KEYS[1])
+  if stored then
+    local s, ns = string.match(stored, '^(%d+):(%d+)$')
+    if s then
+      ahead = math.max(0, (tonumber(s) - now_s) * 1000000000 + tonumber(ns) - now_ns)
+    end
+  end
+  local new = ahead + interval * cost
   local allow_at = new - interval - tolerance
-  if allow_at > now then return {0, allow_at - now} end
-  redis.call('SET', KEYS[1], new, 'PX', math.floor((new - now) / 1000) + 1000)
+  if allow_at > 0 then return {0, allow_at} end
+  local total = now_ns + new
+  local carry = math.floor(total / 1000000000)
+  local tat = string.format('%d:%d', now_s + carry, total - carry * 1000000000)
+  redis.call('SET', KEYS[1], tat, 'PX', math.floor(new / 1000000) + 1000)
 end
 for i = 1, n do
   local used = tonumber(redis.call('GET', KEYS[1 + i]) or '0')
@@ -47,9 +66,10 @@ return {2, 0}
 /// Why the distributed limiter gave no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum LimiterError {
-    /// Not connected, and connecting failed.
-    #[error("redis is unreachable: {0}")]
-    Unreachable(String),
+    /// Not connected: the last attempt failed or the connection was lost; the link
+    /// reconnects in the background.
+    #[error("redis is down (reconnecting in the background)")]
+    Down,
     /// The call took longer than the timeout.
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
@@ -82,9 +102,7 @@ pub struct QuotaWindow {
 
 /// A Redis-backed limiter.
 pub struct RedisLimiter {
-    client: redis::Client,
-    connection: ArcSwapOption<ConnectionManager>,
-    connecting: tokio::sync::Mutex<()>,
+    link: Link,
     timeout: Duration,
     script: Script,
 }
@@ -96,62 +114,49 @@ impl std::fmt::Debug for RedisLimiter {
 }
 
 impl RedisLimiter {
-    /// A limiter for `url` (e.g. `redis://127.0.0.1:6379`); connects on first use.
+    /// A limiter for `url` (e.g. `redis://127.0.0.1:6379`); connects in the background
+    /// from the first use on.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| e.to_string())?;
-        Ok(Self {
-            client,
-            connection: ArcSwapOption::empty(),
-            connecting: tokio::sync::Mutex::new(()),
-            timeout,
-            script: Script::new(SCRIPT),
-        })
+        Ok(Self { link: Link::new(client, timeout), timeout, script: Script::new(SCRIPT) })
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, LimiterError> {
-        if let Some(c) = self.connection.load_full() {
-            return Ok((*c).clone());
-        }
-        let _one = self.connecting.lock().await;
-        if let Some(c) = self.connection.load_full() {
-            return Ok((*c).clone());
-        }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout)
-            .set_number_of_retries(1);
-        let manager =
-            tokio::time::timeout(self.timeout, ConnectionManager::new_with_config(self.client.clone(), config))
-                .await
-                .map_err(|_| LimiterError::Timeout(self.timeout))?
-                .map_err(|e| LimiterError::Unreachable(e.to_string()))?;
-        self.connection.store(Some(Arc::new(manager.clone())));
-        Ok(manager)
-    }
-
-    /// Charges `cost` for `key` against the rate (`interval_us`/`tolerance_us`; 0 for
-    /// none) and the quotas, all or nothing.
+    /// Charges `cost` for `key` against the rate (`interval_ns`/`tolerance_ns`; 0 for
+    /// none) and the quotas, all or nothing. Returns within the timeout, whatever the
+    /// state of the connection.
     pub async fn charge(
         &self,
         key: &str,
-        interval_us: u64,
-        tolerance_us: u64,
+        interval_ns: u64,
+        tolerance_ns: u64,
         cost: u32,
         quotas: &[QuotaWindow],
     ) -> Result<Shared, LimiterError> {
-        let mut conn = self.connection().await?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut conn = tokio::time::timeout_at(deadline, self.link.connection())
+            .await
+            .map_err(|_| LimiterError::Timeout(self.timeout))??;
         let mut invocation = self.script.key(format!("isogate:r:{key}"));
-        invocation.arg(interval_us).arg(tolerance_us).arg(cost).arg(quotas.len());
+        invocation.arg(interval_ns).arg(tolerance_ns).arg(cost).arg(quotas.len());
         for q in quotas {
             invocation.key(format!("isogate:q:{key}:{}:{}", q.quota.window.as_str(), q.start));
             invocation.arg(q.quota.limit).arg(q.end);
         }
-        let answer: Vec<i64> = tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn))
-            .await
-            .map_err(|_| LimiterError::Timeout(self.timeout))?
-            .map_err(|e| LimiterError::Redis(e.to_string()))?;
+        let answer: Vec<i64> = match tokio::time::timeout_at(deadline, invocation.invoke_async(&mut conn)).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error() {
+                    self.link.report_failure();
+                }
+                return Err(LimiterError::Redis(e.to_string()));
+            }
+            Err(_) => {
+                self.link.report_failure();
+                return Err(LimiterError::Timeout(self.timeout));
+            }
+        };
         match answer.as_slice() {
-            [0, wait_us] => Ok(Shared::RateLimited(Duration::from_micros(u64::try_from(*wait_us).unwrap_or(0)))),
+            [0, wait_ns] => Ok(Shared::RateLimited(Duration::from_nanos(u64::try_from(*wait_ns).unwrap_or(0)))),
             [1, i] => {
                 let q = usize::try_from(*i)
                     .ok()

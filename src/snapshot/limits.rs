@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::compile::{named_ref, TenantMap};
 use crate::config::{file, ConfigError};
-use crate::ratelimit::gcra::Rate;
+use crate::ratelimit::gcra::{Rate, MAX_RATE, SLOT_BYTES};
 use crate::ratelimit::quota::{Quota, Window};
 use crate::ratelimit::redis::RedisLimiter;
 use crate::ratelimit::{Limiter, OnError, Plan, PlanAssignment, PlanId};
@@ -29,7 +29,7 @@ pub(super) fn plans(
                     name.span(),
                     &key,
                     "burst is set without rate_per_second",
-                    "set rate_per_second (1 to 10000)",
+                    format!("set rate_per_second (1 to {MAX_RATE})"),
                 ));
                 None
             }
@@ -40,7 +40,7 @@ pub(super) fn plans(
                         name.span(),
                         &key,
                         format!("rate_per_second {r} with burst {burst:?} is out of range"),
-                        "use a rate from 1 to 10000 per second and a burst of at least 1",
+                        format!("use a rate from 1 to {MAX_RATE} per second and a burst of at least 1"),
                     ));
                 }
                 built
@@ -88,7 +88,7 @@ pub(super) fn limiter(raw: &file::RateLimit, errors: &mut Vec<ConfigError>) -> O
             0..0,
             "rate_limit.local_capacity",
             format!("{} is out of range", raw.local_capacity),
-            "use 1 to 67108864 slots (8 bytes each; default 1048576)",
+            format!("use 1 to 67108864 slots ({SLOT_BYTES} bytes each; default 1048576)"),
         ));
         return None;
     }

@@ -116,8 +116,13 @@ impl Gateway {
     /// and starts `isogate run` on it. `extra_listeners` are (placeholder, addr) pairs.
     /// A port taken by another test between choosing and binding it is chosen again.
     pub fn start(config: &str, extra_listeners: &[(&str, SocketAddr)]) -> Self {
+        Self::start_logging(config, extra_listeners, "warn")
+    }
+
+    /// Like `start`, with the diagnostic log filter `rust_log` (e.g. `info`) for stderr.
+    pub fn start_logging(config: &str, extra_listeners: &[(&str, SocketAddr)], rust_log: &str) -> Self {
         for _ in 0..4 {
-            match Self::try_start(config, extra_listeners) {
+            match Self::try_start(config, extra_listeners, rust_log) {
                 Ok(gw) => return gw,
                 Err(stderr) if stderr.contains("cannot listen on") => continue,
                 Err(stderr) => panic!("gateway exited during start-up: {stderr}"),
@@ -126,7 +131,7 @@ impl Gateway {
         panic!("no free ports for the gateway after 4 attempts");
     }
 
-    fn try_start(config: &str, extra_listeners: &[(&str, SocketAddr)]) -> Result<Self, String> {
+    fn try_start(config: &str, extra_listeners: &[(&str, SocketAddr)], rust_log: &str) -> Result<Self, String> {
         let scratch = Scratch::new("gw");
         let addr = free_addr();
         let admin = free_addr();
@@ -145,7 +150,7 @@ impl Gateway {
         let child = Command::new(env!("CARGO_BIN_EXE_isogate"))
             .args(["run", "-c"])
             .arg(&config_path)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()
