@@ -259,7 +259,7 @@ fn audit(c: &mut Criterion) {
                 path: "/api/orders/17",
                 route: Some("api"),
                 pool: Some("shared"),
-                upstream: Some("10.0.0.5:8080".to_owned()),
+                upstream: Some("10.0.0.5:8080".parse().expect("address")),
                 status: 200,
                 decision: "allow",
                 reason: "ok",
@@ -270,7 +270,7 @@ fn audit(c: &mut Criterion) {
                 plan: Some("free"),
                 limit_mode: Some("local"),
                 latency_us: 321,
-                client: Some("10.1.2.3:45678".to_owned()),
+                client: Some("10.1.2.3:45678".parse().expect("address")),
                 user_agent: Some("bench/1.0"),
             };
             encode(black_box(&record))

@@ -8,6 +8,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
@@ -61,7 +62,7 @@ pub struct AuditRecord<'a> {
     /// Chosen pool.
     pub pool: Option<&'a str>,
     /// Upstream server address.
-    pub upstream: Option<String>,
+    pub upstream: Option<SocketAddr>,
     /// Status sent to the client (0 if none).
     pub status: u16,
     /// `allow` or `deny`.
@@ -83,10 +84,45 @@ pub struct AuditRecord<'a> {
     /// Time from request start to the response head (or to the refusal), in microseconds.
     pub latency_us: u64,
     /// Client address.
-    pub client: Option<String>,
+    pub client: Option<SocketAddr>,
     /// `User-Agent` header.
     #[serde(serialize_with = "capped_opt")]
     pub user_agent: Option<&'a str>,
+}
+
+impl<'a> AuditRecord<'a> {
+    /// The line of a refusal made before any stage ran: a head too slow or too large,
+    /// or one the HTTP parser refused. Only what the request line said is known.
+    pub fn early(request_id: &'a str, method: &'a str, path: &'a str, reject: crate::reject::Reject) -> Self {
+        Self {
+            ts: SystemTime::now(),
+            request_id,
+            environment: None,
+            tenant: None,
+            user: None,
+            roles: &[],
+            test_account: false,
+            issuer: None,
+            kid: None,
+            method,
+            path,
+            route: None,
+            pool: None,
+            upstream: None,
+            status: reject.status(),
+            decision: "deny",
+            reason: reject.reason(),
+            report_only: None,
+            access_reason: None,
+            system_mode: false,
+            db_schema: None,
+            plan: None,
+            limit_mode: None,
+            latency_us: 0,
+            client: None,
+            user_agent: None,
+        }
+    }
 }
 
 /// The optional second line of a response: how it ended.
@@ -306,7 +342,7 @@ mod tests {
             path,
             route: Some("api"),
             pool: Some("prod-main"),
-            upstream: Some("127.0.0.1:1".to_owned()),
+            upstream: Some("127.0.0.1:1".parse().unwrap()),
             status: 200,
             decision: "allow",
             reason: "ok",

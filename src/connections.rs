@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::AtomicBool;
+
 use async_trait::async_trait;
-use bytes::BytesMut;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora::protocols::http::v2::server::H2Options;
 use pingora::protocols::http::ServerSession;
@@ -32,9 +33,6 @@ content-length: 46\r\n\
 retry-after: 1\r\n\
 connection: close\r\n\r\n\
 {\"error\":\"too_many_connections\",\"status\":503}\n";
-
-/// The buffer a request head is read into: pingora's own initial size.
-const HEAD_BUFFER: usize = 4096;
 
 /// How long a refused client gets to take the answer: the request it may already have
 /// sent is read and dropped meanwhile, so closing does not reset the connection before
@@ -174,12 +172,27 @@ pub struct Limited<A> {
     app: Arc<A>,
     keepalive: Duration,
     connections: Arc<Connections>,
+    snapshots: Arc<SnapshotCell>,
+    refusals: Arc<dyn EarlyRefusals>,
 }
 
 impl<A> Limited<A> {
-    /// Wraps `app`; a connection idle for `keepalive` between requests is closed.
-    pub fn new(app: Arc<A>, keepalive: Duration, connections: Arc<Connections>) -> Self {
-        Self { app, keepalive, connections }
+    /// Wraps `app`; a connection idle for `keepalive` between requests is closed. Head
+    /// limits come from the snapshot in force; refusals made before the proxy sees a
+    /// request go to `refusals`.
+    pub fn new(
+        app: Arc<A>,
+        keepalive: Duration,
+        connections: Arc<Connections>,
+        snapshots: Arc<SnapshotCell>,
+        refusals: Arc<dyn EarlyRefusals>,
+    ) -> Self {
+        Self { app, keepalive, connections, snapshots, refusals }
+    }
+
+    fn head_rules(&self) -> HeadRules {
+        let limits = self.snapshots.load().head_limits;
+        HeadRules { timeout: limits.read_timeout, max_bytes: limits.max_head_bytes() }
     }
 }
 
@@ -191,32 +204,41 @@ impl<A: HttpServerApp + Send + Sync + 'static> Limited<A> {
     /// pingora hands a session bytes of its own only with HTTP/1 pipelining, which
     /// isogate does not turn on; with it, a next request could already sit in the
     /// persistent settings while this loop waits on the socket.
+    ///
+    /// A complete head that never becomes a request for the proxy was refused by
+    /// pingora's parser (400, or 405 for `CONNECT`); it is recorded here.
     async fn serve_http1(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) {
         let mut stopping = shutdown.clone();
         let mut persistent = None;
-        while let Some(head) = self.next_request(&mut stream, &mut stopping).await {
+        let began = Arc::new(AtomicBool::new(false));
+        let peer = stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
+        loop {
+            let rules = self.head_rules();
+            let head = match head::next(&mut stream, self.keepalive, &mut stopping, rules, &*self.refusals).await {
+                Next::Head(head) => head,
+                Next::Closed | Next::Refused => return,
+            };
+            let line = head::LineStart::of(&head);
             let mut session = ServerSession::new_http1(stream);
             if let Some(settings) = persistent.take() {
                 HttpPersistentSettings::apply_to_session(settings, &mut session);
             }
             session.set_pipelined_prefix(head);
-            let Some(reused) = self.app.process_new_http(session, shutdown).await else {
+            let served = head::marked(&began, self.app.process_new_http(session, shutdown)).await;
+            if !began.load(Ordering::Relaxed) {
+                self.parser_refused(peer, line.as_bytes());
+            }
+            let Some(reused) = served else {
                 return;
             };
             (stream, persistent) = reused.consume();
         }
     }
 
-    /// The first bytes of the next request on `stream`; `None` once it was idle for the
-    /// keep-alive timeout, was closed by the client, or a stop began while it was idle.
-    async fn next_request(&self, stream: &mut Stream, stopping: &mut ShutdownWatch) -> Option<BytesMut> {
-        let mut head = BytesMut::with_capacity(HEAD_BUFFER);
-        let arrived = tokio::select! {
-            biased;
-            read = tokio::time::timeout(self.keepalive, stream.read_buf(&mut head)) => matches!(read, Ok(Ok(n)) if n > 0),
-            _ = stopping.wait_for(|stop| *stop) => false,
-        };
-        arrived.then_some(head)
+    /// Records a head pingora refused before any phase ran.
+    fn parser_refused(&self, peer: Option<std::net::SocketAddr>, line: &[u8]) {
+        let reject = if line.starts_with(b"CONNECT ") { Reject::MethodNotAllowed } else { Reject::BadRequest };
+        self.refusals.record(peer, reject, line);
     }
 }
 
@@ -308,6 +330,14 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for Tracked<A> {
         self.app.http_cleanup().await;
     }
 }
+
+mod head;
+
+use head::Next;
+pub use head::{request_began, EarlyRefusals, HeadRules};
+
+use crate::reject::Reject;
+use crate::snapshot::SnapshotCell;
 
 #[cfg(test)]
 mod tests;

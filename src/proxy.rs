@@ -9,6 +9,8 @@
 
 mod record;
 
+pub use record::EarlyAudit;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -183,6 +185,7 @@ impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
+        crate::connections::request_began();
         Ctx {
             snapshot: self.snapshots.load(),
             started: Instant::now(),

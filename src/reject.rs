@@ -24,6 +24,8 @@ pub enum Reject {
     BodyTooLarge,
     /// The client was too slow to send the request.
     RequestTimeout,
+    /// The method cannot be proxied (`CONNECT`).
+    MethodNotAllowed,
     /// No route matches the host and path.
     NoRoute,
     /// The token is missing or invalid.
@@ -94,6 +96,7 @@ impl Reject {
             | Reject::TestAccountLifetime
             | Reject::UnsafeTenantValue => 403,
             Reject::NoRoute => 404,
+            Reject::MethodNotAllowed => 405,
             Reject::RequestTimeout => 408,
             Reject::BodyTooLarge => 413,
             Reject::UriTooLong => 414,
@@ -123,6 +126,7 @@ impl Reject {
             Reject::HeadersTooLarge => "headers_too_large",
             Reject::BodyTooLarge => "body_too_large",
             Reject::RequestTimeout => "request_timeout",
+            Reject::MethodNotAllowed => "method_not_allowed",
             Reject::TenantMissing => "tenant_missing",
             Reject::RateLimited { .. } => "rate_limited",
             Reject::QuotaExhausted { .. } => "quota_exhausted",

@@ -23,7 +23,7 @@ use crate::auth::jwks::RemoteKeys;
 use crate::connections::{Connections, Limited, Tracked};
 use crate::drain::Drain;
 use crate::metrics::Metrics;
-use crate::proxy::Gateway;
+use crate::proxy::{EarlyAudit, Gateway};
 use crate::reload::Reloader;
 use crate::snapshot::Settings;
 use crate::snapshot::{Snapshot, SnapshotCell};
@@ -161,10 +161,17 @@ fn proxy_service(
     settings: &Settings,
     snapshots: &Arc<SnapshotCell>,
     connections: &Arc<Connections>,
+    early: Arc<EarlyAudit>,
 ) -> Result<Service<Limited<Tracked<pingora::proxy::HttpProxy<Gateway>>>>, StartError> {
     let proxy = Arc::new(pingora::proxy::http_proxy(&server.configuration, gateway));
     let tracked = Tracked::new(proxy, settings.keepalive_timeout, Arc::clone(connections));
-    let app = Limited::new(Arc::new(tracked), settings.keepalive_timeout, Arc::clone(connections));
+    let app = Limited::new(
+        Arc::new(tracked),
+        settings.keepalive_timeout,
+        Arc::clone(connections),
+        Arc::clone(snapshots),
+        early,
+    );
     let mut service = Service::new("isogate proxy".to_owned(), app);
     for addr in &settings.listeners {
         let listener = ListenerConfig::tcp(addr.to_string());
@@ -235,7 +242,8 @@ pub fn run(snapshot: Snapshot, launch: Launch<'_>) -> Result<(), StartError> {
 
     let gateway = Gateway::new(Arc::clone(&snapshots), Arc::clone(&audit), metrics.clone());
     let connections = Connections::new(settings.max_connections, metrics.connections());
-    let proxy = proxy_service(&server, gateway, &settings, &snapshots, &connections)?;
+    let early = Arc::new(EarlyAudit::new(Arc::clone(&audit), metrics.clone()));
+    let proxy = proxy_service(&server, gateway, &settings, &snapshots, &connections, early)?;
     let mut admin = Service::new("isogate admin".to_owned(), Admin::new(metrics.clone(), Arc::clone(&snapshots)));
     admin.add_tcp(&settings.admin.to_string());
     admin.threads = Some(1);

@@ -275,3 +275,96 @@ fn a_trusted_proxy_chain_is_extended() {
     assert_eq!(got.header_values("x-forwarded-host"), ["admin.internal"]);
     assert!(got.header_values("x_forwarded_for").is_empty());
 }
+
+/// Reads until the peer closes (or 10 s pass) and returns what came.
+fn read_all(s: &mut TcpStream) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn a_trickled_head_gets_408_and_an_endless_one_431() {
+    let ups = standard_upstreams();
+    let gw = Gateway::start(
+        &standard_config(&ups, "\n[limits]\nheader_read_timeout_seconds = 1\n"),
+        &[("@DEV@", free_addr())],
+    );
+    let started = std::time::Instant::now();
+    let mut slow = TcpStream::connect(gw.addr).unwrap();
+    slow.write_all(b"GET /api HTTP/1.1\r\nhost: prod.test\r\n").unwrap();
+    let trickle = std::thread::spawn({
+        let mut s = slow.try_clone().unwrap();
+        move || {
+            for _ in 0..30 {
+                std::thread::sleep(Duration::from_millis(200));
+                if s.write_all(b"x").is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let answer = read_all(&mut slow);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"error\":\"request_timeout\""), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(4), "the head deadline is 1 s, took {:?}", started.elapsed());
+    trickle.join().unwrap();
+
+    let mut endless = TcpStream::connect(gw.addr).unwrap();
+    let mut head = b"GET /api HTTP/1.1\r\nhost: prod.test\r\n".to_vec();
+    while head.len() < 200 * 1024 {
+        head.extend_from_slice(format!("x-filler-{}: {}\r\n", head.len(), "f".repeat(100)).as_bytes());
+    }
+    let _ = endless.write_all(&head);
+    let answer = read_all(&mut endless);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{}", &answer[..answer.len().min(200)]);
+
+    let lines = eventually("both refusals audited", || {
+        let lines: Vec<_> = gw.audit_lines().into_iter().filter(|l| l["decision"] == "deny").collect();
+        (lines.len() >= 2).then_some(lines)
+    });
+    let reasons: Vec<_> =
+        lines.iter().map(|l| (l["status"].as_u64(), l["reason"].as_str(), l["path"].as_str())).collect();
+    assert_eq!(
+        reasons,
+        [(Some(408), Some("request_timeout"), Some("/api")), (Some(431), Some("headers_too_large"), Some("/api"))]
+    );
+    assert_eq!(ups.total(), 0);
+    assert_eq!(gw.metric(r#"isogate_rejections_total{reason="request_timeout"}"#), Some(1.0));
+}
+
+#[test]
+fn heads_the_http_parser_refuses_are_audited_and_counted() {
+    let ups = standard_upstreams();
+    let gw = Gateway::start(&standard_config(&ups, ""), &[("@DEV@", free_addr())]);
+    let auth = bearer(&user_token());
+    let cases: [(&str, u16, &str); 3] = [
+        ("GET /api HTTP/1.1\r\nhost: prod.test\r\nthis is no header\r\n", 400, "malformed_request"),
+        ("GET /api HTTP/1.1\r\nhost: prod.test\r\nx-reason: a\x7fb\r\n", 400, "malformed_request"),
+        ("CONNECT prod.test:443 HTTP/1.1\r\nhost: prod.test:443\r\n", 405, "method_not_allowed"),
+    ];
+    for (head, status, _) in cases {
+        let raw = format!("{head}authorization: {auth}\r\n\r\n");
+        let r = gw.send_raw(raw.as_bytes()).unwrap();
+        assert_eq!(r.status, status, "{}", head.escape_debug());
+    }
+    let lines = eventually("an audit line per refusal", || {
+        let lines = gw.audit_lines();
+        (lines.len() >= 3).then_some(lines)
+    });
+    for (line, (head, status, reason)) in lines.iter().zip(cases) {
+        assert_eq!(
+            (line["status"].as_u64(), line["reason"].as_str()),
+            (Some(u64::from(status)), Some(reason)),
+            "{}",
+            head.escape_debug()
+        );
+        assert_eq!(line["decision"], "deny");
+        assert!(line["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    }
+    assert_eq!(lines[2]["method"], "CONNECT");
+    assert_eq!(ups.total(), 0);
+    assert_eq!(gw.metric(r#"isogate_rejections_total{reason="malformed_request"}"#), Some(2.0));
+    assert_eq!(gw.metric(r#"isogate_rejections_total{reason="method_not_allowed"}"#), Some(1.0));
+}

@@ -1,5 +1,6 @@
 //! Limits on the request head, checked before any other stage: the target's length
-//! (414) and the headers' count and sizes (431). Body limits belong to routes.
+//! (414) and the headers' count and sizes (431). Body limits belong to routes; the time
+//! a head may take and its size on the wire are enforced as it is read (`connections`).
 
 use http::request::Parts;
 
@@ -17,6 +18,8 @@ pub struct HeadLimits {
     pub max_request_header_bytes: usize,
     /// Most headers.
     pub max_headers: usize,
+    /// From the first byte of a head to its end.
+    pub read_timeout: std::time::Duration,
 }
 
 impl HeadLimits {
@@ -27,7 +30,14 @@ impl HeadLimits {
             max_header_bytes: raw.max_header_bytes,
             max_request_header_bytes: raw.max_request_header_bytes,
             max_headers: raw.max_headers,
+            read_timeout: std::time::Duration::from_secs(raw.header_read_timeout_seconds),
         }
+    }
+
+    /// The largest head worth reading at all: a target and headers at their limits,
+    /// with their separators and line ends. Past it the head is refused unread.
+    pub fn max_head_bytes(&self) -> usize {
+        self.max_uri_bytes + self.max_request_header_bytes + 4 * self.max_headers + 64
     }
 
     /// Refuses a head over any limit: 414 for the target, 431 for the headers.
@@ -74,8 +84,13 @@ mod tests {
 
     #[test]
     fn each_limit_refuses_with_its_status() {
-        let limits =
-            HeadLimits { max_uri_bytes: 20, max_header_bytes: 30, max_request_header_bytes: 50, max_headers: 3 };
+        let limits = HeadLimits {
+            max_uri_bytes: 20,
+            max_header_bytes: 30,
+            max_request_header_bytes: 50,
+            max_headers: 3,
+            read_timeout: std::time::Duration::from_secs(1),
+        };
         assert_eq!(limits.check(&head("/ok", &[("a", "x".repeat(28))])), Ok(()));
         assert_eq!(limits.check(&head(&format!("/{}", "x".repeat(20)), &[])), Err(Reject::UriTooLong));
         assert_eq!(limits.check(&head("/?q=12345678901234567", &[])), Err(Reject::UriTooLong), "the query counts");

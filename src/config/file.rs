@@ -457,6 +457,9 @@ pub struct Limits {
     /// Longest wait for the next piece of a request body, in seconds; then 408.
     #[serde(default = "default_body_read_timeout_seconds")]
     pub body_read_timeout_seconds: u64,
+    /// Longest time from the first byte of a request head to its end, in seconds; then 408.
+    #[serde(default = "default_header_read_timeout_seconds")]
+    pub header_read_timeout_seconds: u64,
 }
 
 impl Default for Limits {
@@ -468,6 +471,7 @@ impl Default for Limits {
             max_headers: default_max_headers(),
             max_body_bytes: default_max_body_bytes(),
             body_read_timeout_seconds: default_body_read_timeout_seconds(),
+            header_read_timeout_seconds: default_header_read_timeout_seconds(),
         }
     }
 }
@@ -489,6 +493,9 @@ fn default_max_body_bytes() -> u64 {
 }
 fn default_body_read_timeout_seconds() -> u64 {
     30
+}
+fn default_header_read_timeout_seconds() -> u64 {
+    10
 }
 
 /// `[forwarded]`

@@ -10,11 +10,17 @@ use http::header::USER_AGENT;
 use pingora::prelude::*;
 use pingora::ErrorSource;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
 use super::{Admission, Ctx, Gateway};
 use crate::admission::Limit;
+use crate::audit::AuditSink;
 use crate::audit::{self, AuditRecord, StreamEnd};
 use crate::auth::{Identity, Refusal};
 use crate::bind::EnvId;
+use crate::connections::EarlyRefusals;
+use crate::metrics::Metrics;
 use crate::metrics::{status_class, Account, Decision, NONE};
 use crate::policy::Permit;
 use crate::reject::Reject;
@@ -98,7 +104,7 @@ impl Gateway {
             path: req.uri.path(),
             route: known.route.map(|r| &*snap.routes.get(r).name),
             pool: known.placement.map(|p| &*snap.pools.get(p.pool).name),
-            upstream: ctx.upstream.map(|a| a.to_string()),
+            upstream: ctx.upstream,
             status,
             decision: if reject.is_some() { Decision::Deny } else { Decision::Allow }.as_str(),
             reason: ctx.reason(e),
@@ -109,7 +115,7 @@ impl Gateway {
             plan: known.limit.map(|l| &*snap.plans[usize::from(l.plan.0)].name),
             limit_mode: known.limit.map(|l| l.mode.as_str()),
             latency_us: u64::try_from(ctx.started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            client: session.client_addr().map(|a| a.to_string()),
+            client: session.client_addr().and_then(|a| a.as_inet()).copied(),
             user_agent: req.headers.get(USER_AGENT).and_then(|v| v.to_str().ok()),
         };
         match audit::encode(&record) {
@@ -203,5 +209,45 @@ impl Gateway {
         if let (Some(p), Some(t)) = (known.placement, ctx.upstream_time) {
             m.upstream_duration.with_label_values(&[&snap.pools.get(p.pool).name]).observe(t.as_secs_f64());
         }
+    }
+}
+
+/// Records the refusals made before a request reached the proxy's phases.
+#[derive(Debug)]
+pub struct EarlyAudit {
+    audit: Arc<AuditSink>,
+    metrics: Metrics,
+}
+
+impl EarlyAudit {
+    /// Records into the gateway's audit trail and metrics.
+    pub fn new(audit: Arc<AuditSink>, metrics: Metrics) -> Self {
+        Self { audit, metrics }
+    }
+}
+
+impl EarlyRefusals for EarlyAudit {
+    fn record(&self, peer: Option<SocketAddr>, reject: Reject, request_line: &[u8]) -> String {
+        let request_id = crate::headers::new_request_id();
+        let line = String::from_utf8_lossy(request_line);
+        let mut words = line.splitn(3, ' ');
+        let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        let record = AuditRecord { client: peer, ..AuditRecord::early(&request_id, method, path, reject) };
+        match audit::encode(&record) {
+            Some(line) => self.audit.submit(None, line),
+            None => self.audit.count_lost(),
+        }
+        let m = &self.metrics;
+        let labels = [NONE, NONE, Decision::Deny.as_str(), status_class(reject.status()), Account::Regular.as_str()];
+        m.requests.with_label_values(&labels).inc();
+        m.rejections.with_label_values(&[reject.reason()]).inc();
+        crate::log_limited!(
+            REJECT,
+            Info,
+            "request {request_id} refused before routing: {} ({})",
+            reject.reason(),
+            reject.status()
+        );
+        request_id
     }
 }

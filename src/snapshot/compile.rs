@@ -430,13 +430,14 @@ fn check_limits(raw: &file::Limits, token_max_bytes: usize, errors: &mut Vec<Con
             "raise limits.max_header_bytes and limits.max_request_header_bytes, or lower token.max_bytes",
         ));
     }
-    let checks: [(&str, u64, u64); 6] = [
+    let checks: [(&str, u64, u64); 7] = [
         ("max_uri_bytes", raw.max_uri_bytes as u64, 256),
         ("max_header_bytes", raw.max_header_bytes as u64, 256),
         ("max_request_header_bytes", raw.max_request_header_bytes as u64, 1_024),
         ("max_headers", raw.max_headers as u64, 8),
         ("max_body_bytes", raw.max_body_bytes, 1),
         ("body_read_timeout_seconds", raw.body_read_timeout_seconds, 1),
+        ("header_read_timeout_seconds", raw.header_read_timeout_seconds, 1),
     ];
     for (key, value, min) in checks {
         if value < min {
