@@ -26,6 +26,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use std::{env, fs, thread};
 
 use async_trait::async_trait;
+
+#[path = "load/callgrind.rs"]
+mod callgrind;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
@@ -298,10 +301,24 @@ impl Pinned {
     /// Starts `program`; its stderr goes to `<work>/<program>.stderr`, its stdout to
     /// `stdout` (or nowhere).
     fn spawn(work: &Workdir, name: &'static str, program: &str, args: &[&str], stdout: Option<PathBuf>) -> Self {
+        Self::spawn_wrapped(work, name, &[], program, args, stdout)
+    }
+
+    /// Like `spawn`, with `wrapper` (e.g. valgrind and its options) in front of `program`.
+    fn spawn_wrapped(
+        work: &Workdir,
+        name: &'static str,
+        wrapper: &[String],
+        program: &str,
+        args: &[&str],
+        stdout: Option<PathBuf>,
+    ) -> Self {
         let program_name = Path::new(program).file_name().and_then(|f| f.to_str()).unwrap_or("proc");
         let stderr = work.path(&format!("{program_name}.stderr"));
         let mut cmd = Command::new("taskset");
-        cmd.args(["-c", PROXY_CORE, program])
+        cmd.args(["-c", PROXY_CORE])
+            .args(wrapper)
+            .arg(program)
             .args(args)
             .stdin(Stdio::null())
             .stderr(fs::File::options().create(true).append(true).open(stderr).expect("stderr file"));
@@ -435,16 +452,23 @@ fn wrk(work: &Workdir, port: u16, tokens: &Path, connections: usize, seconds: u6
 }
 
 fn start_proxy(work: &Workdir, proxy: Proxy) -> Option<Pinned> {
+    start_proxy_wrapped(work, proxy, &[])
+}
+
+/// Starts `proxy` with `wrapper` in front of its program.
+fn start_proxy_wrapped(work: &Workdir, proxy: Proxy, wrapper: &[String]) -> Option<Pinned> {
     let isogate = env!("CARGO_BIN_EXE_isogate");
+    let spawn =
+        |name, program: &str, args: &[&str], stdout| Pinned::spawn_wrapped(work, name, wrapper, program, args, stdout);
     let pinned = match proxy {
         Proxy::Direct => return None,
         Proxy::PingoraBare => {
             let me = env::current_exe().expect("own path");
-            Pinned::spawn(work, "pingora bare", &me.display().to_string(), &["--bare-proxy"], None)
+            spawn("pingora bare", &me.display().to_string(), &["--bare-proxy"], None)
         }
         Proxy::Nginx => {
             let conf = work.render("proxy.nginx.conf", "proxy.nginx.conf", &[]);
-            Pinned::spawn(work, "nginx proxy", "nginx", &["-e", "stderr", "-c", &conf.display().to_string()], None)
+            spawn("nginx proxy", "nginx", &["-e", "stderr", "-c", &conf.display().to_string()], None)
         }
         Proxy::Haproxy(alg) => {
             let key = match alg {
@@ -452,13 +476,7 @@ fn start_proxy(work: &Workdir, proxy: Proxy) -> Option<Pinned> {
                 Alg::Rs256 => work.keys.join("rsa.pub.pem").display().to_string(),
             };
             let conf = work.render("haproxy.cfg", "haproxy.cfg", &[("ALG", alg.name().to_owned()), ("KEY", key)]);
-            Pinned::spawn(
-                work,
-                "haproxy",
-                "haproxy",
-                &["-db", "-f", &conf.display().to_string()],
-                Some(work.path("haproxy.log")),
-            )
+            spawn("haproxy", "haproxy", &["-db", "-f", &conf.display().to_string()], Some(work.path("haproxy.log")))
         }
         Proxy::Isogate(alg, tenants) => {
             let key_setting = match alg {
@@ -479,7 +497,7 @@ fn start_proxy(work: &Workdir, proxy: Proxy) -> Option<Pinned> {
                     ("STAGE_TENANT_MAP", map_setting(1)),
                 ],
             );
-            Pinned::spawn(work, "isogate", isogate, &["run", "-c", &conf.display().to_string()], None)
+            spawn("isogate", isogate, &["run", "-c", &conf.display().to_string()], None)
         }
     };
     Some(pinned)
@@ -611,6 +629,35 @@ fn require_tools() {
     assert!(missing.is_empty(), "missing {missing:?}; on Debian: apt-get install -y wrk nginx-light haproxy");
 }
 
+/// Instructions, simulated cache misses and allocator calls per request of every
+/// selected proxy (but `direct` and nginx, whose worker processes valgrind would not
+/// follow), against `pingora-bare` and against HAProxy doing the same job.
+fn run_callgrind(work: &Workdir, scenarios: &[Scenario]) {
+    let requests = env_number("LOAD_CALLGRIND_REQUESTS", 4_000);
+    let mut rows: Vec<(&str, callgrind::Counts)> = Vec::new();
+    for scenario in scenarios.iter().filter(|s| !matches!(s.proxy, Proxy::Direct | Proxy::Nginx)) {
+        let (alg, tenants) = scenario.proxy.tokens();
+        let tokens = work.path(&Workdir::tokens_file(alg, tenants));
+        // Every token once (the token cache then holds them all), then the measured stream.
+        let warmup = tenants.token_count().min(20_000);
+        eprintln!("callgrind {}: {warmup} warm-up requests, then {requests} measured ...", scenario.name);
+        rows.push((scenario.name, callgrind::measure(work, scenario.proxy, &tokens, warmup, requests)));
+    }
+    let find = |name: &str| rows.iter().find(|(n, _)| *n == name).map(|(_, c)| c);
+    println!("\ncallgrind, {requests} requests over 8 keep-alive connections, per request:\n");
+    println!("| scenario | instructions | I1 misses | D1 misses | LL misses | allocations | instructions vs pingora-bare | allocations beyond pingora-bare |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, c) in &rows {
+        let bare = find("pingora-bare");
+        let ratio = bare.map_or_else(|| "-".to_owned(), |b| format!("{:.2}x", c.instructions / b.instructions));
+        let beyond = bare.map_or_else(|| "-".to_owned(), |b| format!("{:+.1}", c.allocations - b.allocations));
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {ratio} | {beyond} |",
+            c.instructions, c.i1_misses, c.d1_misses, c.ll_misses, c.allocations
+        );
+    }
+}
+
 /// A pingora proxy with no stage at all: every request goes to the prod upstream.
 struct BareProxy;
 
@@ -645,6 +692,7 @@ fn main() {
         for file in ["upstream.nginx.conf", "proxy.nginx.conf", "haproxy.cfg", "isogate.toml", "rotate.lua"] {
             assert!(work_root.join(file).is_file(), "benches/load/{file} is missing");
         }
+        callgrind::self_check();
         println!("load harness: run it with `cargo bench --bench load`");
         return;
     }
@@ -670,6 +718,10 @@ fn main() {
     );
     wait_until_serving(PROD_PORT, &mut upstream);
 
+    if env::var_os("LOAD_CALLGRIND").is_some() {
+        run_callgrind(&work, &scenarios);
+        return;
+    }
     let mut samples: Vec<Vec<Sample>> = scenarios.iter().map(|_| Vec::new()).collect();
     for pass in 1..=settings.passes {
         for (i, scenario) in scenarios.iter().enumerate() {

@@ -17,7 +17,7 @@ use isogate::audit::{encode, AuditRecord};
 use isogate::auth::{Identity, IssuerId};
 use isogate::bind::{Binding, EnvId};
 use isogate::config::Source;
-use isogate::headers::Trusted;
+use isogate::headers::{RequestId, Trusted};
 use isogate::policy::{authorize, AccessRules, EnvironmentPolicy, Policies, RequestFacts, RoutePolicy};
 use isogate::routing::path::normalize;
 use isogate::routing::{select, Tenancy};
@@ -165,6 +165,7 @@ fn identity() -> Identity {
         roles: vec!["user".into()],
         ..Default::default()
     }
+    .with_header_values()
 }
 
 fn route(c: &mut Criterion) {
@@ -218,6 +219,7 @@ fn headers(c: &mut Criterion) {
     ] {
         base.append_header(k, v).expect("header");
     }
+    let request_id = RequestId::generate();
     c.bench_function("headers/strip_and_inject", |b| {
         b.iter_batched(
             || base.clone(),
@@ -227,7 +229,7 @@ fn headers(c: &mut Criterion) {
                     identity: &id,
                     environment: &env,
                     pool: &pool,
-                    request_id: "0123456789abcdef0123456789abcdef",
+                    request_id: &request_id,
                     forward_authorization: true,
                     system_mode: false,
                     db_schema: Some("company_424242"),
@@ -290,14 +292,14 @@ fn pipeline(c: &mut Criterion) {
     }
     let conn = Connection { local: None, peer: Some([10, 1, 2, 3].into()), tls: false };
     let admitted = rt.block_on(admit(&snap, &req, &conn)).expect("admitted");
+    let request_id = RequestId::generate();
+    let host = HeaderValue::from_static("prod.test");
     let mut g = c.benchmark_group("pipeline");
     g.bench_function("admit", |b| b.iter(|| rt.block_on(admit(&snap, black_box(&req), &conn)).expect("admitted")));
     g.bench_function("prepare_upstream", |b| {
         b.iter_batched(
             || req.clone(),
-            |mut up| {
-                admitted.prepare_upstream(&snap, "0123456789abcdef0123456789abcdef", &conn, Some("prod.test"), &mut up)
-            },
+            |mut up| admitted.prepare_upstream(&snap, &request_id, &conn, Some(&host), &mut up),
             criterion::BatchSize::SmallInput,
         )
     });

@@ -278,33 +278,39 @@ fn write_loop(
     lost: &IntCounter,
 ) {
     let mut failing = false;
-    let mut write = |out: &mut BufWriter<Box<dyn Write + Send>>, line: &[u8]| match out.write_all(line) {
-        Ok(()) => {
-            written.inc();
-            failing = false;
-        }
-        Err(e) => {
-            lost.inc();
-            if !failing {
-                log::error!(target: "isogate::audit", "cannot write audit line: {e}");
-                failing = true;
-            }
+    let report = |failing: &mut bool, what: &str, e: io::Error| {
+        if !*failing {
+            log::error!(target: "isogate::audit", "cannot {what} the audit output: {e}");
+            *failing = true;
         }
     };
     while let Some(first) = rx.blocking_recv() {
-        let mut closing = false;
-        let mut batch = 0usize;
+        let (mut closing, mut batch, mut buffered) = (false, 0usize, 0u64);
         let mut next = Some(first);
         while let Some(message) = next {
             batch += 1;
             match message {
-                Message::Line(line) => write(&mut out, &line),
+                Message::Line(line) => match out.write_all(&line) {
+                    Ok(()) => buffered += 1,
+                    Err(e) => {
+                        lost.inc();
+                        report(&mut failing, "write to", e);
+                    }
+                },
                 Message::Close => closing = true,
             }
             next = rx.try_recv().ok();
         }
-        if let Err(e) = out.flush() {
-            log::error!(target: "isogate::audit", "cannot flush audit output: {e}");
+        // A line counts as written once it left the buffer.
+        match out.flush() {
+            Ok(()) => {
+                written.inc_by(buffered);
+                failing = false;
+            }
+            Err(e) => {
+                lost.inc_by(buffered);
+                report(&mut failing, "flush", e);
+            }
         }
         if closing {
             return;

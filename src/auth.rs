@@ -112,9 +112,36 @@ pub struct Identity {
     pub not_before: Option<u64>,
     /// The plan claim, when `rate_limit.plan_claim` names one.
     pub plan: Option<String>,
+    /// Tenant, user and roles as the header values the upstream gets, built once with
+    /// the identity (and cached with it), so a request copies none of them. Built by
+    /// `with_header_values`: call it again after changing those claims.
+    pub header_values: IdentityHeaders,
+}
+
+/// The identity's claims as prebuilt header values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdentityHeaders {
+    /// The tenant claim.
+    pub tenant: Option<http::HeaderValue>,
+    /// The user claim.
+    pub user: Option<http::HeaderValue>,
+    /// The roles, comma-separated.
+    pub roles: Option<http::HeaderValue>,
 }
 
 impl Identity {
+    /// Builds `header_values` from the claims (claims are visible ASCII, so they are
+    /// valid header values).
+    pub fn with_header_values(mut self) -> Self {
+        let value = |s: &str| http::HeaderValue::from_str(s).ok();
+        self.header_values = IdentityHeaders {
+            tenant: self.tenant.as_deref().and_then(value),
+            user: self.user.as_deref().and_then(value),
+            roles: (!self.roles.is_empty()).then(|| value(&self.roles.join(","))).flatten(),
+        };
+        self
+    }
+
     /// Whether the identity holds `role`.
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)

@@ -146,7 +146,21 @@ impl Demo {
             all &= ok;
             report.push_str(&format!("{} {}: got {status} {what}\n", if ok { "ok  " } else { "FAIL" }, case.title));
         }
+        self.wait_for_audit(self.cases.len(), start + deadline);
         (report, all)
+    }
+
+    /// Waits (until `deadline`) for the audit writer to have written `lines` lines, so
+    /// the demo's output shows them before the process ends.
+    fn wait_for_audit(&self, lines: usize, deadline: Instant) {
+        let written = || {
+            let r = client::get(self.admin, "admin", "/metrics", &[]).ok()?;
+            let text = String::from_utf8(r.body).ok()?;
+            text.lines().find_map(|l| l.strip_prefix("isogate_audit_lines_written_total ")?.trim().parse::<f64>().ok())
+        };
+        while written().is_none_or(|n| n < lines as f64) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 

@@ -18,7 +18,8 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use http::header::HeaderName;
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
 
@@ -28,8 +29,10 @@ use crate::config::{file, ConfigError};
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// The headers the gateway can set, in `forwarded.set` order of the docs.
+const SETTABLE: [&str; 5] = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "forwarded"];
 
 /// Headers set from the connection, plus other client-address headers that apps read;
 /// only the first five are kept from trusted proxies.
@@ -56,6 +59,8 @@ const CHAIN_HEADERS: usize = 5;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ForwardedPolicy {
     trusted: Box<[IpNet]>,
+    /// Which of `SETTABLE` are set, by index.
+    set: [bool; 5],
 }
 
 impl ForwardedPolicy {
@@ -74,7 +79,19 @@ impl ForwardedPolicy {
                 )),
             }
         }
-        Self { trusted: trusted.into() }
+        let mut set = [false; 5];
+        for (i, name) in raw.set.iter().enumerate() {
+            match SETTABLE.iter().position(|s| s.eq_ignore_ascii_case(name.get_ref())) {
+                Some(at) => set[at] = true,
+                None => errors.push(ConfigError::at(
+                    name.span(),
+                    format!("forwarded.set[{i}]"),
+                    format!("`{}` is not a forwarded header isogate sets", name.get_ref()),
+                    format!("use some of: {}", SETTABLE.join(", ")),
+                )),
+            }
+        }
+        Self { trusted: trusted.into(), set }
     }
 
     /// Whether `ip` is a trusted proxy.
@@ -84,39 +101,49 @@ impl ForwardedPolicy {
     }
 
     /// Replaces (or, from a trusted proxy, extends) the forwarded headers of the upstream
-    /// request. `host` is the host the client asked for.
-    pub fn apply(&self, req: &mut RequestHeader, conn: &Connection, host: Option<&str>) -> pingora::Result<()> {
+    /// request: the client's copies are removed, and the headers in `forwarded.set` are
+    /// set. `host` is the host the client asked for, as it sent it.
+    pub fn apply(&self, req: &mut RequestHeader, conn: &Connection, host: Option<&HeaderValue>) -> pingora::Result<()> {
         let peer = conn.peer.map(|ip| ip.to_canonical());
         let trusted = peer.is_some_and(|ip| self.trusts(ip));
         let proto = if conn.tls { "https" } else { "http" };
         let chain = if trusted { values(req, &X_FORWARDED_FOR) } else { None };
         let prior = if trusted { values(req, &FORWARDED) } else { None };
         let kept_proto = single(req, &X_FORWARDED_PROTO).filter(|p| trusted && (*p == "http" || *p == "https"));
-        let kept_proto = kept_proto.map(str::to_owned);
-        let kept_host = single(req, &X_FORWARDED_HOST).filter(|_| trusted).map(str::to_owned);
+        let kept_proto = kept_proto.map(|p| if p == "https" { "https" } else { "http" });
+        let kept_host =
+            req.headers.get(X_FORWARDED_HOST).filter(|_| trusted && single(req, &X_FORWARDED_HOST).is_some()).cloned();
         remove_address_headers(req, trusted);
 
+        let [xff, xfp, xfh, real_ip, forwarded] = self.set;
+        if xfp {
+            set(req, 1, HeaderValue::from_static(kept_proto.unwrap_or(proto)))?;
+        }
+        if let Some(h) = kept_host.or_else(|| host.cloned()).filter(|_| xfh) {
+            set(req, 2, h)?;
+        }
         let Some(peer) = peer else {
-            req.insert_header(X_FORWARDED_PROTO, kept_proto.as_deref().unwrap_or(proto))?;
             return Ok(());
         };
-        let client = chain.as_deref().map_or(peer, |c| self.client_of(c, peer));
-        let xff = match &chain {
-            Some(c) => format!("{c}, {peer}"),
-            None => peer.to_string(),
-        };
-        req.insert_header(X_FORWARDED_FOR, xff)?;
-        req.insert_header(X_REAL_IP, client.to_string())?;
-        req.insert_header(X_FORWARDED_PROTO, kept_proto.as_deref().unwrap_or(proto))?;
-        if let Some(h) = kept_host.as_deref().or(host) {
-            req.insert_header(X_FORWARDED_HOST, h)?;
+        if xff {
+            let value = match &chain {
+                Some(c) => format!("{c}, {peer}"),
+                None => peer.to_string(),
+            };
+            set(req, 0, text(value)?)?;
         }
-        let element = forwarded_element(peer, proto, host);
-        let forwarded = match prior {
-            Some(p) => format!("{p}, {element}"),
-            None => element,
-        };
-        req.insert_header(FORWARDED, forwarded)?;
+        if real_ip {
+            let client = chain.as_deref().map_or(peer, |c| self.client_of(c, peer));
+            set(req, 3, text(client.to_string())?)?;
+        }
+        if forwarded {
+            let element = forwarded_element(peer, proto, host.and_then(|h| h.to_str().ok()));
+            let value = match prior {
+                Some(p) => format!("{p}, {element}"),
+                None => element,
+            };
+            set(req, 4, text(value)?)?;
+        }
         Ok(())
     }
 
@@ -135,6 +162,17 @@ impl ForwardedPolicy {
         }
         client
     }
+}
+
+/// Sets `SETTABLE[index]`; the name is static, so setting it copies nothing.
+fn set(req: &mut RequestHeader, index: usize, value: HeaderValue) -> pingora::Result<()> {
+    req.insert_header(Bytes::from_static(SETTABLE[index].as_bytes()), value)
+}
+
+/// A header value from text the gateway made (addresses, quoted hosts).
+fn text(value: String) -> pingora::Result<HeaderValue> {
+    use pingora::OrErr;
+    HeaderValue::try_from(value).or_err(pingora::ErrorType::InternalError, "forwarded header value")
 }
 
 /// This hop's RFC 7239 element: `for` (IPv6 quoted and bracketed), `proto`, and `host`

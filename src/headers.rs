@@ -6,15 +6,45 @@
 //! same variable. Everything under the reserved prefix goes too. Names are validated and
 //! built once, at compile time.
 
+use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use pingora::http::RequestHeader;
+use pingora::OrErr;
 use toml::Spanned;
 
 use crate::auth::Identity;
 use crate::config::{file, ConfigError};
 
-/// Longest client request id that is kept.
-const MAX_REQUEST_ID: usize = 128;
+/// A header the gateway sets: its name, and the bytes pingora writes for it, built once
+/// so that setting it copies no name (pingora would title-case and copy a `HeaderName`).
+#[derive(Debug, Clone)]
+pub struct Injected {
+    name: HeaderName,
+    wire: Bytes,
+}
+
+impl Injected {
+    /// A header set under `name` (lowercase on the wire).
+    pub fn new(name: HeaderName) -> Self {
+        let wire = Bytes::copy_from_slice(name.as_str().as_bytes());
+        Self { name, wire }
+    }
+
+    /// The header's name.
+    pub fn name(&self) -> &HeaderName {
+        &self.name
+    }
+
+    /// Sets the header on a request, replacing any value.
+    pub fn set(&self, req: &mut RequestHeader, value: HeaderValue) -> pingora::Result<()> {
+        req.insert_header(self.wire.clone(), value)
+    }
+
+    /// Sets the header on a response, replacing any value.
+    pub fn set_response(&self, resp: &mut pingora::http::ResponseHeader, value: HeaderValue) -> pingora::Result<()> {
+        resp.insert_header(self.wire.clone(), value)
+    }
+}
 
 /// Prebuilt header names: what to strip and what to inject.
 #[derive(Debug, Clone)]
@@ -22,17 +52,17 @@ pub struct HeaderPlan {
     reserved_prefix: Box<str>,
     strip: Box<[HeaderName]>,
     /// Environment header.
-    pub environment: HeaderName,
-    tenant: HeaderName,
-    user: HeaderName,
-    roles: HeaderName,
-    test_account: HeaderName,
-    pool: HeaderName,
-    system_mode: HeaderName,
-    db_schema: HeaderName,
-    db_pool: HeaderName,
+    pub environment: Injected,
+    tenant: Injected,
+    user: Injected,
+    roles: Injected,
+    test_account: Injected,
+    pool: Injected,
+    system_mode: Injected,
+    db_schema: Injected,
+    db_pool: Injected,
     /// Request id header.
-    pub request_id: HeaderName,
+    pub request_id: Injected,
 }
 
 /// What the gateway vouches for on one request.
@@ -45,7 +75,7 @@ pub struct Trusted<'a> {
     /// The chosen pool's name, prebuilt.
     pub pool: &'a HeaderValue,
     /// The request id (validated client value or generated).
-    pub request_id: &'a str,
+    pub request_id: &'a RequestId,
     /// Whether to pass the client's `Authorization` header on.
     pub forward_authorization: bool,
     /// Whether the backend may bypass per-user filtering.
@@ -112,16 +142,16 @@ impl HeaderPlan {
         Ok(Self {
             reserved_prefix: prefix.into(),
             strip: strip.into(),
-            environment,
-            tenant,
-            user,
-            roles,
-            test_account,
-            pool,
-            system_mode,
-            db_schema,
-            db_pool,
-            request_id,
+            environment: Injected::new(environment),
+            tenant: Injected::new(tenant),
+            user: Injected::new(user),
+            roles: Injected::new(roles),
+            test_account: Injected::new(test_account),
+            pool: Injected::new(pool),
+            system_mode: Injected::new(system_mode),
+            db_schema: Injected::new(db_schema),
+            db_pool: Injected::new(db_pool),
+            request_id: Injected::new(request_id),
         })
     }
 
@@ -150,42 +180,41 @@ impl HeaderPlan {
     }
 
     /// The client's request id, when exactly one is present and it is safe to keep.
-    pub fn client_request_id<'r>(&self, req: &'r RequestHeader) -> Option<&'r str> {
-        let mut values = req.headers.get_all(&self.request_id).iter();
+    pub fn client_request_id(&self, req: &RequestHeader) -> Option<RequestId> {
+        let mut values = req.headers.get_all(&self.request_id.name).iter();
         let value = values.next()?;
         if values.next().is_some() {
             return None;
         }
-        value.to_str().ok().filter(|v| valid_request_id(v))
+        RequestId::from_client(value)
     }
 
     /// Sets the trusted headers on the upstream request. A claim that is missing leaves its
     /// header absent; the client's copy was removed by `strip`.
     pub fn inject(&self, req: &mut RequestHeader, trusted: &Trusted<'_>) -> pingora::Result<()> {
-        let id = trusted.identity;
-        req.insert_header(&self.environment, trusted.environment.clone())?;
-        req.insert_header(&self.pool, trusted.pool.clone())?;
-        req.insert_header(&self.request_id, trusted.request_id)?;
-        if let Some(tenant) = &id.tenant {
-            req.insert_header(&self.tenant, tenant.as_str())?;
+        const TRUE: HeaderValue = HeaderValue::from_static("true");
+        let values = &trusted.identity.header_values;
+        self.environment.set(req, trusted.environment.clone())?;
+        self.pool.set(req, trusted.pool.clone())?;
+        self.request_id.set(req, trusted.request_id.header_value())?;
+        for (header, value) in
+            [(&self.tenant, &values.tenant), (&self.user, &values.user), (&self.roles, &values.roles)]
+        {
+            if let Some(v) = value {
+                header.set(req, v.clone())?;
+            }
         }
-        if let Some(user) = &id.user {
-            req.insert_header(&self.user, user.as_str())?;
-        }
-        if !id.roles.is_empty() {
-            req.insert_header(&self.roles, id.roles.join(","))?;
-        }
-        if id.test_account {
-            req.insert_header(&self.test_account, "true")?;
+        if trusted.identity.test_account {
+            self.test_account.set(req, TRUE)?;
         }
         if trusted.system_mode {
-            req.insert_header(&self.system_mode, "true")?;
+            self.system_mode.set(req, TRUE)?;
         }
-        if let Some(schema) = trusted.db_schema {
-            req.insert_header(&self.db_schema, schema)?;
-        }
-        if let Some(db_pool) = trusted.db_pool {
-            req.insert_header(&self.db_pool, db_pool)?;
+        for (header, value) in [(&self.db_schema, trusted.db_schema), (&self.db_pool, trusted.db_pool)] {
+            if let Some(v) = value {
+                header
+                    .set(req, HeaderValue::from_str(v).or_err(pingora::ErrorType::InternalError, "database hint")?)?;
+            }
         }
         if !trusted.forward_authorization {
             req.remove_header(&AUTHORIZATION);
@@ -209,18 +238,9 @@ fn same_name(a: &[u8], b: &[u8]) -> bool {
         })
 }
 
-/// A request id is kept from the client only if it is 1..=128 of `[A-Za-z0-9._:-]`.
-pub fn valid_request_id(v: &str) -> bool {
-    !v.is_empty()
-        && v.len() <= MAX_REQUEST_ID
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
-}
+mod request_id;
 
-/// A fresh random request id: 32 lowercase hex digits.
-pub fn new_request_id() -> String {
-    let bits: u128 = rand::random();
-    format!("{bits:032x}")
-}
+pub use request_id::{valid_request_id, RequestId};
 
 #[cfg(test)]
 mod tests;

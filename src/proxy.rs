@@ -25,7 +25,7 @@ use pingora::{ErrorSource, ErrorType};
 use crate::admission::{self, Admitted, Connection, Refused};
 use crate::audit::{AuditSink, Slot};
 use crate::auth::CacheUse;
-use crate::headers::new_request_id;
+use crate::headers::RequestId;
 use crate::metrics::Metrics;
 use crate::reject::Reject;
 use crate::snapshot::{Snapshot, SnapshotCell};
@@ -65,7 +65,7 @@ enum Admission {
 pub struct Ctx {
     snapshot: Arc<Snapshot>,
     started: Instant,
-    request_id: String,
+    request_id: RequestId,
     admission: Admission,
     /// A refusal after admission: the upstream failed, or the body broke a limit.
     failure: Option<Reject>,
@@ -110,12 +110,12 @@ fn connection(session: &Session) -> Connection {
 impl Gateway {
     /// Writes the refusal response: status, JSON body, and the headers the table asks for.
     async fn respond(&self, session: &mut Session, ctx: &Ctx, reject: Reject) -> Result<()> {
-        let body = reject.body(&ctx.request_id);
+        let body = reject.body(ctx.request_id.as_str());
         let mut resp = ResponseHeader::build(reject.status(), Some(6))?;
         resp.insert_header("content-type", "application/json")?;
         resp.insert_header("content-length", body.len())?;
         resp.insert_header("cache-control", "no-store")?;
-        resp.insert_header(&ctx.snapshot.headers.request_id, ctx.request_id.as_str())?;
+        ctx.snapshot.headers.request_id.set_response(&mut resp, ctx.request_id.header_value())?;
         if let Some(challenge) = reject.www_authenticate() {
             resp.insert_header("www-authenticate", challenge)?;
         }
@@ -165,7 +165,7 @@ impl Gateway {
     fn receive(&self, session: &mut Session, ctx: &mut Ctx) -> Result<(), Reject> {
         let snap = &ctx.snapshot;
         let req = session.req_header_mut();
-        ctx.request_id = snap.headers.client_request_id(req).map_or_else(new_request_id, str::to_owned);
+        ctx.request_id = snap.headers.client_request_id(req).unwrap_or_else(RequestId::generate);
         let stripped = snap.headers.strip(req);
         if stripped > 0 {
             self.metrics.headers_stripped.inc_by(stripped as u64);
@@ -189,7 +189,7 @@ impl ProxyHttp for Gateway {
         Ctx {
             snapshot: self.snapshots.load(),
             started: Instant::now(),
-            request_id: String::new(),
+            request_id: RequestId::unset(),
             admission: Admission::Pending,
             failure: None,
             upstream: None,
@@ -292,7 +292,8 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(ErrorType::InternalError, "request reached the upstream phase unadmitted");
         };
         let req = session.req_header();
-        let host = req.uri.authority().map(|a| a.as_str()).or_else(|| req.headers.get(HOST)?.to_str().ok());
+        let authority = req.uri.authority().and_then(|a| http::HeaderValue::from_str(a.as_str()).ok());
+        let host = authority.as_ref().or_else(|| req.headers.get(HOST));
         admitted.prepare_upstream(&ctx.snapshot, &ctx.request_id, &connection(session), host, upstream)?;
         ctx.upstream_sent = Some(Instant::now());
         Ok(())
@@ -328,7 +329,7 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
         // Clients and upstream logs can quote the same id.
-        resp.insert_header(&ctx.snapshot.headers.request_id, ctx.request_id.as_str())?;
+        ctx.snapshot.headers.request_id.set_response(resp, ctx.request_id.header_value())?;
         // The status is known: the audit line goes now, so a long stream holds no slot.
         self.audit_line(session, None, resp.status.as_u16(), ctx);
         Ok(())

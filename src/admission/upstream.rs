@@ -6,7 +6,7 @@ use pingora::http::RequestHeader;
 use pingora::{ErrorType, OrErr, Result};
 
 use super::{Admitted, Connection, UpstreamTarget};
-use crate::headers::Trusted;
+use crate::headers::{RequestId, Trusted};
 use crate::snapshot::Snapshot;
 
 impl Admitted {
@@ -15,9 +15,9 @@ impl Admitted {
     pub fn prepare_upstream(
         &self,
         snap: &Snapshot,
-        request_id: &str,
+        request_id: &RequestId,
         conn: &Connection,
-        host: Option<&str>,
+        host: Option<&http::HeaderValue>,
         upstream: &mut RequestHeader,
     ) -> Result<()> {
         let trusted = Trusted {

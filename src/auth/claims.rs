@@ -93,7 +93,9 @@ impl ClaimNames {
                 Some(name) => text(claims.get(&**name), false)?,
                 None => None,
             },
-        })
+            header_values: Default::default(),
+        }
+        .with_header_values())
     }
 }
 

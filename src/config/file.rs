@@ -499,13 +499,31 @@ fn default_header_read_timeout_seconds() -> u64 {
 }
 
 /// `[forwarded]`
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct Forwarded {
     /// Proxies (CIDRs such as `10.0.0.0/8`, or single addresses) whose forwarded headers
     /// are kept and extended; from anyone else they are replaced.
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
+    /// Which forwarded headers the upstream gets (the client's copies are removed either
+    /// way): some of `x-forwarded-for`, `x-forwarded-proto`, `x-forwarded-host`,
+    /// `x-real-ip`, `forwarded`.
+    #[serde(default = "default_forwarded_set")]
+    pub set: Vec<Spanned<String>>,
+}
+
+impl Default for Forwarded {
+    fn default() -> Self {
+        Self { trusted_proxies: Vec::new(), set: default_forwarded_set() }
+    }
+}
+
+fn default_forwarded_set() -> Vec<Spanned<String>> {
+    ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "forwarded"]
+        .into_iter()
+        .map(|h| Spanned::new(0..0, h.to_owned()))
+        .collect()
 }
 
 /// `[[listeners]]`

@@ -19,6 +19,7 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::headers::RequestId;
 use crate::reject::Reject;
 
 /// The buffer a request head is read into: pingora's own initial size.
@@ -37,7 +38,7 @@ pub struct HeadRules {
 pub trait EarlyRefusals: Send + Sync {
     /// Writes the audit line and counts the refusal; returns the request id it used.
     /// `request_line` is the head's first line as received (possibly cut).
-    fn record(&self, peer: Option<SocketAddr>, reject: Reject, request_line: &[u8]) -> String;
+    fn record(&self, peer: Option<SocketAddr>, reject: Reject, request_line: &[u8]) -> RequestId;
 }
 
 /// What waiting for a request produced.
@@ -152,7 +153,7 @@ pub(super) async fn next(
 async fn refuse(stream: &mut Stream, reject: Reject, head: &[u8], refusals: &dyn EarlyRefusals) {
     let peer = stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
     let request_id = refusals.record(peer, reject, request_line(head));
-    let body = reject.body(&request_id);
+    let body = reject.body(request_id.as_str());
     let answer = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n",
         reject.status(),

@@ -2,8 +2,8 @@ use super::*;
 use toml::Spanned;
 
 fn policy(trusted: &[&str]) -> ForwardedPolicy {
-    let raw =
-        file::Forwarded { trusted_proxies: trusted.iter().map(|t| Spanned::new(0..0, (*t).to_owned())).collect() };
+    let trusted_proxies = trusted.iter().map(|t| Spanned::new(0..0, (*t).to_owned())).collect();
+    let raw = file::Forwarded { trusted_proxies, ..Default::default() };
     let mut errors = Vec::new();
     let p = ForwardedPolicy::compile(&raw, &mut errors);
     assert!(errors.is_empty(), "{errors:?}");
@@ -40,7 +40,9 @@ const SPOOFED: [(&str, &str); 8] = [
 #[test]
 fn an_untrusted_client_cannot_supply_any_address() {
     let mut req = request(&SPOOFED);
-    policy(&["10.0.0.0/8"]).apply(&mut req, &conn("203.0.113.9", false), Some("api.example.com")).unwrap();
+    policy(&["10.0.0.0/8"])
+        .apply(&mut req, &conn("203.0.113.9", false), Some(&HeaderValue::from_static("api.example.com")))
+        .unwrap();
     assert_eq!(header(&req, "x-forwarded-for"), ["203.0.113.9"]);
     assert_eq!(header(&req, "x-real-ip"), ["203.0.113.9"]);
     assert_eq!(header(&req, "x-forwarded-proto"), ["http"]);
@@ -60,7 +62,9 @@ fn a_trusted_proxy_chain_is_kept_and_extended() {
         ("forwarded", "for=198.51.100.7;proto=https"),
         ("x-real-ip", "6.6.6.6"),
     ]);
-    policy(&["10.0.0.0/8"]).apply(&mut req, &conn("10.2.2.2", false), Some("api.internal")).unwrap();
+    policy(&["10.0.0.0/8"])
+        .apply(&mut req, &conn("10.2.2.2", false), Some(&HeaderValue::from_static("api.internal")))
+        .unwrap();
     assert_eq!(header(&req, "x-forwarded-for"), ["198.51.100.7, 10.1.1.1, 10.2.2.2"]);
     assert_eq!(header(&req, "x-real-ip"), ["198.51.100.7"], "rightmost address that is not a trusted proxy");
     assert_eq!(header(&req, "x-forwarded-proto"), ["https"]);
@@ -92,8 +96,24 @@ fn ipv6_peers_are_quoted_in_forwarded_and_mapped_addresses_match_v4_ranges() {
 
 #[test]
 fn bad_entries_are_config_errors() {
-    let raw = file::Forwarded { trusted_proxies: vec![Spanned::new(0..0, "10.0.0.0/33".to_owned())] };
+    let raw = file::Forwarded {
+        trusted_proxies: vec![Spanned::new(0..0, "10.0.0.0/33".to_owned())],
+        set: vec![Spanned::new(0..0, "x-forwarded-port".to_owned())],
+    };
     let mut errors = Vec::new();
     ForwardedPolicy::compile(&raw, &mut errors);
-    assert_eq!(errors.len(), 1);
+    assert_eq!(errors.len(), 2);
+}
+
+#[test]
+fn only_the_listed_headers_are_set_but_every_client_copy_goes() {
+    let raw = file::Forwarded { set: vec![Spanned::new(0..0, "X-Forwarded-For".to_owned())], ..Default::default() };
+    let mut errors = Vec::new();
+    let p = ForwardedPolicy::compile(&raw, &mut errors);
+    let mut req = request(&SPOOFED);
+    p.apply(&mut req, &conn("203.0.113.9", false), Some(&HeaderValue::from_static("a.example"))).unwrap();
+    assert_eq!(header(&req, "x-forwarded-for"), ["203.0.113.9"]);
+    for name in ["x-forwarded-proto", "x-forwarded-host", "x-real-ip", "forwarded", "true-client-ip"] {
+        assert!(header(&req, name).is_empty(), "{name}");
+    }
 }

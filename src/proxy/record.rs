@@ -20,6 +20,7 @@ use crate::audit::{self, AuditRecord, StreamEnd};
 use crate::auth::{Identity, Refusal};
 use crate::bind::EnvId;
 use crate::connections::EarlyRefusals;
+use crate::headers::RequestId;
 use crate::metrics::Metrics;
 use crate::metrics::{status_class, Account, Decision, NONE};
 use crate::policy::Permit;
@@ -81,8 +82,8 @@ impl Gateway {
         if std::mem::replace(&mut ctx.audited, true) {
             return;
         }
-        if ctx.request_id.is_empty() {
-            ctx.request_id = crate::headers::new_request_id();
+        if ctx.request_id.is_unset() {
+            ctx.request_id = RequestId::generate();
         }
         let snap = &ctx.snapshot;
         let known = ctx.known();
@@ -92,7 +93,7 @@ impl Gateway {
         let req = session.req_header();
         let record = AuditRecord {
             ts: SystemTime::now(),
-            request_id: &ctx.request_id,
+            request_id: ctx.request_id.as_str(),
             environment: known.env.map(|e| snap.binder.name(e)),
             tenant: id.and_then(|i| i.tenant.as_deref()),
             user: id.and_then(|i| i.user.as_deref()),
@@ -144,7 +145,7 @@ impl Gateway {
     fn stream_end(&self, session: &Session, e: Option<&Error>, status: u16, ctx: &Ctx) {
         let end = StreamEnd {
             ts: SystemTime::now(),
-            request_id: &ctx.request_id,
+            request_id: ctx.request_id.as_str(),
             event: "end",
             status,
             reason: ctx.reason(e),
@@ -227,12 +228,12 @@ impl EarlyAudit {
 }
 
 impl EarlyRefusals for EarlyAudit {
-    fn record(&self, peer: Option<SocketAddr>, reject: Reject, request_line: &[u8]) -> String {
-        let request_id = crate::headers::new_request_id();
+    fn record(&self, peer: Option<SocketAddr>, reject: Reject, request_line: &[u8]) -> RequestId {
+        let request_id = RequestId::generate();
         let line = String::from_utf8_lossy(request_line);
         let mut words = line.splitn(3, ' ');
         let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-        let record = AuditRecord { client: peer, ..AuditRecord::early(&request_id, method, path, reject) };
+        let record = AuditRecord { client: peer, ..AuditRecord::early(request_id.as_str(), method, path, reject) };
         match audit::encode(&record) {
             Some(line) => self.audit.submit(None, line),
             None => self.audit.count_lost(),
