@@ -116,7 +116,14 @@ pub struct Identity {
     /// the identity (and cached with it), so a request copies none of them. Built by
     /// `with_header_values`: call it again after changing those claims.
     pub header_values: IdentityHeaders,
+    /// The rate-limit keys, made on first use (so once per cached token); read them with
+    /// `limit_key`.
+    pub limit_keys: LimitKeys,
 }
+
+/// The rate-limit keys of an identity, per tenant and per user, made on first use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimitKeys([std::sync::OnceLock<Box<str>>; 2]);
 
 /// The identity's claims as prebuilt header values.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -140,6 +147,21 @@ impl Identity {
             roles: (!self.roles.is_empty()).then(|| value(&self.roles.join(","))).flatten(),
         };
         self
+    }
+
+    /// The key its requests are limited under: `env:tenant`, or `env:tenant:user` when
+    /// `per_user` and there is a user (`-` stands for no tenant). The environment is the
+    /// token's, which binding made equal to the request's.
+    pub fn limit_key(&self, per_user: bool) -> &str {
+        let user = self.user.as_deref().filter(|_| per_user);
+        self.limit_keys.0[usize::from(user.is_some())].get_or_init(|| {
+            let env = self.environment.as_deref().unwrap_or("-");
+            let tenant = self.tenant.as_deref().unwrap_or("-");
+            match user {
+                Some(user) => format!("{env}:{tenant}:{user}").into(),
+                None => format!("{env}:{tenant}").into(),
+            }
+        })
     }
 
     /// Whether the identity holds `role`.

@@ -106,6 +106,8 @@ pub struct Snapshot {
     pub body_read_timeout: Duration,
     /// Forwarded headers: who is trusted to send them.
     pub forwarded: crate::forwarded::ForwardedPolicy,
+    /// The metric children requests count into, resolved on first use.
+    pub metric_cells: crate::metrics::MetricCells,
 }
 
 impl Snapshot {

@@ -174,13 +174,8 @@ pub(super) async fn limit(
         return Ok(None);
     };
     let plan = &snap.plans[usize::from(plan_id.0)];
-    let env_name = snap.binder.name(env);
-    let tenant = identity.tenant.as_deref().unwrap_or("-");
-    let key = match (snap.limit_key, identity.user.as_deref()) {
-        (LimitKey::TenantUser, Some(user)) => format!("{env_name}:{tenant}:{user}"),
-        _ => format!("{env_name}:{tenant}"),
-    };
-    let (outcome, mode) = snap.limiter.check(&key, plan, snap.routes.get(routed.id).cost).await;
+    let key = identity.limit_key(snap.limit_key == LimitKey::TenantUser);
+    let (outcome, mode) = snap.limiter.check(key, plan, snap.routes.get(routed.id).cost).await;
     let limit = Some(Limit { plan: plan_id, mode });
     let reject = match outcome {
         Outcome::Allow => return Ok(limit),

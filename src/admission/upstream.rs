@@ -20,6 +20,7 @@ impl Admitted {
         host: Option<&http::HeaderValue>,
         upstream: &mut RequestHeader,
     ) -> Result<()> {
+        shed_header_case(upstream, INJECTED_MAX);
         let trusted = Trusted {
             identity: &self.identity,
             environment: snap.binder.header_value(self.env()),
@@ -34,6 +35,21 @@ impl Admitted {
         snap.forwarded.apply(upstream, conn, host)?;
         retarget(upstream, &self.target)
     }
+}
+
+/// Most headers the gateway may add: its trusted headers and the forwarded ones.
+const INJECTED_MAX: usize = 16;
+
+/// Drops the client's header-name case from the upstream copy of its request, and makes
+/// room for the headers the gateway adds. pingora keeps a second map of the names as the
+/// client wrote them and copies every added name into it; names are case-insensitive
+/// (RFC 9110 section 5.1), so the upstream loses nothing but spelling, and the target
+/// sent is the URI that routing matched (an absolute-form target becomes origin-form).
+fn shed_header_case(upstream: &mut RequestHeader, room: usize) {
+    let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
+    let mut parts: http::request::Parts = std::mem::replace(upstream, placeholder).into();
+    parts.headers.reserve(room);
+    *upstream = RequestHeader::from(parts);
 }
 
 /// Points the upstream request at the admitted target. The URI keeps its scheme and
@@ -59,6 +75,25 @@ fn retarget(upstream: &mut RequestHeader, target: &UpstreamTarget) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_upstream_copy_keeps_every_header_but_not_its_case() {
+        let mut req = RequestHeader::build("GET", b"/a", None).unwrap();
+        req.append_header("X-Custom-Thing", "1").unwrap();
+        req.append_header("Accept", "*/*").unwrap();
+        req.append_header("x-custom-thing", "2").unwrap();
+        assert!(req.has_case());
+        shed_header_case(&mut req, 8);
+        assert!(!req.has_case());
+        let all: Vec<_> = req.headers.get_all("x-custom-thing").iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(all, ["1", "2"]);
+        assert_eq!(req.headers["accept"], "*/*");
+        assert_eq!((req.method.as_str(), req.uri.path()), ("GET", "/a"));
+        let mut wire = Vec::new();
+        req.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap();
+        assert!(wire.contains("x-custom-thing: 1\r\n") && wire.contains("accept: */*"), "{wire}");
+    }
 
     #[test]
     fn retargeting_keeps_the_authority() {

@@ -94,6 +94,7 @@ impl ClaimNames {
                 None => None,
             },
             header_values: Default::default(),
+            ..Default::default()
         }
         .with_header_values())
     }

@@ -22,7 +22,7 @@ use crate::bind::EnvId;
 use crate::connections::EarlyRefusals;
 use crate::headers::RequestId;
 use crate::metrics::Metrics;
-use crate::metrics::{status_class, Account, Decision, NONE};
+use crate::metrics::{status_class, Account, Decision, LimitLabels, RequestLabels, NONE};
 use crate::policy::Permit;
 use crate::reject::Reject;
 use crate::routing::{Placement, RouteId};
@@ -161,23 +161,22 @@ impl Gateway {
 
     fn count(&self, status: u16, ctx: &Ctx) {
         let snap = &ctx.snapshot;
+        let cells = &snap.metric_cells;
         let known = ctx.known();
         let reject = ctx.reject();
-        let env = known.env.map(|e| snap.binder.name(e));
-        let env_label = env.unwrap_or(NONE);
+        let env = known.env.map(|e| (e.index(), snap.binder.name(e)));
+        let env_label = env.map_or(NONE, |(_, n)| n);
         let id = known.identity;
-        let account = if id.is_some_and(|i| i.test_account) { Account::Test } else { Account::Regular };
-        let decision = if reject.is_some() { Decision::Deny } else { Decision::Allow };
-        let route = known.route.map_or(NONE, |r| &*snap.routes.get(r).name);
         let m = &self.metrics;
-        m.requests
-            .with_label_values(&[env_label, route, decision.as_str(), status_class(status), account.as_str()])
-            .inc();
-        let elapsed = ctx.started.elapsed().as_secs_f64();
-        match env {
-            Some(env) => m.request_duration.with_label_values(&[env]).observe(elapsed),
-            None => m.unbound_duration.observe(elapsed),
-        }
+        let labels = RequestLabels {
+            env,
+            route: known.route.map(|r| (usize::from(r.0), &*snap.routes.get(r).name)),
+            decision: if reject.is_some() { Decision::Deny } else { Decision::Allow },
+            status,
+            account: if id.is_some_and(|i| i.test_account) { Account::Test } else { Account::Regular },
+        };
+        cells.request(m, &labels).inc();
+        cells.duration(m, env).observe(ctx.started.elapsed().as_secs_f64());
         if let Some(r) = reject {
             m.rejections.with_label_values(&[r.reason()]).inc();
             if let Reject::Unauthenticated(a) = r {
@@ -199,16 +198,19 @@ impl Gateway {
         }
         if let Some(limit) = known.limit {
             let result = match reject {
-                Some(r @ (Reject::RateLimited { .. } | Reject::QuotaExhausted { .. } | Reject::LimiterUnavailable)) => {
-                    r.reason()
-                }
-                _ => "allow",
+                Some(Reject::RateLimited { .. }) => (1, "rate_limited"),
+                Some(Reject::QuotaExhausted { .. }) => (2, "quota_exhausted"),
+                Some(Reject::LimiterUnavailable) => (3, "limiter_unavailable"),
+                _ => (0, "allow"),
             };
-            let plan = &snap.plans[usize::from(limit.plan.0)].name;
-            m.rate_limit.with_label_values(&[env_label, plan, result, limit.mode.as_str()]).inc();
+            let plan = usize::from(limit.plan.0);
+            let mode = (limit.mode as usize, limit.mode.as_str());
+            let labels = LimitLabels { env, plan: (plan, &snap.plans[plan].name), result, mode };
+            cells.limit(m, &labels).inc();
         }
         if let (Some(p), Some(t)) = (known.placement, ctx.upstream_time) {
-            m.upstream_duration.with_label_values(&[&snap.pools.get(p.pool).name]).observe(t.as_secs_f64());
+            let pool = usize::from(p.pool.0);
+            cells.upstream(m, pool, &snap.pools.get(p.pool).name).observe(t.as_secs_f64());
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::bind::{Binder, EnvId};
 use crate::config::{file, tenant_map, ConfigError, EnvLookup, Source};
 use crate::forwarded::ForwardedPolicy;
 use crate::headers::HeaderPlan;
+use crate::metrics::MetricCells;
 use crate::policy::{AccessRules, EnvironmentPolicy};
 use crate::routing::{normalize_host, DbHints, Tenancy};
 use crate::template::{valid_schema, Template, Values};
@@ -121,6 +122,7 @@ pub fn compile(raw: &file::File, source: &Source, env: EnvLookup<'_>) -> Result<
         return Err(errors);
     };
     let names = env_names.iter().map(|n| Box::from(n.get_ref().as_str())).collect();
+    let metric_cells = MetricCells::new(env_names.len(), routes.iter().count(), pools.iter().count(), plans.len());
     Ok(Snapshot {
         settings,
         auth,
@@ -139,6 +141,7 @@ pub fn compile(raw: &file::File, source: &Source, env: EnvLookup<'_>) -> Result<
         head_limits: HeadLimits::new(&raw.limits),
         body_read_timeout: std::time::Duration::from_secs(raw.limits.body_read_timeout_seconds),
         forwarded,
+        metric_cells,
         limit_key: raw.rate_limit.key,
         limiter_config: raw.rate_limit.clone(),
         certificates,
