@@ -48,6 +48,8 @@ fuzz_target!(|data: &[u8]| {
     match auth.identify(values.iter().copied()) {
         Ok((identity, _)) => accepted(&values, &identity),
         Err(refusal) => {
+            // The issuer a refusal names (for the audit line) is one the gateway has:
+            // `issuer` indexes, so an id from anywhere else panics here.
             if let Some(id) = refusal.issuer {
                 let _ = auth.issuer(id);
             }
