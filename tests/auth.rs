@@ -309,3 +309,24 @@ fn check_refuses_empty_or_malformed_token_types() {
         assert!(stderr.contains("issuers[0].token_types") && stderr.contains(needle), "{types}: {stderr}");
     }
 }
+
+#[test]
+fn an_issuer_without_audiences_refuses_any_aud_claim() {
+    let ups = Upstreams::start(&["prod-shared"]);
+    let open = HMAC_ISSUER.replace("audiences = [\"isogate-tests\"]\n", "");
+    let config = format!(
+        "{PREAMBLE}{open}[environments.prod]\nhosts = [\"prod.test\"]\ndefault_pool = \"p\"\n[pools.p]\nservers = [\"{}\"]\n[[routes]]\nname = \"api\"\npath_prefix = \"/api\"\n",
+        ups.get("prod-shared").addr
+    );
+    let gw = Gateway::start(&config, &[]);
+    let mut c = claims("prod", "acme");
+    c.as_object_mut().unwrap().remove("aud");
+    assert_eq!(gw.get_with_token("prod.test", "/api", &token("HS256", c.clone())).status, 200, "no aud: served");
+    for aud in [json!("isogate-tests"), json!(0), json!(true), json!({}), json!([1]), json!(["x"]), json!(null)] {
+        let mut with = c.clone();
+        with["aud"] = aud.clone();
+        let r = gw.get_with_token("prod.test", "/api", &token("HS256", with));
+        assert_eq!((r.status, r.json()["error"].as_str()), (401, Some("wrong_audience")), "aud {aud}");
+    }
+    assert_eq!(ups.get("prod-shared").count(), 1);
+}

@@ -3,7 +3,8 @@
 //! Checked: nothing panics; a file is either accepted whole or refused with at least one
 //! error, each pointing at a line of the file; an accepted file gives one entry per
 //! line that is not blank or a comment, in order, each tenant once, with trimmed,
-//! non-empty fields taken from that line and free of `,` and `#`.
+//! non-empty fields taken from that line and free of `,` and `#`, and the pool's column
+//! (in characters) pointing at the pool name.
 #![no_main]
 
 use std::collections::HashSet;
@@ -33,12 +34,8 @@ fuzz_target!(|data: &[u8]| {
                     assert!(!field.contains([',', '#']), "field {field:?} on line {}", e.line);
                     assert!(source.contains(field), "field {field:?} is not on line {}", e.line);
                 }
-                assert!(
-                    e.pool_col >= 1 && e.pool_col <= source.len() + 1,
-                    "pool column {} on line {}",
-                    e.pool_col,
-                    e.line
-                );
+                let at_pool: String = source.chars().skip(e.pool_col - 1).collect();
+                assert!(at_pool.starts_with(e.pool), "pool column {} on line {} is not at {:?}", e.pool_col, e.line, e.pool);
             }
         }
         Err(errors) => {

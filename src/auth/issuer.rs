@@ -94,9 +94,15 @@ impl Issuer {
             return Err(AuthError::WrongTokenType);
         }
         let decode = |key: &DecodingKey| {
-            jsonwebtoken::decode::<Claims>(peeked.token, key, validation)
+            let claims = jsonwebtoken::decode::<Claims>(peeked.token, key, validation)
                 .map(|data| data.claims)
-                .map_err(|e| map_error(e.kind()))
+                .map_err(|e| map_error(e.kind()))?;
+            // jsonwebtoken lets an `aud` it cannot read (a number, an object) through when
+            // no audience is configured; an issuer without audiences refuses any `aud`.
+            if self.rules.audiences.is_empty() && claims.contains_key("aud") {
+                return Err(AuthError::WrongAudience);
+            }
+            Ok(claims)
         };
         match &self.keys {
             IssuerKeys::Static(key, id) => Ok((decode(key)?, *id)),

@@ -48,7 +48,9 @@ pub fn parse<'a>(path: &Path, key: &str, text: &'a str) -> Result<Vec<Entry<'a>>
             None => (pool, None),
         };
         let (tenant, pool) = (tenant.trim(), pool.trim());
-        let pool_col = content.find(',').map_or(1, |c| c + 2);
+        // The pool name's 1-based column, in characters, past the comma and any spaces.
+        let pool_start = content.len() - content[content.find(',').map_or(0, |c| c + 1)..].trim_start().len();
+        let pool_col = content[..pool_start].chars().count() + 1;
         if tenant.is_empty() || pool.is_empty() || plan.is_some_and(|p| p.is_empty() || p.contains(',')) {
             errors.push(err(
                 1,
@@ -88,6 +90,16 @@ mod tests {
         assert_eq!(entries[0].plan, None);
         assert_eq!(entries[1].line, 4);
         assert_eq!(entries[1].plan, Some("premium"));
+    }
+
+    #[test]
+    fn the_pool_column_counts_characters_past_the_spaces() {
+        let entries = parse(Path::new("t.csv"), "k", "acme, prod-acme
+café,  p
+x,y
+").unwrap();
+        let cols: Vec<usize> = entries.iter().map(|e| e.pool_col).collect();
+        assert_eq!(cols, [7, 8, 3]);
     }
 
     #[test]
