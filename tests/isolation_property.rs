@@ -44,6 +44,7 @@ use run::{Settings, Tally};
 #[test]
 fn random_traffic_never_crosses_a_boundary() {
     let settings = Settings::from_env("ISOGATE_PROPERTY_REQUESTS", 1_000_000);
+    println!("seed {} ({} requests)", settings.seed, settings.requests);
     let start = Instant::now();
     let tally = run::in_process(&settings);
     println!("{tally}");
@@ -56,6 +57,7 @@ fn random_traffic_never_crosses_a_boundary() {
 #[test]
 fn random_traffic_over_sockets_reaches_only_its_pool() {
     let settings = Settings::from_env("ISOGATE_PROPERTY_WIRE_REQUESTS", 10_000);
+    println!("seed {} ({} requests over sockets)", settings.seed, settings.requests);
     let start = Instant::now();
     let tally = wire::over_sockets(&settings);
     println!("{tally}");
@@ -76,6 +78,7 @@ fn random_traffic_with_known_gaps() {
 impl std::fmt::Display for Tally {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "admitted by pool: {:?}", self.pools)?;
+        writeln!(f, "admitted by route: {:?}", self.routes)?;
         writeln!(f, "refused by reason: {:?}", self.reasons)?;
         write!(f, "admin paths admitted: {}, not representable: {}", self.admin_admitted, self.unsendable)
     }

@@ -153,8 +153,10 @@ fn decode_unreserved(segment: &str) -> String {
 
 /// A segment's name: everything before its parameters (`;` or `%3B`).
 fn segment_name(decoded: &str) -> &str {
-    let lower = decoded.to_ascii_lowercase();
-    let at = [decoded.find(';'), lower.find("%3b")].into_iter().flatten().min();
+    let b = decoded.as_bytes();
+    let at = (0..b.len()).find(|&i| {
+        b[i] == b';' || (b[i] == b'%' && b[i + 1..].get(..2).is_some_and(|h| h.eq_ignore_ascii_case(b"3b")))
+    });
     at.map_or(decoded, |i| &decoded[..i])
 }
 
@@ -203,12 +205,22 @@ pub fn normalize(raw: &str) -> Option<Norm> {
 /// A path normalisation leaves as it is: no escape, parameter, dot segment or empty
 /// segment (but a trailing `/`).
 fn plain(raw: &str) -> bool {
-    let segments: Vec<&str> = raw[1..].split('/').collect();
-    !raw.bytes().any(|b| b == b'%' || b == b';')
-        && segments
-            .iter()
-            .enumerate()
-            .all(|(i, s)| *s != "." && *s != ".." && (!s.is_empty() || i + 1 == segments.len()))
+    let b = raw.as_bytes();
+    let mut start = 1;
+    for i in 1..=b.len() {
+        match b.get(i) {
+            Some(b'%' | b';') => return false,
+            Some(b'/') | None => {
+                let segment = &b[start..i];
+                if segment == b"." || segment == b".." || (segment.is_empty() && i < b.len()) {
+                    return false;
+                }
+                start = i + 1;
+            }
+            Some(_) => {}
+        }
+    }
+    true
 }
 
 fn join<'s>(segments: impl Iterator<Item = &'s str>, trailing: bool) -> String {

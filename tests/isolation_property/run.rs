@@ -62,6 +62,7 @@ impl Settings {
 #[derive(Debug, Default)]
 pub struct Tally {
     pub pools: BTreeMap<String, u64>,
+    pub routes: BTreeMap<&'static str, u64>,
     pub reasons: BTreeMap<String, u64>,
     pub admin_admitted: u64,
     pub unsendable: u64,
@@ -105,6 +106,9 @@ impl Tally {
         for (k, v) in other.pools {
             *self.pools.entry(k).or_default() += v;
         }
+        for (k, v) in other.routes {
+            *self.routes.entry(k).or_default() += v;
+        }
         for (k, v) in other.reasons {
             *self.reasons.entry(k).or_default() += v;
         }
@@ -117,6 +121,9 @@ impl Tally {
     pub fn assert_coverage(&self) {
         for p in crate::config::POOLS {
             assert!(self.pools.get(p.name).is_some_and(|n| *n > 0), "no request reached pool {}", p.name);
+        }
+        for r in crate::config::ROUTES {
+            assert!(self.routes.get(r.name).is_some_and(|n| *n > 0), "no request was admitted on route {}", r.name);
         }
         assert!(self.admin_admitted > 0, "no admin path was admitted");
         for r in MUST_SEE {
@@ -269,6 +276,7 @@ fn one(snap: &Snapshot, tokens: &TokenPool, req: &Req, tally: &mut Tally) -> Res
             }
             check_upstream(snap, req, &head, &conn, &admitted, &a, &request_id)?;
             *tally.pools.entry(pool).or_default() += 1;
+            *tally.routes.entry(a.route.name).or_default() += 1;
             tally.admin_admitted += u64::from(a.system_mode);
         }
         (Err(refused), Decision::Refuse(reason)) if refused.reject.reason() == reason => {

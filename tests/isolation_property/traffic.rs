@@ -235,7 +235,7 @@ fn path(rng: &mut Rng, known_gaps: bool) -> String {
 }
 
 fn spoof_identity(rng: &mut Rng, index: u64, headers: &mut Vec<(String, String)>) {
-    if rng.chance(500) {
+    if rng.chance(400) {
         for k in 0..1 + rng.below(6) {
             let name = *rng.pick(IDENTITY_NAMES);
             let name = mangle(rng, name);
@@ -261,7 +261,7 @@ fn spoof_identity(rng: &mut Rng, index: u64, headers: &mut Vec<(String, String)>
 }
 
 fn spoof_addresses(rng: &mut Rng, headers: &mut Vec<(String, String)>) {
-    if rng.chance(400) {
+    if rng.chance(300) {
         for _ in 0..1 + rng.below(4) {
             let name = *rng.pick(ADDRESS_NAMES);
             let name = mangle(rng, name);

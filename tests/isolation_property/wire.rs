@@ -98,6 +98,7 @@ pub fn over_sockets(settings: &Settings) -> Tally {
         match (&decision, how) {
             (Decision::Admit(a), _) => {
                 *tally.pools.entry(a.pool.to_owned()).or_default() += 1;
+                *tally.routes.entry(a.route.name).or_default() += 1;
                 tally.admin_admitted += u64::from(a.system_mode);
             }
             (Decision::Refuse(reason), Answer::AsModelled) => {
