@@ -22,6 +22,8 @@ mod common;
 mod config;
 #[path = "isolation_property/model.rs"]
 mod model;
+#[path = "isolation_property/paths.rs"]
+mod paths;
 #[path = "isolation_property/rng.rs"]
 mod rng;
 #[path = "isolation_property/run.rs"]

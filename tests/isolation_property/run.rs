@@ -126,6 +126,7 @@ impl Tally {
             assert!(self.routes.get(r.name).is_some_and(|n| *n > 0), "no request was admitted on route {}", r.name);
         }
         assert!(self.admin_admitted > 0, "no admin path was admitted");
+        assert_eq!(self.unsendable, 0, "the generator made requests pingora cannot represent");
         for r in MUST_SEE {
             assert!(self.reasons.get(*r).is_some_and(|n| *n > 0), "no request was refused as {r}");
         }
@@ -191,7 +192,8 @@ pub fn in_process(settings: &Settings) -> Tally {
     let snap = snapshot(&fixture);
     let gen = Gen { tokens: &fixture.tokens, wire: false, known_gaps: settings.known_gaps };
     let failed = AtomicBool::new(false);
-    let workers = if settings.only.is_some() { 1 } else { 2 };
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u64);
+    let workers = if settings.only.is_some() { 1 } else { cores };
     let results: Vec<(Tally, Option<(u64, String)>)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
@@ -203,7 +205,6 @@ pub fn in_process(settings: &Settings) -> Tally {
                             break;
                         }
                         let req = gen.request(settings.seed, index);
-
                         if let Err(e) = one(snap, tokens, &req, &mut tally) {
                             failed.store(true, Ordering::Relaxed);
                             return (tally, Some((index, format!("{}\n{e}", req.describe(tokens)))));

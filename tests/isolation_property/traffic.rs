@@ -41,7 +41,12 @@ impl Req {
 
     /// A printable description; tokens are named by what was minted.
     pub fn describe(&self, tokens: &TokenPool) -> String {
-        let mut s = format!("local {:?}, peer {}, tls {}\n  GET {}\n", self.local, self.peer, self.tls, self.target);
+        let target = if self.target.len() > 200 {
+            format!("{:.60}... ({} bytes)", self.target, self.target.len())
+        } else {
+            self.target.clone()
+        };
+        let mut s = format!("local {:?}, peer {}, tls {}\n  GET {target}\n", self.local, self.peer, self.tls);
         for (n, v) in &self.headers {
             let shown = match v.split_once(' ').map(|(_, t)| t.trim()).and_then(|t| tokens.find(t)) {
                 Some(m) if n.eq_ignore_ascii_case("authorization") => {

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 
 use crate::config::{self, ADMIN_ROLES, EXTRA_STRIP, RESERVED_PREFIX, TRUSTED};
 use crate::config::{H_DB_POOL, H_ENV, H_POOL, H_REQUEST_ID, H_ROLES, H_SCHEMA, H_SYSTEM, H_TENANT, H_TEST, H_USER};
-use crate::model::{admin_in_any_reading, split_target, Admit};
+use crate::model::Admit;
+use crate::paths::{admin_in_any_reading, split_target};
 use crate::tokens::{Claims, TokenPool, Verdict};
 use crate::traffic::Req;
 use crate::vocabulary::ADDRESS_NAMES;
