@@ -32,21 +32,28 @@ fn raw(req: &Req) -> Vec<u8> {
 enum Answer {
     /// By the upstream the model names, or with the refusal the model names.
     AsModelled,
-    /// By pingora's HTTP layer with a bare 400, before the gateway saw it (duplicate or
-    /// userinfo `Host`, for instance); the model must refuse it for one of the
-    /// reasons a malformed head gets.
+    /// By pingora's HTTP layer with a bare 400, before the gateway saw it; the model
+    /// must refuse it, as malformed, or for another reason on a head pingora refuses
+    /// first (see `refused_by_pingora`).
     HttpLayer,
 }
 
+/// Whether pingora refuses the head before the gateway sees it, whatever else is wrong
+/// with it: several `Host` headers, or userinfo in one.
+fn refused_by_pingora(req: &Req) -> bool {
+    let hosts = req.values("host");
+    hosts.len() > 1 || hosts.iter().any(|h| h.contains('@'))
+}
+
 /// What the gateway answered, and what the model expected of it.
-fn answer(decision: &Decision<'_>, r: &RawResponse) -> Result<Answer, String> {
+fn answer(req: &Req, decision: &Decision<'_>, r: &RawResponse) -> Result<Answer, String> {
     let body = r.json();
+    let bare_400 = r.status == 400 && body.is_null();
     match decision {
         Decision::Admit(a) if r.status == 200 && body["upstream"] == a.pool => Ok(Answer::AsModelled),
         Decision::Refuse(reason) if body["error"] == *reason => Ok(Answer::AsModelled),
-        Decision::Refuse("malformed_request" | "ambiguous_path") if r.status == 400 && body.is_null() => {
-            Ok(Answer::HttpLayer)
-        }
+        Decision::Refuse("malformed_request" | "ambiguous_path") if bare_400 => Ok(Answer::HttpLayer),
+        Decision::Refuse(_) if bare_400 && refused_by_pingora(req) => Ok(Answer::HttpLayer),
         _ => Err(format!("answered {} {}", r.status, String::from_utf8_lossy(&r.body))),
     }
 }
@@ -91,10 +98,11 @@ pub fn over_sockets(settings: &Settings) -> Tally {
     let mut tally = Tally::default();
     let mut decisions = HashMap::new();
     for (index, response) in answers {
-        let decision = model::decide(sent.by_index[&index], &fixture.tokens);
+        let req = sent.by_index[&index];
+        let decision = model::decide(req, &fixture.tokens);
         let r = response.unwrap_or_else(|e| sent.fail(index, &format!("no answer: {e}")));
-        let how =
-            answer(&decision, &r).unwrap_or_else(|e| sent.fail(index, &format!("{e}; the model says {decision:?}")));
+        let how = answer(req, &decision, &r)
+            .unwrap_or_else(|e| sent.fail(index, &format!("{e}; the model says {decision:?}")));
         match (&decision, how) {
             (Decision::Admit(a), _) => {
                 *tally.pools.entry(a.pool.to_owned()).or_default() += 1;
