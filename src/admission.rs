@@ -8,12 +8,13 @@
 
 mod head;
 mod stages;
+mod target;
 mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use http::request::Parts;
+use pingora::http::RequestHeader;
 
 pub use head::HeadLimits;
 pub use stages::UpstreamTarget;
@@ -99,7 +100,7 @@ impl Refused {
 }
 
 /// Runs every stage; the request's head is read, never changed.
-pub async fn admit(snap: &Snapshot, head: &Parts, conn: &Connection) -> Result<Admitted, Refused> {
+pub async fn admit(snap: &Snapshot, head: &RequestHeader, conn: &Connection) -> Result<Admitted, Refused> {
     snap.head_limits.check(head).map_err(Refused::early)?;
     let routed = stages::route(snap, head, conn).map_err(Refused::early)?;
     let refused = |reject| Refused { route: Some(routed.id), env: routed.fixed_env(), ..Refused::early(reject) };

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::HOST;
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::{ErrorSource, ErrorType};
@@ -291,10 +290,8 @@ impl ProxyHttp for Gateway {
         let Some(admitted) = ctx.admitted() else {
             return Error::e_explain(ErrorType::InternalError, "request reached the upstream phase unadmitted");
         };
-        let req = session.req_header();
-        let authority = req.uri.authority().and_then(|a| http::HeaderValue::from_str(a.as_str()).ok());
-        let host = authority.as_ref().or_else(|| req.headers.get(HOST));
-        admitted.prepare_upstream(&ctx.snapshot, &ctx.request_id, &connection(session), host, upstream)?;
+        let conn = connection(session);
+        admitted.prepare_upstream(&ctx.snapshot, &ctx.request_id, &conn, session.req_header(), upstream)?;
         ctx.upstream_sent = Some(Instant::now());
         Ok(())
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use common::jws::{claims, token};
 use common::raw_upstream::{Behaviour, RawUpstream};
 use common::*;
+use isogate::demo::client;
 use serde_json::json;
 
 fn bearer(t: &str) -> String {
@@ -367,4 +368,38 @@ fn heads_the_http_parser_refuses_are_audited_and_counted() {
     assert_eq!(ups.total(), 0);
     assert_eq!(gw.metric(r#"isogate_rejections_total{reason="malformed_request"}"#), Some(2.0));
     assert_eq!(gw.metric(r#"isogate_rejections_total{reason="method_not_allowed"}"#), Some(1.0));
+}
+
+#[test]
+fn targets_are_read_as_an_origin_server_reads_them() {
+    let ups = standard_upstreams();
+    let dev = free_addr();
+    let gw = Gateway::start(&standard_config(&ups, ADMIN_PREFIX), &[("@DEV@", dev)]);
+    let auth = bearer(&user_token());
+    let dev_auth = bearer(&token("HS256", claims("dev", "acme")));
+    // A target in no request-target form was routed and authorised as `/`.
+    for target in ["api/admin/x", "*/api/admin", "?next=/api/admin"] {
+        let raw = format!("GET {target} HTTP/1.1\r\nhost: prod.test\r\nauthorization: {auth}\r\n\r\n");
+        let r = gw.send_raw(raw.as_bytes()).unwrap();
+        assert_eq!((r.status, r.json()["error"].as_str()), (400, Some("malformed_request")), "{target}");
+    }
+    // An absolute-form target names the host; a Host beside it must agree.
+    let raw = format!("GET http://prod.test/api/x HTTP/1.1\r\nauthorization: {dev_auth}\r\n\r\n");
+    let r = client::send(dev, raw.as_bytes()).unwrap();
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (403, Some("wrong_environment")),
+        "bound by its authority, not the listener"
+    );
+    let raw = format!("GET http://prod.test/api/x HTTP/1.1\r\nhost: stage.test\r\nauthorization: {auth}\r\n\r\n");
+    let r = gw.send_raw(raw.as_bytes()).unwrap();
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    // HTTP/1.1 needs a host (RFC 9112 section 3.2).
+    let raw = format!("GET /api/x HTTP/1.1\r\nauthorization: {dev_auth}\r\n\r\n");
+    assert_eq!(client::send(dev, raw.as_bytes()).unwrap().json()["error"], "malformed_request");
+    assert_eq!(ups.total(), 0);
+    let raw = format!("GET http://prod.test/api/x HTTP/1.1\r\nauthorization: {auth}\r\n\r\n");
+    let ok = gw.send_raw(raw.as_bytes()).unwrap();
+    assert_eq!((ok.status, ok.json()["upstream"].as_str()), (200, Some("prod-shared")));
+    assert_eq!(ups.get("prod-shared").received()[0].path, "/api/x", "the upstream gets origin form");
 }

@@ -66,17 +66,6 @@ fn random_traffic_over_sockets_reaches_only_its_pool() {
     println!("sent {} requests over sockets in {:.1?} (seed {})", tally.total(), start.elapsed(), settings.seed);
 }
 
-/// The traffic of the known gaps (`traffic::Gen::known_gaps`), which the gateway does
-/// not yet handle as the model says; remove the `ignore` once they are fixed.
-#[test]
-#[ignore = "known gaps: absolute-form targets without Host, targets in no request-target form"]
-fn random_traffic_with_known_gaps() {
-    let mut settings = Settings::from_env("ISOGATE_PROPERTY_REQUESTS", 200_000);
-    settings.known_gaps = true;
-    let tally = run::in_process(&settings);
-    println!("{tally}");
-}
-
 impl std::fmt::Display for Tally {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "admitted by pool: {:?}", self.pools)?;

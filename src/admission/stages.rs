@@ -4,9 +4,11 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use http::header::{AUTHORIZATION, HOST};
+use http::header::AUTHORIZATION;
 use http::request::Parts;
+use pingora::http::RequestHeader;
 
+use super::target::{self, Target};
 use super::{Connection, Limit};
 use crate::auth::jwks::Refetch;
 use crate::auth::{AuthError, CacheUse, Identity, Refusal};
@@ -16,7 +18,7 @@ use crate::policy::{self, Permit, Policies, RequestFacts};
 use crate::ratelimit::{Outcome, PlanId};
 use crate::reject::Reject;
 use crate::routing::path::{self, NormalPath};
-use crate::routing::{self, normalize_host, Placement, RouteId};
+use crate::routing::{self, Placement, RouteId};
 use crate::snapshot::Snapshot;
 use crate::template::Values;
 
@@ -46,29 +48,11 @@ pub struct UpstreamTarget {
     pub host: Option<Box<str>>,
 }
 
-/// The host a request is addressed to: the URI authority (HTTP/2, absolute form) or
-/// the single `Host` header. Several `Host` headers, or a host that is not plausible,
-/// make the request malformed.
-fn request_host(head: &Parts) -> Result<Option<Cow<'_, str>>, Reject> {
-    if let Some(authority) = head.uri.authority() {
-        return normalize_host(authority.as_str()).map(Some).ok_or(Reject::BadRequest);
-    }
-    let mut hosts = head.headers.get_all(HOST).iter();
-    let Some(host) = hosts.next() else {
-        return Ok(None);
-    };
-    if hosts.next().is_some() {
-        return Err(Reject::BadRequest);
-    }
-    let host = host.to_str().map_err(|_| Reject::BadRequest)?;
-    normalize_host(host).map(Some).ok_or(Reject::BadRequest)
-}
-
 /// Normalises the path and matches the route on host and path (without segment
 /// parameters); a route that does not allow parameters refuses a path that has them.
-pub(super) fn route<'h>(snap: &Snapshot, head: &'h Parts, conn: &Connection) -> Result<Routed<'h>, Reject> {
-    let host = request_host(head)?;
-    let path = path::normalize(head.uri.path()).map_err(|_| Reject::AmbiguousPath)?;
+pub(super) fn route<'h>(snap: &Snapshot, head: &'h RequestHeader, conn: &Connection) -> Result<Routed<'h>, Reject> {
+    let Target { host, path } = target::read(head)?;
+    let path = path::normalize(path).map_err(|_| Reject::AmbiguousPath)?;
     let id = snap.routes.find(host.as_deref(), &path.matching).ok_or(Reject::NoRoute)?;
     let route = snap.routes.get(id);
     if path.has_parameters() && !route.path_parameters {

@@ -10,16 +10,19 @@ use crate::headers::{RequestId, Trusted};
 use crate::snapshot::Snapshot;
 
 impl Admitted {
-    /// Turns the copy of the client's request into the upstream request. `host` is the
-    /// host the client asked for, as it sent it.
+    /// Turns the copy of the client's request (`client`, as the client sent it, less its
+    /// identity headers) into the upstream request.
     pub fn prepare_upstream(
         &self,
         snap: &Snapshot,
         request_id: &RequestId,
         conn: &Connection,
-        host: Option<&http::HeaderValue>,
+        client: &RequestHeader,
         upstream: &mut RequestHeader,
     ) -> Result<()> {
+        // The host the client asked for, as it wrote it (for X-Forwarded-Host).
+        let authority = client.uri.authority().and_then(|a| http::HeaderValue::from_str(a.as_str()).ok());
+        let host = authority.as_ref().or_else(|| client.headers.get(http::header::HOST));
         shed_header_case(upstream, INJECTED_MAX);
         let trusted = Trusted {
             identity: &self.identity,

@@ -94,10 +94,15 @@ mod tests {
 
     #[test]
     fn the_pool_column_counts_characters_past_the_spaces() {
-        let entries = parse(Path::new("t.csv"), "k", "acme, prod-acme
+        let entries = parse(
+            Path::new("t.csv"),
+            "k",
+            "acme, prod-acme
 café,  p
 x,y
-").unwrap();
+",
+        )
+        .unwrap();
         let cols: Vec<usize> = entries.iter().map(|e| e.pool_col).collect();
         assert_eq!(cols, [7, 8, 3]);
     }

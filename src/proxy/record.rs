@@ -175,7 +175,6 @@ impl Gateway {
             status,
             account: if id.is_some_and(|i| i.test_account) { Account::Test } else { Account::Regular },
         };
-        cells.request(m, &labels).inc();
         cells.duration(m, env).observe(ctx.started.elapsed().as_secs_f64());
         if let Some(r) = reject {
             m.rejections.with_label_values(&[r.reason()]).inc();
@@ -212,6 +211,8 @@ impl Gateway {
             let pool = usize::from(p.pool.0);
             cells.upstream(m, pool, &snap.pools.get(p.pool).name).observe(t.as_secs_f64());
         }
+        // Last, so a reader that sees the request counted sees everything else about it.
+        cells.request(m, &labels).inc();
     }
 }
 

@@ -12,9 +12,9 @@
 //!
 //! What cannot be normalised without guessing how the upstream decodes is refused:
 //! encoded slashes and backslashes, raw backslashes, encoded NUL, `..` above the root,
-//! dot segments carrying parameters (`..;`, `.;x`), and doubly encoded separators, dots,
-//! semicolons and NUL (`%252f`, `%255c`, `%252e`, `%253b`, `%2500`), which an upstream
-//! that decodes twice would read as the real thing.
+//! dot segments carrying parameters (`..;`, `.;x`), and doubly encoded escapes (`%25`
+//! followed by two hex digits: `%252f`, `%252e`, `%2561`, ...), which an upstream that
+//! decodes twice would read as a separator, a dot or a letter of a restricted prefix.
 
 use std::borrow::Cow;
 
@@ -124,18 +124,15 @@ fn check_encodings(raw: &str) -> Result<(), Ambiguous> {
     Ok(())
 }
 
-/// Refuses `%25` (an escaped `%`) followed by the escape of a slash, backslash, dot,
-/// semicolon or NUL. Run on the path the upstream receives, after unreserved escapes
-/// were decoded, so `%25%32%66` is caught as `%252f`.
+/// Refuses `%25` (an escaped `%`) followed by two hex digits: an escape escaped once
+/// more, whose meaning depends on how often the upstream decodes. Run on the path the
+/// upstream receives, after unreserved escapes were decoded, so `%25%32%66` is caught as
+/// `%252f`. A `%25` not followed by hex digits (`/100%25`) is a plain percent sign.
 fn check_double_encoding(path: &str) -> Result<(), Ambiguous> {
     let b = path.as_bytes();
-    let doubled = b.windows(5).any(|w| {
-        w[..3].eq_ignore_ascii_case(b"%25")
-            && matches!(
-                [w[3], w[4].to_ascii_lowercase()],
-                [b'2', b'f'] | [b'5', b'c'] | [b'2', b'e'] | [b'3', b'b'] | [b'0', b'0']
-            )
-    });
+    let doubled = b
+        .windows(5)
+        .any(|w| w[..3].eq_ignore_ascii_case(b"%25") && w[3].is_ascii_hexdigit() && w[4].is_ascii_hexdigit());
     if doubled {
         Err(Ambiguous)
     } else {

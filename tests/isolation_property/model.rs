@@ -43,6 +43,9 @@ fn admit<'t>(req: &Req, tokens: &'t TokenPool) -> Result<Admit<'t>, &'static str
     if path.len() + query.map_or(0, |q| q.len() + 1) > MAX_URI_BYTES {
         return Err("uri_too_long");
     }
+    if !req.target.starts_with('/') && absolute_authority(&req.target).is_none() {
+        return Err("malformed_request");
+    }
     let host = request_host(req)?;
     let norm = normalize(path).ok_or("ambiguous_path")?;
     let route = config::ROUTES
@@ -64,15 +67,17 @@ fn admit<'t>(req: &Req, tokens: &'t TokenPool) -> Result<Admit<'t>, &'static str
 }
 
 /// The host the request is addressed to: lowercase, without port or trailing dot.
-/// Several `Host` headers, or an implausible one, make the request malformed.
-/// An absolute-form target's authority is the host (RFC 9112 section 3.2.2).
+/// Several `Host` headers, or an implausible one, make the request malformed, and so
+/// does an HTTP/1.1 request with no host at all (RFC 9112 section 3.2). An absolute-form
+/// target's authority is the host (RFC 9112 section 3.2.2); a `Host` beside it must agree.
 fn request_host(req: &Req) -> Result<Option<String>, &'static str> {
     let hosts = req.values("host");
     let authority = absolute_authority(&req.target);
+    let host = |h: &str| normalize_host(h).ok_or("malformed_request");
     match (authority, hosts.as_slice()) {
-        (_, [_, _, ..]) => Err("malformed_request"),
-        (Some(h), _) | (None, &[h]) => normalize_host(h).map(Some).ok_or("malformed_request"),
-        (None, []) => Ok(None),
+        (_, [_, _, ..]) | (None, []) => Err("malformed_request"),
+        (Some(a), &[h]) if host(a)? != host(h)? => Err("malformed_request"),
+        (Some(h), _) | (None, &[h]) => host(h).map(Some),
     }
 }
 

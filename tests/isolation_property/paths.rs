@@ -119,8 +119,13 @@ pub fn normalize(raw: &str) -> Option<Norm> {
     let last = decode_unreserved(raw.rsplit('/').next().unwrap_or(""));
     let trailing = raw.ends_with('/') || last == "." || last == "..";
     let forward = join(kept.iter().map(|(f, _)| f.as_str()), trailing);
-    let lower = forward.to_ascii_lowercase();
-    if ["%252f", "%255c", "%252e", "%253b", "%2500"].iter().any(|d| lower.contains(d)) {
+    // An escaped `%` before two hex digits is an escape escaped once more: its meaning
+    // depends on how often the upstream decodes.
+    let doubled = forward
+        .as_bytes()
+        .windows(5)
+        .any(|w| w[..3].eq_ignore_ascii_case(b"%25") && w[3].is_ascii_hexdigit() && w[4].is_ascii_hexdigit());
+    if doubled {
         return None;
     }
     let ends_bare = kept.last().is_some_and(|(_, n)| n.is_empty());

@@ -13,6 +13,7 @@ use std::task::{Context, Poll, Waker};
 
 use isogate::admission::{self, Admitted, Connection};
 use isogate::config::Source;
+use isogate::headers::RequestId;
 use isogate::snapshot::Snapshot;
 use pingora::http::RequestHeader;
 
@@ -29,24 +30,17 @@ pub struct Settings {
     pub requests: u64,
     /// Replay only this request.
     pub only: Option<u64>,
-    /// Include the requests of the known gaps (`traffic::KNOWN_GAPS`).
-    pub known_gaps: bool,
 }
 
 impl Settings {
     /// `ISOGATE_PROPERTY_SEED` (else a fresh seed), the count from `count_var` (else
-    /// `default`), `ISOGATE_PROPERTY_INDEX` and `ISOGATE_PROPERTY_KNOWN_GAPS`.
+    /// `default`), `ISOGATE_PROPERTY_INDEX`.
     pub fn from_env(count_var: &str, default: u64) -> Self {
         let var = |name: &str| std::env::var(name).ok().map(|v| v.trim().to_owned());
         let number =
             |name: &str| var(name).map(|v| v.parse::<u64>().unwrap_or_else(|_| panic!("{name}={v} is not a number")));
         let seed = number("ISOGATE_PROPERTY_SEED").unwrap_or_else(rand::random);
-        Self {
-            seed,
-            requests: number(count_var).unwrap_or(default),
-            only: number("ISOGATE_PROPERTY_INDEX"),
-            known_gaps: number("ISOGATE_PROPERTY_KNOWN_GAPS").is_some_and(|v| v > 0),
-        }
+        Self { seed, requests: number(count_var).unwrap_or(default), only: number("ISOGATE_PROPERTY_INDEX") }
     }
 
     /// The request indices to run.
@@ -190,7 +184,7 @@ fn now_or_never<F: Future>(f: F) -> F::Output {
 pub fn in_process(settings: &Settings) -> Tally {
     let fixture = Fixture::new(settings.seed);
     let snap = snapshot(&fixture);
-    let gen = Gen { tokens: &fixture.tokens, wire: false, known_gaps: settings.known_gaps };
+    let gen = Gen { tokens: &fixture.tokens, wire: false };
     let failed = AtomicBool::new(false);
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u64);
     let workers = if settings.only.is_some() { 1 } else { cores };
@@ -251,12 +245,14 @@ fn one(snap: &Snapshot, tokens: &TokenPool, req: &Req, tally: &mut Tally) -> Res
         tally.unsendable += 1;
         return Ok(());
     };
-    let client_id = snap.headers.client_request_id(&head).map(str::to_owned);
+    let client_id = snap.headers.client_request_id(&head).map(|id| id.as_str().to_owned());
     if client_id != upstream::client_request_id(req) {
         return Err(format!("kept client request id {client_id:?}, the model {:?}", upstream::client_request_id(req)));
     }
     // The proxy generates a random id here; any id the model knows will do.
     let request_id = client_id.unwrap_or_else(|| format!("{:032x}", req.index));
+    let request_id = RequestId::from_client(&http::HeaderValue::from_str(&request_id).map_err(|e| e.to_string())?)
+        .ok_or("the request id is not one the gateway keeps")?;
     snap.headers.strip(&mut head);
     let conn = Connection { local: Some(local_addr(req.local)), peer: Some(req.peer), tls: req.tls };
     let outcome = now_or_never(admission::admit(snap, &head, &conn));
@@ -297,16 +293,15 @@ fn check_upstream(
     conn: &Connection,
     admitted: &Admitted,
     a: &model::Admit,
-    request_id: &str,
+    request_id: &RequestId,
 ) -> Result<(), String> {
     let mut up = head.clone();
-    let host = head.uri.authority().map(|a| a.as_str()).or_else(|| head.headers.get(http::header::HOST)?.to_str().ok());
-    admitted.prepare_upstream(snap, request_id, conn, host, &mut up).map_err(|e| format!("prepare_upstream: {e}"))?;
+    admitted.prepare_upstream(snap, request_id, conn, head, &mut up).map_err(|e| format!("prepare_upstream: {e}"))?;
     let headers: Vec<(String, String)> = up
         .headers
         .iter()
         .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
     let target = String::from_utf8_lossy(up.raw_path()).into_owned();
-    upstream::check(req, a, &Received { headers: &headers, target: &target }, Some(request_id))
+    upstream::check(req, a, &Received { headers: &headers, target: &target }, Some(request_id.as_str()))
 }

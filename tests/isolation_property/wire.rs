@@ -83,7 +83,7 @@ pub fn over_sockets(settings: &Settings) -> Tally {
     let dev = free_addr();
     let config = crate::config::toml(&fixture.partner_secret, &|p| ups.get(p).addr.to_string());
     let gw = Gateway::start(&config, &[("@DEV@", dev)]);
-    let gen = Gen { tokens: &fixture.tokens, wire: true, known_gaps: settings.known_gaps };
+    let gen = Gen { tokens: &fixture.tokens, wire: true };
     let reqs: Vec<Req> = settings
         .indices()
         .map(|i| {

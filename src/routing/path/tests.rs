@@ -89,6 +89,8 @@ fn ambiguous_paths_are_refused() {
         "/prod/admin%253bx/y",
         "/prod/a%2500",
         "/prod/%25%32%66admin",
+        "/%2561dmin/x",
+        "/prod/a%2520b",
     ] {
         assert_eq!(normalize(p), Err(Ambiguous), "{p}");
     }
