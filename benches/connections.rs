@@ -20,8 +20,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use std::{env, fs, thread};
 
-use isogate::demo::upstream::EchoUpstream;
+#[path = "../src/demo/upstream.rs"]
+#[allow(dead_code)]
+mod upstream;
+
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use upstream::EchoUpstream;
 
 fn env_number(name: &str, default: usize) -> usize {
     env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

@@ -293,13 +293,12 @@ fn pipeline(c: &mut Criterion) {
     let conn = Connection { local: None, peer: Some([10, 1, 2, 3].into()), tls: false };
     let admitted = rt.block_on(admit(&snap, &req, &conn)).expect("admitted");
     let request_id = RequestId::generate();
-    let host = HeaderValue::from_static("prod.test");
     let mut g = c.benchmark_group("pipeline");
     g.bench_function("admit", |b| b.iter(|| rt.block_on(admit(&snap, black_box(&req), &conn)).expect("admitted")));
     g.bench_function("prepare_upstream", |b| {
         b.iter_batched(
             || req.clone(),
-            |mut up| admitted.prepare_upstream(&snap, &request_id, &conn, Some(&host), &mut up),
+            |mut up| admitted.prepare_upstream(&snap, &request_id, &conn, &req, &mut up),
             criterion::BatchSize::SmallInput,
         )
     });

@@ -2,8 +2,12 @@
 //! compiles the embedded `config/demo.toml` against them with a fresh HMAC secret,
 //! mints tokens, and prints ready-to-paste `curl` lines that show isolation working.
 
-pub mod client;
-pub mod upstream;
+// The integration tests compile these two files as their own support code, with
+// helpers the demo itself does not call.
+#[allow(dead_code)]
+pub(crate) mod client;
+#[allow(dead_code)]
+pub(crate) mod upstream;
 
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -12,41 +16,41 @@ use jsonwebtoken::{EncodingKey, Header};
 use serde_json::json;
 use toml::Spanned;
 
-use crate::config::Source;
-use crate::snapshot::Snapshot;
+use isogate::config::Source;
+use isogate::snapshot::Snapshot;
 use upstream::EchoUpstream;
 
 /// The embedded demo configuration.
-pub const CONFIG: &str = include_str!("../config/demo.toml");
+pub(crate) const CONFIG: &str = include_str!("../config/demo.toml");
 /// The environment variable name the demo config reads its secret from.
-pub const SECRET_VAR: &str = "ISOGATE_DEMO_SECRET";
+pub(crate) const SECRET_VAR: &str = "ISOGATE_DEMO_SECRET";
 
 /// One demonstrated request and what it must produce.
 #[derive(Debug, Clone)]
-pub struct Case {
+pub(crate) struct Case {
     /// What it shows.
-    pub title: &'static str,
+    pub(crate) title: &'static str,
     /// `Host` header.
-    pub host: &'static str,
+    pub(crate) host: &'static str,
     /// Path.
-    pub path: &'static str,
+    pub(crate) path: &'static str,
     /// Bearer token.
-    pub token: String,
+    pub(crate) token: String,
     /// Expected status.
-    pub status: u16,
+    pub(crate) status: u16,
     /// Expected upstream name (for 200) or refusal reason.
-    pub expect: &'static str,
+    pub(crate) expect: &'static str,
 }
 
 /// A prepared demo: its upstreams and the cases to show.
 #[derive(Debug)]
-pub struct Demo {
+pub(crate) struct Demo {
     /// The proxy address.
-    pub gateway: SocketAddr,
+    pub(crate) gateway: SocketAddr,
     /// The admin address.
-    pub admin: SocketAddr,
+    pub(crate) admin: SocketAddr,
     /// The requests to show.
-    pub cases: Vec<Case>,
+    pub(crate) cases: Vec<Case>,
     upstreams: Vec<EchoUpstream>,
     _runtime: tokio::runtime::Runtime,
 }
@@ -62,7 +66,7 @@ fn concrete(addr: SocketAddr) -> std::io::Result<SocketAddr> {
 impl Demo {
     /// Starts the upstreams and compiles the demo config into the snapshot to run.
     /// `listen`/`admin` override the embedded addresses (port 0 picks a free port).
-    pub fn prepare(listen: Option<SocketAddr>, admin: Option<SocketAddr>) -> Result<(Snapshot, Self), String> {
+    pub(crate) fn prepare(listen: Option<SocketAddr>, admin: Option<SocketAddr>) -> Result<(Snapshot, Self), String> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -96,7 +100,7 @@ impl Demo {
     }
 
     /// The text printed when the demo starts.
-    pub fn banner(&self) -> String {
+    pub(crate) fn banner(&self) -> String {
         let mut out = format!(
             "isogate demo\n  gateway   http://{}\n  admin     http://{}/metrics\n  upstreams {}\n\nPaste these in another terminal (tokens are valid for one hour):\n",
             self.gateway,
@@ -121,7 +125,7 @@ impl Demo {
     }
 
     /// Sends every case once the gateway answers; returns a report and whether all passed.
-    pub fn check(&self, deadline: Duration) -> (String, bool) {
+    pub(crate) fn check(&self, deadline: Duration) -> (String, bool) {
         let start = Instant::now();
         while std::net::TcpStream::connect(self.gateway).is_err() {
             if start.elapsed() > deadline {

@@ -15,7 +15,6 @@ pub mod auth;
 pub mod bind;
 pub mod config;
 pub mod connections;
-pub mod demo;
 pub mod diag;
 pub mod drain;
 pub mod forwarded;

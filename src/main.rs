@@ -1,6 +1,8 @@
 //! The `isogate` command: `run` the gateway from a TOML file, `check` a file like
 //! `nginx -t`, or run the self-contained `demo`.
 
+mod demo;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use demo::Demo;
 use isogate::config::process_env;
-use isogate::demo::Demo;
 use isogate::server;
 use isogate::snapshot::Snapshot;
 

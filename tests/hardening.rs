@@ -10,10 +10,10 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use common::client;
 use common::jws::{claims, token};
 use common::raw_upstream::{Behaviour, RawUpstream};
 use common::*;
-use isogate::demo::client;
 use serde_json::json;
 
 fn bearer(t: &str) -> String {

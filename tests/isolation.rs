@@ -5,9 +5,9 @@
 
 mod common;
 
+use common::client;
 use common::jws::{claims, token};
 use common::*;
-use isogate::demo::client;
 use serde_json::json;
 
 #[test]

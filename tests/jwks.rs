@@ -6,10 +6,10 @@
 
 mod common;
 
+use common::client;
 use common::idp::{jwk, Idp};
 use common::jws::{claims, token_signed};
 use common::*;
-use isogate::demo::client;
 use serde_json::{json, Value};
 
 const ISS: &str = "https://idp.test";

@@ -7,9 +7,9 @@ mod common;
 
 use std::process::Command;
 
+use common::client;
 use common::jws::{claims, token};
 use common::*;
-use isogate::demo::client;
 
 const AUDIT_FIELDS: &[&str] = &[
     "ts",

@@ -7,10 +7,10 @@
 
 mod common;
 
+use common::client::RawResponse;
 use common::jws::{claims, now, token};
+use common::upstream::Received;
 use common::*;
-use isogate::demo::client::RawResponse;
-use isogate::demo::upstream::Received;
 use serde_json::{json, Value};
 
 /// One echo upstream per environment; each environment's default pool is named alike.

@@ -8,10 +8,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::client::RawResponse;
 use common::jws::{claims, token};
 use common::redis::{Blackhole, Redis};
 use common::*;
-use isogate::demo::client::RawResponse;
 use serde_json::json;
 
 /// A gateway with plans `tight` (burst 3, 1/s), `quota` (2 per minute), `tester`

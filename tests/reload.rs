@@ -9,9 +9,9 @@ mod common;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use common::client;
 use common::jws::{claims, token};
 use common::*;
-use isogate::demo::client;
 
 fn config(ups: &Upstreams, prod_extra: &str) -> String {
     format!(

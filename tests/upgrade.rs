@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::client;
 use common::jws::{claims, token};
 use common::*;
-use isogate::demo::client;
 
 #[test]
 fn a_load_across_an_upgrade_sees_no_failed_request() {

@@ -8,30 +8,30 @@ use std::time::Duration;
 
 /// A parsed response.
 #[derive(Debug, Clone)]
-pub struct RawResponse {
+pub(crate) struct RawResponse {
     /// Status code.
-    pub status: u16,
+    pub(crate) status: u16,
     /// Headers, names lowercase.
-    pub headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
     /// Body (read to its Content-Length, or to the end of the stream).
-    pub body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl RawResponse {
     /// The first value of a header (name lowercase).
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     /// The body parsed as JSON (`Null` when it is not JSON).
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
     }
 }
 
 /// Sends `raw` (a whole request, head and body) on a new connection and reads one
 /// response. The connection is closed afterwards.
-pub fn send(addr: SocketAddr, raw: &[u8]) -> std::io::Result<RawResponse> {
+pub(crate) fn send(addr: SocketAddr, raw: &[u8]) -> std::io::Result<RawResponse> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.write_all(raw)?;
@@ -50,7 +50,7 @@ pub fn send(addr: SocketAddr, raw: &[u8]) -> std::io::Result<RawResponse> {
 }
 
 /// A GET with the given `Host` and extra header lines.
-pub fn get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<RawResponse> {
+pub(crate) fn get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> std::io::Result<RawResponse> {
     let mut raw = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
     for (k, v) in headers {
         raw.push_str(&format!("{k}: {v}\r\n"));

@@ -13,45 +13,45 @@ const MAX_HEAD: usize = 64 * 1024;
 
 /// One request as the upstream saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Received {
+pub(crate) struct Received {
     /// Method.
-    pub method: String,
+    pub(crate) method: String,
     /// Path with query.
-    pub path: String,
+    pub(crate) path: String,
     /// Every header, names lowercase, in arrival order.
-    pub headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
 }
 
 impl Received {
     /// All values of a header (name lowercase).
-    pub fn header_values(&self, name: &str) -> Vec<&str> {
+    pub(crate) fn header_values(&self, name: &str) -> Vec<&str> {
         self.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
     }
 
     /// The single value of a header, if present.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.header_values(name).first().copied()
     }
 }
 
 /// A running echo upstream.
 #[derive(Debug, Clone)]
-pub struct EchoUpstream {
+pub(crate) struct EchoUpstream {
     /// Name it reports in its answers.
-    pub name: String,
+    pub(crate) name: String,
     /// Address it listens on.
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
 }
 
 impl EchoUpstream {
     /// Binds `127.0.0.1:0` and serves on the current tokio runtime.
-    pub async fn start(name: &str) -> std::io::Result<Self> {
+    pub(crate) async fn start(name: &str) -> std::io::Result<Self> {
         Self::start_on(name, SocketAddr::from(([127, 0, 0, 1], 0))).await
     }
 
     /// Binds `addr` and serves on the current tokio runtime.
-    pub async fn start_on(name: &str, addr: SocketAddr) -> std::io::Result<Self> {
+    pub(crate) async fn start_on(name: &str, addr: SocketAddr) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let upstream = Self { name: name.to_owned(), addr: listener.local_addr()?, received: Arc::default() };
         let served = upstream.clone();
@@ -65,12 +65,12 @@ impl EchoUpstream {
     }
 
     /// Every request received so far.
-    pub fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.received.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     /// How many requests were received so far.
-    pub fn count(&self) -> usize {
+    pub(crate) fn count(&self) -> usize {
         self.received.lock().map_or(0, |r| r.len())
     }
 

@@ -15,9 +15,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use isogate::demo::client::{self, RawResponse};
-use isogate::demo::upstream::EchoUpstream;
+/// The demo's HTTP client and echo upstream, shared as source (not library API).
+#[path = "../../src/demo/client.rs"]
+pub mod client;
+#[path = "../../src/demo/upstream.rs"]
+pub mod upstream;
+
+use client::RawResponse;
 use serde_json::Value;
+use upstream::EchoUpstream;
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use isogate::demo::client::{self, RawResponse};
+use crate::common::client::{self, RawResponse};
 
 use crate::common::{free_addr, Gateway, Upstreams};
 use crate::model::{self, Decision};
