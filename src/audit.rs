@@ -323,7 +323,8 @@ fn write_loop(
 
 /// Encodes a record as one JSON line (with the trailing newline).
 pub fn encode<R: Serialize>(record: &R) -> Option<Vec<u8>> {
-    let mut line = Vec::with_capacity(512);
+    // A typical line is 500-900 bytes: one allocation, no growth.
+    let mut line = Vec::with_capacity(1024);
     serde_json::to_writer(&mut line, record).ok()?;
     line.push(b'\n');
     Some(line)

@@ -128,13 +128,13 @@ impl ForwardedPolicy {
         if xff {
             let value = match &chain {
                 Some(c) => format!("{c}, {peer}"),
-                None => peer.to_string(),
+                None => address(peer),
             };
             set(req, 0, text(value)?)?;
         }
         if real_ip {
             let client = chain.as_deref().map_or(peer, |c| self.client_of(c, peer));
-            set(req, 3, text(client.to_string())?)?;
+            set(req, 3, text(address(client))?)?;
         }
         if forwarded {
             let element = forwarded_element(peer, proto, host.and_then(|h| h.to_str().ok()));
@@ -167,6 +167,13 @@ impl ForwardedPolicy {
 /// Sets `SETTABLE[index]`; the name is static, so setting it copies nothing.
 fn set(req: &mut RequestHeader, index: usize, value: HeaderValue) -> pingora::Result<()> {
     req.insert_header(Bytes::from_static(SETTABLE[index].as_bytes()), value)
+}
+
+/// An address as text, in one allocation (`to_string` grows its buffer several times).
+fn address(ip: IpAddr) -> String {
+    let mut out = String::with_capacity(48);
+    let _ = write!(out, "{ip}");
+    out
 }
 
 /// A header value from text the gateway made (addresses, quoted hosts).
