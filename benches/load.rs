@@ -29,6 +29,8 @@ use async_trait::async_trait;
 
 #[path = "load/callgrind.rs"]
 mod callgrind;
+#[path = "load/report.rs"]
+mod report;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
@@ -46,6 +48,8 @@ const LOAD_CORE: &str = "0";
 const PROXY_CORE: &str = "1";
 const ISSUER: &str = "https://idp.bench.isogate.test";
 const AUDIENCE: &str = "isogate-bench";
+/// Tokens that repeat in the churn scenario.
+const CHURN_REPEATS: usize = 1_000;
 /// Clock ticks per second in /proc/PID/stat (USER_HZ, 100 on Linux).
 const TICKS_PER_SECOND: u64 = 100;
 
@@ -53,6 +57,7 @@ const TICKS_PER_SECOND: u64 = 100;
 enum Alg {
     Hs256,
     Rs256,
+    Es256,
 }
 
 impl Alg {
@@ -60,6 +65,16 @@ impl Alg {
         match self {
             Alg::Hs256 => "HS256",
             Alg::Rs256 => "RS256",
+            Alg::Es256 => "ES256",
+        }
+    }
+
+    /// The issuer's verification key, as each proxy's config names it.
+    fn public_key_file(self, work: &Workdir) -> PathBuf {
+        match self {
+            Alg::Hs256 => work.keys.join("hmac.secret"),
+            Alg::Rs256 => work.keys.join("rsa.pub.pem"),
+            Alg::Es256 => work.keys.join("ec256.pub.pem"),
         }
     }
 }
@@ -75,6 +90,9 @@ enum Tenants {
     /// them. Both map scenarios send each token about once, so they differ only in the
     /// tenant map and limiter sizes, not in token-cache hits.
     MapOf1M,
+    /// Token churn: 1,000 tokens repeat, and every 20th request carries a token not
+    /// seen before (120,000 requests' worth, so a measured run never wraps around).
+    Churn,
 }
 
 impl Tenants {
@@ -82,6 +100,7 @@ impl Tenants {
         match self {
             Tenants::Many => 10_000,
             Tenants::MapOf10 | Tenants::MapOf1M => 200_000,
+            Tenants::Churn => 120_000,
         }
     }
 
@@ -91,12 +110,22 @@ impl Tenants {
             Tenants::Many => 10_000,
             Tenants::MapOf10 => 10,
             Tenants::MapOf1M => 200_000,
+            Tenants::Churn => CHURN_REPEATS,
+        }
+    }
+
+    /// The user (and so the token) of line `i` of the token file.
+    fn user(self, i: usize) -> usize {
+        match self {
+            Tenants::Churn if i.is_multiple_of(20) => CHURN_REPEATS + i,
+            Tenants::Churn => i % CHURN_REPEATS,
+            _ => i,
         }
     }
 
     fn map_size(self) -> Option<usize> {
         match self {
-            Tenants::Many => None,
+            Tenants::Many | Tenants::Churn => None,
             Tenants::MapOf10 => Some(10),
             Tenants::MapOf1M => Some(1_000_000),
         }
@@ -112,7 +141,7 @@ enum Proxy {
     /// pingora with no stage at all (this harness with `--bare-proxy`): the floor of
     /// the framework isogate is built on.
     PingoraBare,
-    Haproxy(Alg),
+    Haproxy(Alg, Tenants),
     Isogate(Alg, Tenants),
 }
 
@@ -120,8 +149,7 @@ impl Proxy {
     /// The token set the scenario's load sends (the job's, even to proxies that ignore it).
     fn tokens(self) -> (Alg, Tenants) {
         match self {
-            Proxy::Haproxy(alg) => (alg, Tenants::Many),
-            Proxy::Isogate(alg, tenants) => (alg, tenants),
+            Proxy::Haproxy(alg, tenants) | Proxy::Isogate(alg, tenants) => (alg, tenants),
             Proxy::Direct | Proxy::Nginx | Proxy::PingoraBare => (Alg::Hs256, Tenants::Many),
         }
     }
@@ -138,14 +166,18 @@ const SCENARIOS: &[Scenario] = &[
     Scenario { name: "direct", proxy: Proxy::Direct, connections: None },
     Scenario { name: "nginx-proxy", proxy: Proxy::Nginx, connections: None },
     Scenario { name: "pingora-bare", proxy: Proxy::PingoraBare, connections: None },
-    Scenario { name: "haproxy-hs256", proxy: Proxy::Haproxy(Alg::Hs256), connections: None },
+    Scenario { name: "haproxy-hs256", proxy: Proxy::Haproxy(Alg::Hs256, Tenants::Many), connections: None },
     Scenario { name: "isogate-hs256", proxy: Proxy::Isogate(Alg::Hs256, Tenants::Many), connections: None },
-    Scenario { name: "haproxy-rs256", proxy: Proxy::Haproxy(Alg::Rs256), connections: None },
+    Scenario { name: "haproxy-rs256", proxy: Proxy::Haproxy(Alg::Rs256, Tenants::Many), connections: None },
     Scenario { name: "isogate-rs256", proxy: Proxy::Isogate(Alg::Rs256, Tenants::Many), connections: None },
+    Scenario { name: "haproxy-es256", proxy: Proxy::Haproxy(Alg::Es256, Tenants::Many), connections: None },
+    Scenario { name: "isogate-es256", proxy: Proxy::Isogate(Alg::Es256, Tenants::Many), connections: None },
+    Scenario { name: "haproxy-rs256-churn", proxy: Proxy::Haproxy(Alg::Rs256, Tenants::Churn), connections: None },
+    Scenario { name: "isogate-rs256-churn", proxy: Proxy::Isogate(Alg::Rs256, Tenants::Churn), connections: None },
     Scenario { name: "isogate-map-10", proxy: Proxy::Isogate(Alg::Hs256, Tenants::MapOf10), connections: None },
     Scenario { name: "isogate-map-1m", proxy: Proxy::Isogate(Alg::Hs256, Tenants::MapOf1M), connections: None },
     Scenario { name: "direct-1conn", proxy: Proxy::Direct, connections: Some(1) },
-    Scenario { name: "haproxy-hs256-1conn", proxy: Proxy::Haproxy(Alg::Hs256), connections: Some(1) },
+    Scenario { name: "haproxy-hs256-1conn", proxy: Proxy::Haproxy(Alg::Hs256, Tenants::Many), connections: Some(1) },
     Scenario { name: "isogate-hs256-1conn", proxy: Proxy::Isogate(Alg::Hs256, Tenants::Many), connections: Some(1) },
 ];
 
@@ -238,6 +270,9 @@ fn encoding_key(work: &Workdir, alg: Alg) -> EncodingKey {
         Alg::Rs256 => {
             EncodingKey::from_rsa_pem(&fs::read(work.keys.join("rsa.key.pem")).expect("rsa key")).expect("rsa key")
         }
+        Alg::Es256 => {
+            EncodingKey::from_ec_pem(&fs::read(work.keys.join("ec256.key.pem")).expect("ec key")).expect("ec key")
+        }
     }
 }
 
@@ -249,6 +284,7 @@ fn mint(key: &EncodingKey, alg: Alg, user: usize, tenant: usize, env_name: &str,
     let algorithm = match alg {
         Alg::Hs256 => Algorithm::HS256,
         Alg::Rs256 => Algorithm::RS256,
+        Alg::Es256 => Algorithm::ES256,
     };
     jsonwebtoken::encode(&Header::new(algorithm), &claims, key).expect("sign token")
 }
@@ -263,11 +299,25 @@ fn write_tokens(work: &Workdir, alg: Alg, tenants: Tenants) {
     let key = encoding_key(work, alg);
     let exp = now() + 7200;
     let mut text = String::new();
-    for user in 0..tenants.token_count() {
-        let env_name = if user % 2 == 0 { "prod" } else { "stage" };
-        let _ = writeln!(text, "{}", mint(&key, alg, user, user % tenants.tenant_count(), env_name, exp));
+    let mut minted = std::collections::HashMap::new();
+    for line in 0..tenants.token_count() {
+        let user = tenants.user(line);
+        let token = minted.entry(user).or_insert_with(|| {
+            let env_name = if user.is_multiple_of(2) { "prod" } else { "stage" };
+            mint(&key, alg, user, user % tenants.tenant_count(), env_name, exp)
+        });
+        let _ = writeln!(text, "{token}");
     }
     fs::write(path, text).expect("write tokens");
+    if tenants == Tenants::Churn {
+        // The warm-up sends the repeating tokens only, so the new ones stay new.
+        let base: String = (0..CHURN_REPEATS).filter_map(|u| minted.get(&u)).map(|t| format!("{t}\n")).collect();
+        fs::write(work.path(&churn_warmup_file(alg)), base).expect("write warm-up tokens");
+    }
+}
+
+fn churn_warmup_file(alg: Alg) -> String {
+    format!("tokens-{}-churn-warmup.txt", alg.name())
 }
 
 /// Writes the two tenant maps (every tenant on its environment's pool, plan `bench`).
@@ -406,6 +456,11 @@ fn check_job(work: &Workdir, alg: Alg, name: &str) {
         Alg::Rs256 => {
             EncodingKey::from_rsa_pem(&fs::read(work.keys.join("rsa2.key.pem")).expect("rsa2")).expect("rsa2")
         }
+        Alg::Es256 => {
+            let other = p256::SecretKey::random(&mut rand08::thread_rng());
+            let pem = p256::pkcs8::EncodePrivateKey::to_pkcs8_pem(&other, Default::default()).expect("ec pem");
+            EncodingKey::from_ec_pem(pem.as_bytes()).expect("other ec key")
+        }
     };
     let wrong_key = mint(&other_key, alg, 7, 7, "prod", exp);
     for (what, token) in
@@ -470,18 +525,18 @@ fn start_proxy_wrapped(work: &Workdir, proxy: Proxy, wrapper: &[String]) -> Opti
             let conf = work.render("proxy.nginx.conf", "proxy.nginx.conf", &[]);
             spawn("nginx proxy", "nginx", &["-e", "stderr", "-c", &conf.display().to_string()], None)
         }
-        Proxy::Haproxy(alg) => {
+        Proxy::Haproxy(alg, _) => {
             let key = match alg {
-                Alg::Hs256 => fs::read_to_string(work.keys.join("hmac.secret")).expect("secret").trim().to_owned(),
-                Alg::Rs256 => work.keys.join("rsa.pub.pem").display().to_string(),
+                Alg::Hs256 => fs::read_to_string(alg.public_key_file(work)).expect("secret").trim().to_owned(),
+                Alg::Rs256 | Alg::Es256 => alg.public_key_file(work).display().to_string(),
             };
             let conf = work.render("haproxy.cfg", "haproxy.cfg", &[("ALG", alg.name().to_owned()), ("KEY", key)]);
             spawn("haproxy", "haproxy", &["-db", "-f", &conf.display().to_string()], Some(work.path("haproxy.log")))
         }
         Proxy::Isogate(alg, tenants) => {
             let key_setting = match alg {
-                Alg::Hs256 => format!("secret_file = \"{}\"", work.keys.join("hmac.secret").display()),
-                Alg::Rs256 => format!("public_key_file = \"{}\"", work.keys.join("rsa.pub.pem").display()),
+                Alg::Hs256 => format!("secret_file = \"{}\"", alg.public_key_file(work).display()),
+                Alg::Rs256 | Alg::Es256 => format!("public_key_file = \"{}\"", alg.public_key_file(work).display()),
             };
             let maps = tenants.map_size().map(|size| write_tenant_maps(work, size));
             let map_setting = |i: usize| {
@@ -520,7 +575,7 @@ fn run_scenario(work: &Workdir, settings: &Settings, scenario: Scenario) -> Samp
     let port = match proxy.as_mut() {
         Some(p) => {
             wait_until_serving(PROXY_PORT, p);
-            if let Proxy::Haproxy(alg) | Proxy::Isogate(alg, _) = scenario.proxy {
+            if let Proxy::Haproxy(alg, _) | Proxy::Isogate(alg, _) = scenario.proxy {
                 check_job(work, alg, scenario.name);
             }
             PROXY_PORT
@@ -529,7 +584,11 @@ fn run_scenario(work: &Workdir, settings: &Settings, scenario: Scenario) -> Samp
     };
     let connections = scenario.connections.unwrap_or(settings.connections);
     if settings.warmup_seconds > 0 {
-        wrk(work, port, &tokens, connections, settings.warmup_seconds);
+        let warmup = match tenants {
+            Tenants::Churn => work.path(&churn_warmup_file(alg)),
+            _ => tokens.clone(),
+        };
+        wrk(work, port, &warmup, connections, settings.warmup_seconds);
         // Steady state for isogate means every token has been seen once: keep warming
         // until its verified-token cache holds them all (RS256 misses are slow, so the
         // fixed warm-up is not always enough on a busy machine).
@@ -578,44 +637,6 @@ fn summarize(samples: &[Sample]) -> Sample {
         cpu_us_per_request: (!cpu.is_empty()).then(|| median(cpu)),
         system_us_per_request: (!system.is_empty()).then(|| median(system)),
         rss_kib: samples.iter().filter_map(|s| s.rss_kib).max(),
-    }
-}
-
-/// The peer a scenario is compared with: HAProxy with the same algorithm and connections.
-fn haproxy_peer(scenario: &Scenario) -> Option<&'static str> {
-    match (scenario.proxy, scenario.connections) {
-        (Proxy::Isogate(Alg::Hs256, Tenants::Many), Some(1)) => Some("haproxy-hs256-1conn"),
-        (Proxy::Isogate(Alg::Hs256, _), None) => Some("haproxy-hs256"),
-        (Proxy::Isogate(Alg::Rs256, _), None) => Some("haproxy-rs256"),
-        _ => None,
-    }
-}
-
-fn print_table(results: &[(Scenario, Sample)]) {
-    let find = |name: &str| results.iter().find(|(s, _)| s.name == name).map(|(_, r)| r);
-    let ratio = |a: f64, b: Option<f64>| b.map_or_else(|| "-".to_owned(), |b| format!("{:.2}x", a / b));
-    println!(
-        "\n| scenario | conns | req/s | p50 | p99 | proxy CPU µs/req | of it kernel | RSS MiB | vs HAProxy req/s | vs direct req/s | CPU vs nginx-proxy |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    for (scenario, r) in results {
-        let direct = if scenario.connections == Some(1) { "direct-1conn" } else { "direct" };
-        let one_decimal = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |c| format!("{c:.1}"));
-        let nginx_cpu = find("nginx-proxy").and_then(|n| n.cpu_us_per_request);
-        println!(
-            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {} | {} | {} | {} | {} | {} |",
-            scenario.name,
-            scenario.connections.map_or_else(|| "default".to_owned(), |c| c.to_string()),
-            r.rps,
-            r.p50_us as f64 / 1000.0,
-            r.p99_us as f64 / 1000.0,
-            one_decimal(r.cpu_us_per_request),
-            one_decimal(r.system_us_per_request),
-            r.rss_kib.map_or_else(|| "-".to_owned(), |k| format!("{:.0}", k as f64 / 1024.0)),
-            ratio(r.rps, haproxy_peer(scenario).and_then(find).map(|h| h.rps)),
-            ratio(r.rps, find(direct).map(|d| d.rps)),
-            r.cpu_us_per_request.map_or_else(|| "-".to_owned(), |c| ratio(c, nginx_cpu)),
-        );
     }
 }
 
@@ -743,7 +764,8 @@ fn main() {
         "\n{} passes of {} s (+{} s warm-up), {} connections unless stated; wrk on core {LOAD_CORE}, proxy + upstream on core {PROXY_CORE}; medians",
         settings.passes, settings.seconds, settings.warmup_seconds, settings.connections
     );
-    print_table(&results);
+    report::print_table(&results);
+    report::print_targets(&results);
     if !settings.keep {
         let _ = fs::remove_dir_all(&work.dir);
     }
