@@ -85,4 +85,3 @@ pub(crate) fn print_table(results: &[(Scenario, Sample)]) {
         );
     }
 }
-
