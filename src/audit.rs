@@ -20,6 +20,8 @@ use tokio::sync::mpsc;
 
 use crate::config::file::OnQueueFull;
 
+mod json;
+
 /// Longest path or user agent kept in a line, in bytes.
 const MAX_FIELD_BYTES: usize = 2048;
 
@@ -122,6 +124,45 @@ impl<'a> AuditRecord<'a> {
             client: None,
             user_agent: None,
         }
+    }
+}
+
+impl AuditRecord<'_> {
+    /// The record as one JSON line (with the trailing newline), written field by field:
+    /// the same bytes serde_json writes for it, without its per-field machinery.
+    pub fn encode(&self) -> Vec<u8> {
+        // A typical line is 500-900 bytes: one allocation, no growth.
+        let mut line = Vec::with_capacity(1024);
+        let mut o = json::Object::new(&mut line);
+        o.plain("ts", Some(humantime::format_rfc3339_micros(self.ts)));
+        o.str("request_id", self.request_id);
+        o.opt_str("environment", self.environment);
+        o.opt_str("tenant", self.tenant);
+        o.opt_str("user", self.user);
+        o.strs("roles", self.roles);
+        o.bool("test_account", self.test_account);
+        o.opt_str("issuer", self.issuer);
+        o.opt_str("kid", self.kid);
+        o.str("method", self.method);
+        o.str("path", cap(self.path));
+        o.opt_str("route", self.route);
+        o.opt_str("pool", self.pool);
+        o.plain("upstream", self.upstream);
+        o.u64("status", self.status.into());
+        o.str("decision", self.decision);
+        o.str("reason", self.reason);
+        o.opt_str("report_only", self.report_only);
+        o.opt_str("access_reason", self.access_reason);
+        o.bool("system_mode", self.system_mode);
+        o.opt_str("db_schema", self.db_schema);
+        o.opt_str("plan", self.plan);
+        o.opt_str("limit_mode", self.limit_mode);
+        o.u64("latency_us", self.latency_us);
+        o.plain("client", self.client);
+        o.opt_str("user_agent", self.user_agent.map(cap));
+        o.end();
+        line.push(b'\n');
+        line
     }
 }
 
@@ -365,10 +406,40 @@ mod tests {
         }
     }
 
+    /// What serde_json writes for the record: the reference for the hand-written line.
+    fn by_serde(record: &AuditRecord<'_>) -> Vec<u8> {
+        encode(record).unwrap()
+    }
+
+    #[test]
+    fn the_written_line_is_what_serde_json_writes() {
+        let roles = ["admin".to_owned(), "a\"b\\c\u{1}".to_owned(), "é€😀".to_owned()];
+        let long = "é".repeat(3000);
+        let hostile = ["/a\nb", "/ok", "", "\u{7f}\u{0}\t\"", long.as_str(), "/a\\u0000"];
+        for path in hostile {
+            for roles in [&roles[..], &[]] {
+                let mut r = record(path, roles);
+                assert_eq!(r.encode(), by_serde(&r), "path {path:?}");
+                r.upstream = Some("[::1]:8443".parse().unwrap());
+                r.client = Some("10.1.2.3:54321".parse().unwrap());
+                r.user = Some(path);
+                r.kid = Some(path);
+                r.user_agent = Some(path);
+                r.report_only = Some("forbidden");
+                r.latency_us = u64::MAX;
+                r.test_account = true;
+                assert_eq!(r.encode(), by_serde(&r), "path {path:?}");
+                r.user_agent = None;
+                r.environment = None;
+                assert_eq!(r.encode(), by_serde(&r), "path {path:?}");
+            }
+        }
+    }
+
     #[test]
     fn line_is_one_json_object_with_stable_fields() {
         let roles = vec!["admin".to_owned()];
-        let line = encode(&record("/a\nb", &roles)).unwrap();
+        let line = record("/a\nb", &roles).encode();
         assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
         let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(v["ts"], "2023-11-14T22:13:20.123456Z");
@@ -381,7 +452,7 @@ mod tests {
     #[test]
     fn long_fields_are_capped_on_a_char_boundary() {
         let long = "é".repeat(3000);
-        let line = encode(&record(&long, &[])).unwrap();
+        let line = record(&long, &[]).encode();
         let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
         assert!(v["path"].as_str().unwrap().len() <= MAX_FIELD_BYTES);
     }

@@ -107,12 +107,17 @@ impl ForwardedPolicy {
         let peer = conn.peer.map(|ip| ip.to_canonical());
         let trusted = peer.is_some_and(|ip| self.trusts(ip));
         let proto = if conn.tls { "https" } else { "http" };
-        let chain = if trusted { values(req, &X_FORWARDED_FOR) } else { None };
-        let prior = if trusted { values(req, &FORWARDED) } else { None };
-        let kept_proto = single(req, &X_FORWARDED_PROTO).filter(|p| trusted && (*p == "http" || *p == "https"));
-        let kept_proto = kept_proto.map(|p| if p == "https" { "https" } else { "http" });
-        let kept_host =
-            req.headers.get(X_FORWARDED_HOST).filter(|_| trusted && single(req, &X_FORWARDED_HOST).is_some()).cloned();
+        let (chain, prior, kept_proto, kept_host) = if trusted {
+            let proto = single(req, &X_FORWARDED_PROTO).and_then(|p| match p {
+                "https" => Some("https"),
+                "http" => Some("http"),
+                _ => None,
+            });
+            let host = single(req, &X_FORWARDED_HOST).and_then(|_| req.headers.get(X_FORWARDED_HOST)).cloned();
+            (values(req, &X_FORWARDED_FOR), values(req, &FORWARDED), proto, host)
+        } else {
+            (None, None, None, None)
+        };
         remove_address_headers(req, trusted);
 
         let [xff, xfp, xfh, real_ip, forwarded] = self.set;
@@ -125,16 +130,19 @@ impl ForwardedPolicy {
         let Some(peer) = peer else {
             return Ok(());
         };
-        if xff {
+        // The peer's address as text, made once: `X-Forwarded-For` and `X-Real-IP`
+        // share it (a header value clone only counts a reference).
+        let peer_text = (xff || real_ip).then(|| text(address(peer))).transpose()?;
+        if let Some(peer_text) = peer_text.as_ref().filter(|_| xff) {
             let value = match &chain {
-                Some(c) => format!("{c}, {peer}"),
-                None => address(peer),
+                Some(c) => text(format!("{c}, {peer}"))?,
+                None => peer_text.clone(),
             };
-            set(req, 0, text(value)?)?;
+            set(req, 0, value)?;
         }
-        if real_ip {
+        if let Some(peer_text) = peer_text.filter(|_| real_ip) {
             let client = chain.as_deref().map_or(peer, |c| self.client_of(c, peer));
-            set(req, 3, text(address(client))?)?;
+            set(req, 3, if client == peer { peer_text } else { text(address(client))? })?;
         }
         if forwarded {
             let element = forwarded_element(peer, proto, host.and_then(|h| h.to_str().ok()));

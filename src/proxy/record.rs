@@ -119,10 +119,8 @@ impl Gateway {
             client: session.client_addr().and_then(|a| a.as_inet()).copied(),
             user_agent: req.headers.get(USER_AGENT).and_then(|v| v.to_str().ok()),
         };
-        match audit::encode(&record) {
-            Some(line) => self.audit.submit(ctx.audit_slot.take(), line),
-            None => self.audit.count_lost(),
-        }
+        let line = record.encode();
+        self.audit.submit(ctx.audit_slot.take(), line);
     }
 
     /// Records a finished request: the audit line if the response head did not carry
@@ -237,10 +235,7 @@ impl EarlyRefusals for EarlyAudit {
         let mut words = line.splitn(3, ' ');
         let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
         let record = AuditRecord { client: peer, ..AuditRecord::early(request_id.as_str(), method, path, reject) };
-        match audit::encode(&record) {
-            Some(line) => self.audit.submit(None, line),
-            None => self.audit.count_lost(),
-        }
+        self.audit.submit(None, record.encode());
         let m = &self.metrics;
         let labels = [NONE, NONE, Decision::Deny.as_str(), status_class(reject.status()), Account::Regular.as_str()];
         m.requests.with_label_values(&labels).inc();
