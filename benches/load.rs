@@ -662,7 +662,7 @@ fn run_callgrind(work: &Workdir, scenarios: &[Scenario]) {
         // Every token once (the token cache then holds them all), then the measured stream.
         let warmup = tenants.token_count().min(20_000);
         eprintln!("callgrind {}: {warmup} warm-up requests, then {requests} measured ...", scenario.name);
-        rows.push((scenario.name, callgrind::measure(work, scenario.proxy, &tokens, warmup, requests)));
+        rows.push((scenario.name, callgrind::measure(work, scenario.name, scenario.proxy, &tokens, warmup, requests)));
     }
     let find = |name: &str| rows.iter().find(|(n, _)| *n == name).map(|(_, c)| c);
     println!("\ncallgrind, {requests} requests over 8 keep-alive connections, per request:\n");

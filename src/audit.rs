@@ -134,7 +134,7 @@ impl AuditRecord<'_> {
         // A typical line is 500-900 bytes: one allocation, no growth.
         let mut line = Vec::with_capacity(1024);
         let mut o = json::Object::new(&mut line);
-        o.plain("ts", Some(humantime::format_rfc3339_micros(self.ts)));
+        o.timestamp("ts", self.ts);
         o.str("request_id", self.request_id);
         o.opt_str("environment", self.environment);
         o.opt_str("tenant", self.tenant);
@@ -147,7 +147,7 @@ impl AuditRecord<'_> {
         o.str("path", cap(self.path));
         o.opt_str("route", self.route);
         o.opt_str("pool", self.pool);
-        o.plain("upstream", self.upstream);
+        o.address("upstream", self.upstream);
         o.u64("status", self.status.into());
         o.str("decision", self.decision);
         o.str("reason", self.reason);
@@ -158,7 +158,7 @@ impl AuditRecord<'_> {
         o.opt_str("plan", self.plan);
         o.opt_str("limit_mode", self.limit_mode);
         o.u64("latency_us", self.latency_us);
-        o.plain("client", self.client);
+        o.address("client", self.client);
         o.opt_str("user_agent", self.user_agent.map(cap));
         o.end();
         line.push(b'\n');

@@ -106,7 +106,16 @@ fn control(args: &[&str], pid: u32) {
 }
 
 /// Runs `proxy` under callgrind and measures `requests` requests after `warmup` ones.
-pub(crate) fn measure(work: &Workdir, proxy: Proxy, tokens: &Path, warmup: usize, requests: usize) -> Counts {
+/// The dump is kept as `callgrind.<name>.out` in the work directory, for
+/// `callgrind_annotate` and for comparing two proxies function by function.
+pub(crate) fn measure(
+    work: &Workdir,
+    name: &str,
+    proxy: Proxy,
+    tokens: &Path,
+    warmup: usize,
+    requests: usize,
+) -> Counts {
     let out = work.path("callgrind.out");
     let dumps: Vec<_> = std::fs::read_dir(&work.dir).expect("work dir").flatten().map(|e| e.path()).collect();
     for d in dumps.iter().filter(|p| p.display().to_string().contains("callgrind.out")) {
@@ -140,7 +149,9 @@ pub(crate) fn measure(work: &Workdir, proxy: Proxy, tokens: &Path, warmup: usize
         .filter(|p| p.file_name().and_then(|f| f.to_str()).is_some_and(|f| f.starts_with("callgrind.out.")))
         .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
         .expect("a callgrind dump");
-    parse(&std::fs::read_to_string(dump).expect("read the dump"), requests as f64)
+    let counts = parse(&std::fs::read_to_string(&dump).expect("read the dump"), requests as f64);
+    std::fs::rename(&dump, work.path(&format!("callgrind.{name}.out"))).expect("keep the dump");
+    counts
 }
 
 /// Totals and allocator calls of a callgrind dump, divided by `requests`.
