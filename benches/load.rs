@@ -17,6 +17,7 @@
 
 #![allow(missing_docs)]
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -676,6 +677,36 @@ fn run_callgrind(work: &Workdir, scenarios: &[Scenario]) {
             "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {ratio} | {beyond} |",
             c.instructions, c.i1_misses, c.d1_misses, c.ll_misses, c.allocations
         );
+    }
+    if find("pingora-bare").is_some() && find("isogate-hs256").is_some() {
+        differential(work, "isogate-hs256", "pingora-bare", requests as f64);
+    }
+}
+
+/// Where `name`'s instructions per request beyond `floor`'s go: by crate, then the
+/// functions that grew most (self cost, inlined code counted where it was inlined).
+fn differential(work: &Workdir, name: &str, floor: &str, requests: f64) {
+    let (ours, base) = (callgrind::self_costs(work, name, requests), callgrind::self_costs(work, floor, requests));
+    let delta = |f: &String| ours.get(f).copied().unwrap_or(0.0) - base.get(f).copied().unwrap_or(0.0);
+    let mut functions: Vec<(&String, f64)> = ours.keys().chain(base.keys()).map(|f| (f, delta(f))).collect();
+    functions.sort_by(|a, b| a.0.cmp(b.0));
+    functions.dedup_by(|a, b| a.0 == b.0);
+    let mut crates: HashMap<&str, f64> = HashMap::new();
+    for (f, d) in &functions {
+        *crates.entry(callgrind::owner(f)).or_default() += d;
+    }
+    let mut crates: Vec<_> = crates.into_iter().filter(|(_, d)| d.abs() >= 200.0).collect();
+    crates.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!("\n{name} against {floor}, instructions per request by crate (self cost):\n");
+    println!("| crate | instructions beyond {floor} |\n|---|---|");
+    for (c, d) in crates {
+        println!("| {c} | {d:+.0} |");
+    }
+    functions.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!("\nthe 25 functions that grew most:\n\n| function | instructions beyond {floor} |\n|---|---|");
+    for (f, d) in functions.iter().take(25) {
+        let shown: String = f.chars().take(110).collect();
+        println!("| `{shown}` | {d:+.0} |");
     }
 }
 

@@ -80,12 +80,17 @@ impl Reloader {
         }
     }
 
-    /// Whether a watched file changed since the last call (or the last reload).
+    /// Whether a watched file changed since the last call (or the last reload). Only
+    /// modification times are read: the list of files is the one the last reload (or
+    /// the start) found, and any edit that changes it changes the configuration file.
     pub fn files_changed(&self) -> bool {
-        let now = self.file_times();
         let Ok(mut seen) = self.seen.lock() else { return false };
-        let changed = *seen != now;
-        *seen = now;
+        let mut changed = false;
+        for (path, time) in seen.iter_mut() {
+            let now = modified(path);
+            changed |= *time != now;
+            *time = now;
+        }
         changed
     }
 

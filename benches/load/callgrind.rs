@@ -186,6 +186,39 @@ fn parse(dump: &str, requests: f64) -> Counts {
     }
 }
 
+/// Instructions each function executed itself (not in its callees) in a kept dump,
+/// per request; inlined code counts for the function it was inlined into.
+pub(crate) fn self_costs(work: &Workdir, name: &str, requests: f64) -> HashMap<String, f64> {
+    let dump = std::fs::read_to_string(work.path(&format!("callgrind.{name}.out"))).expect("read a kept dump");
+    let mut names: HashMap<String, String> = HashMap::new();
+    let mut costs: HashMap<String, f64> = HashMap::new();
+    let mut function = String::new();
+    let mut call_cost_next = false;
+    for line in dump.lines() {
+        if let Some(rest) = line.strip_prefix("fn=") {
+            function = function_name(rest, &mut names);
+        } else if let Some(rest) = line.strip_prefix("cfn=") {
+            function_name(rest, &mut names);
+        } else if line.starts_with("calls=") {
+            call_cost_next = true;
+        } else if line.starts_with(|c: char| c.is_ascii_digit() || matches!(c, '+' | '-' | '*')) {
+            // The line after `calls=` is the call's inclusive cost, not the caller's own.
+            if !std::mem::take(&mut call_cost_next) {
+                let ir = line.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+                *costs.entry(function.clone()).or_default() += ir / requests;
+            }
+        }
+    }
+    costs
+}
+
+/// The crate a function belongs to, read from its name (`<isogate::proxy::Gateway as
+/// pingora_proxy::ProxyHttp>::…` is isogate's); C functions by their own name.
+pub(crate) fn owner(function: &str) -> &str {
+    let name = function.trim_start_matches('<');
+    name.split("::").next().filter(|_| name.contains("::")).unwrap_or("C and runtime")
+}
+
 /// Resolves callgrind's name compression: `(id) name` defines, `(id)` refers.
 fn function_name(spec: &str, names: &mut HashMap<String, String>) -> String {
     let spec = spec.trim();

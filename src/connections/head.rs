@@ -70,15 +70,11 @@ pub(super) async fn marked<F: std::future::Future>(began: &Arc<AtomicBool>, serv
 /// Whether `buf` holds a whole head: a blank line, with CRLF or bare LF line ends (both
 /// of which pingora's parser accepts).
 pub(super) fn complete(buf: &[u8]) -> bool {
-    let mut rest = buf;
-    while let Some(at) = rest.iter().position(|b| *b == b'\n') {
-        match rest.get(at + 1) {
-            Some(b'\n') => return true,
-            Some(b'\r') if rest.get(at + 2) == Some(&b'\n') => return true,
-            _ => rest = &rest[at + 1..],
-        }
-    }
-    false
+    memchr::memchr_iter(b'\n', buf).any(|at| match buf.get(at + 1) {
+        Some(b'\n') => true,
+        Some(b'\r') => buf.get(at + 2) == Some(&b'\n'),
+        _ => false,
+    })
 }
 
 /// The first line of a head, without its line end, cut at 2 KiB.
