@@ -120,7 +120,7 @@ impl Provider {
 
     /// POSTs a form to `path`, authenticated as `client` (client_secret_basic).
     fn post(&self, path: &str, client: &str, form: &[(&str, &str)]) -> Value {
-        let body = form.iter().map(|(k, v)| format!("{k}={}", form_encode(v))).collect::<Vec<_>>().join("&");
+        let body = form.iter().map(|(k, v)| format!("{k}={}", url_encode(v))).collect::<Vec<_>>().join("&");
         let basic = STANDARD.encode(format!("{client}:{CLIENT_SECRET}"));
         let raw = format!(
             "POST {path} HTTP/1.1\r\nhost: {}\r\nauthorization: Basic {basic}\r\n\
@@ -161,17 +161,6 @@ impl Drop for Provider {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// `application/x-www-form-urlencoded` value encoding.
-fn form_encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The decoded JOSE header of a compact JWS.
