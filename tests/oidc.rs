@@ -22,7 +22,7 @@ use std::sync::mpsc;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use common::client::{self, RawResponse};
+use common::client;
 use common::*;
 use serde_json::Value;
 
@@ -230,7 +230,7 @@ fn refused(reason: &str) -> (u16, Option<String>) {
 /// upstream saw.
 fn trusted_headers_seen(f: &Fixture, token: &str) -> Vec<(String, String)> {
     let auth = format!("Bearer {token}");
-    let r: RawResponse = f.gw.get(
+    let r = f.gw.get(
         "prod.test",
         "/api/orders",
         &[
@@ -244,7 +244,7 @@ fn trusted_headers_seen(f: &Fixture, token: &str) -> Vec<(String, String)> {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let seen = f.ups.get("prod-shared").received().pop().unwrap();
     let mut trusted: Vec<(String, String)> =
-        seen.headers.into_iter().filter(|(k, _)| k.starts_with("x-isogate-") && k != "x-isogate-pool").collect();
+        seen.headers.into_iter().filter(|(k, _)| k.starts_with("x-isogate-")).collect();
     trusted.sort();
     trusted
 }
@@ -264,6 +264,7 @@ fn real_access_tokens_are_admitted_and_the_upstream_sees_identity_from_their_cla
         trusted_headers_seen(&f, &service),
         headers(&[
             ("x-isogate-environment", "prod"),
+            ("x-isogate-pool", "prod-shared"),
             ("x-isogate-roles", "service,billing"),
             ("x-isogate-tenant", "acme"),
             ("x-isogate-user", "billing-service"),
@@ -276,6 +277,7 @@ fn real_access_tokens_are_admitted_and_the_upstream_sees_identity_from_their_cla
         trusted_headers_seen(&f, &user),
         headers(&[
             ("x-isogate-environment", "prod"),
+            ("x-isogate-pool", "prod-shared"),
             ("x-isogate-roles", "developer"),
             ("x-isogate-tenant", "globex"),
             ("x-isogate-user", "alice"),
