@@ -474,3 +474,15 @@ pub fn request_id(r: &RawResponse) -> String {
 pub fn path_of(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// Percent-encodes `value` for a query string or a form body (RFC 3986 unreserved
+/// characters stay as they are).
+pub fn url_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
