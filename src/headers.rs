@@ -155,24 +155,24 @@ impl HeaderPlan {
         })
     }
 
-    /// Whether a client header of this (lowercase) name must be removed.
+    /// Whether a client header of this name must be removed. Both sides are lowercase (a
+    /// `HeaderName` always is, and the prefix is stored lowercased).
     fn is_identity(&self, name: &str) -> bool {
         let n = name.as_bytes();
         let prefix = self.reserved_prefix.as_bytes();
-        (n.len() >= prefix.len() && same_name(&n[..prefix.len()], prefix))
+        n.get(..prefix.len()).is_some_and(|start| same_name(start, prefix))
             || self.strip.iter().any(|s| same_name(n, s.as_str().as_bytes()))
     }
 
     /// Removes every client-supplied identity header (all values of each); returns how many
     /// values were removed. Allocates only when something is removed.
     pub fn strip(&self, req: &mut RequestHeader) -> usize {
-        let found = req.headers.keys().filter(|n| self.is_identity(n.as_str())).count();
-        if found == 0 {
-            return 0;
+        let mut doomed: Vec<HeaderName> = Vec::new();
+        for name in req.headers.keys().filter(|n| self.is_identity(n.as_str())) {
+            doomed.push(name.clone());
         }
-        let names: Vec<HeaderName> = req.headers.keys().filter(|n| self.is_identity(n.as_str())).cloned().collect();
         let mut removed = 0;
-        for name in &names {
+        for name in &doomed {
             removed += req.headers.get_all(name).iter().count();
             req.remove_header(name);
         }
@@ -223,19 +223,9 @@ impl HeaderPlan {
     }
 }
 
-/// Header names are compared as lowercase with `_` and `-` treated alike.
+/// Whether two lowercase header names are the same with `_` and `-` read alike.
 fn same_name(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            let fold = |c: u8| {
-                if c == b'_' {
-                    b'-'
-                } else {
-                    c.to_ascii_lowercase()
-                }
-            };
-            fold(*x) == fold(*y)
-        })
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y || (matches!(x, b'_' | b'-') && matches!(y, b'_' | b'-')))
 }
 
 mod request_id;
