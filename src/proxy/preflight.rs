@@ -32,7 +32,6 @@ impl Gateway {
         ctx.admission = Admission::Preflight(route);
         let mut resp = ResponseHeader::build(204, Some(8))?;
         cors.set_preflight_headers(session.req_header(), &mut resp)?;
-        resp.insert_header("content-length", "0")?;
         snap.headers.request_id.set_response(&mut resp, ctx.request_id.header_value())?;
         session.write_response_header(Box::new(resp), true).await
     }
