@@ -39,6 +39,9 @@ body_read_timeout_seconds = 1
 [environments.prod]
 default_pool = "ws"
 
+[environments.stage]
+default_pool = "ws"
+
 [pools.ws]
 servers = ["{ws}"]
 read_timeout_ms = 300
@@ -187,23 +190,31 @@ fn refused_upgrades_reach_no_upstream() {
     let i = forged.len() - 10;
     forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
     let forged = String::from_utf8(forged).unwrap();
-    let cases: [(&str, &str, Headers, &str); 5] = [
-        ("no token", "/live", vec![], "token_missing"),
-        ("two tokens", "/live?access_token=B", vec![("authorization", format!("Bearer {a}"))], "token_conflict"),
-        ("two cookies", "/live", vec![("cookie", format!("session={a}; session={b}"))], "token_conflict"),
-        ("forged", "/live", vec![("sec-websocket-protocol", format!("bearer, {forged}"))], "bad_signature"),
-        ("query off-route", "/idle?access_token=A", vec![], "token_missing"),
+    let stage = token("HS256", claims("stage", "acme"));
+    let cases: [(&str, &str, Headers, u16, &str); 6] = [
+        ("no token", "/live", vec![], 401, "token_missing"),
+        ("two tokens", "/live?access_token=B", vec![("authorization", format!("Bearer {a}"))], 401, "token_conflict"),
+        ("two cookies", "/live", vec![("cookie", format!("session={a}; session={b}"))], 401, "token_conflict"),
+        ("forged", "/live", vec![("sec-websocket-protocol", format!("bearer, {forged}"))], 401, "bad_signature"),
+        ("query off-route", "/idle?access_token=A", vec![], 401, "token_missing"),
+        (
+            "other environment",
+            "/live",
+            vec![("sec-websocket-protocol", format!("bearer, {stage}"))],
+            403,
+            "wrong_environment",
+        ),
     ];
     rt.block_on(async {
-        for (what, target, headers, reason) in &cases {
+        for (what, target, headers, status, reason) in &cases {
             let target = target.replace("=B", &format!("={b}")).replace("=A", &format!("={a}"));
             match open(&gw, &target, headers).await {
                 Err(tungstenite::Error::Http(resp)) => {
-                    assert_eq!(resp.status(), 401, "{what}");
+                    assert_eq!(resp.status(), *status, "{what}");
                     let body: serde_json::Value = serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
                     assert_eq!(body["error"], *reason, "{what}");
                 }
-                other => panic!("{what}: expected a 401, got {:?}", other.map(|(_, r)| r.status())),
+                other => panic!("{what}: expected a refusal, got {:?}", other.map(|(_, r)| r.status())),
             }
         }
     });
