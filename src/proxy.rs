@@ -5,7 +5,9 @@
 //! sets the trusted and forwarded headers and the upstream target;
 //! `request_body_filter` enforces the route's body limit as the body streams; the
 //! audit line is written when the response head goes out, and `logging` records the
-//! metrics (see `record`).
+//! metrics (see `record`). CORS preflights are answered before admission and CORS
+//! headers set on every answer (`preflight`); a WebSocket's tunnel keeps the route's
+//! clock (`tunnel`).
 
 mod preflight;
 mod record;

@@ -172,11 +172,12 @@ impl TokenSources {
                     }
                 }
                 Source::Subprotocol(marker) => {
-                    let entries = protocols(head.headers.get_all(SEC_WEBSOCKET_PROTOCOL).iter());
-                    let mut entries = entries.skip_while(|e| e.as_bytes() != marker.as_bytes());
-                    if entries.next().is_some() {
-                        let value = entries.next().ok_or(AuthError::Malformed)?;
-                        keep(Cow::Borrowed(token::compact(value.as_bytes(), max_bytes)?), source)?;
+                    let mut entries = protocols(head.headers.get_all(SEC_WEBSOCKET_PROTOCOL).iter());
+                    while let Some(entry) = entries.next() {
+                        if entry.as_bytes() == marker.as_bytes() {
+                            let value = entries.next().ok_or(AuthError::Malformed)?;
+                            keep(Cow::Borrowed(token::compact(value.as_bytes(), max_bytes)?), source)?;
+                        }
                     }
                 }
             }
@@ -297,12 +298,24 @@ fn strip_cookie(req: &mut RequestHeader, name: &str) -> pingora::Result<()> {
     replace_all(req, &COOKIE, kept)
 }
 
+/// Removes every marker and the entry after it.
 fn strip_subprotocol(req: &mut RequestHeader, marker: &HeaderValue) -> pingora::Result<()> {
-    let entries: Vec<&str> = protocols(req.headers.get_all(SEC_WEBSOCKET_PROTOCOL).iter()).collect();
-    let Some(at) = entries.iter().position(|e| e.as_bytes() == marker.as_bytes()) else { return Ok(()) };
-    let kept: Vec<&str> =
-        entries.iter().enumerate().filter(|(i, _)| *i != at && *i != at + 1).map(|(_, e)| *e).collect();
-    let value = kept.join(", ").into_bytes();
+    let is_marker = |e: &str| e.as_bytes() == marker.as_bytes();
+    if !protocols(req.headers.get_all(SEC_WEBSOCKET_PROTOCOL).iter()).any(is_marker) {
+        return Ok(());
+    }
+    let value = {
+        let mut kept = Vec::new();
+        let mut entries = protocols(req.headers.get_all(SEC_WEBSOCKET_PROTOCOL).iter());
+        while let Some(entry) = entries.next() {
+            if is_marker(entry) {
+                entries.next();
+            } else {
+                kept.push(entry);
+            }
+        }
+        kept.join(", ").into_bytes()
+    };
     replace_all(req, &SEC_WEBSOCKET_PROTOCOL, vec![value])
 }
 

@@ -59,6 +59,8 @@ fn two_different_tokens_conflict_and_the_same_twice_does_not() {
     assert_eq!(found(&two, true), Err(AuthError::Conflicting));
     let same = head(&format!("/ws?access_token={T1}"), &[("cookie", format!("session={T1}"))]);
     assert_eq!(found(&same, true), Ok((T1.into(), Source::Cookie("session".into()))));
+    let markers = head("/ws", &[("sec-websocket-protocol", format!("bearer, {T1}, chat, bearer, {T2}"))]);
+    assert_eq!(found(&markers, true), Err(AuthError::Conflicting));
     let cookies = head("/", &[("cookie", format!("session={T1}")), ("cookie", format!("session={T2}"))]);
     assert_eq!(found(&cookies, false), Err(AuthError::Conflicting));
 }
@@ -84,6 +86,12 @@ fn strip_removes_every_token_source_but_the_header() {
     assert_eq!(req.headers["cookie"], "theme=dark");
     assert_eq!(req.headers["sec-websocket-protocol"], "chat.v1");
     assert!(req.headers.contains_key("authorization"));
+
+    let mut twice = RequestHeader::build("GET", b"/ws", None).unwrap();
+    twice.append_header("sec-websocket-protocol", format!("bearer, {T1}, chat")).unwrap();
+    twice.append_header("sec-websocket-protocol", format!("bearer, {T2}")).unwrap();
+    all().strip(&mut twice, false).unwrap();
+    assert_eq!(twice.headers["sec-websocket-protocol"], "chat");
 
     let mut only = RequestHeader::build("GET", format!("/ws?access_token={T1}").as_bytes(), None).unwrap();
     only.append_header("cookie", format!("session={T1}")).unwrap();
