@@ -289,6 +289,26 @@ fn an_idle_tunnel_outlives_the_pool_read_timeout_then_closes_at_the_route_idle_t
 }
 
 #[test]
+fn a_tunnel_busy_one_way_is_not_idle() {
+    let rt = runtime();
+    let ws = rt.block_on(WsUpstream::start(Answer::Push));
+    let gw = Gateway::start(&config(&ws), &[]);
+    let auth = format!("Bearer {}", acme());
+    let received = rt.block_on(async {
+        let (mut client, _) = open(&gw, "/idle", &[("authorization", auth)]).await.unwrap();
+        // The client says nothing for 2.5 s, more than twice the idle timeout (1 s).
+        let until = Instant::now() + Duration::from_millis(2500);
+        let mut received = 0;
+        while let Ok(Some(Ok(m))) = tokio::time::timeout_at(until.into(), client.next()).await {
+            assert!(!m.is_close(), "closed after {received} messages");
+            received += 1;
+        }
+        received
+    });
+    assert!(received >= 8, "only {received} pushed messages arrived");
+}
+
+#[test]
 fn a_busy_tunnel_closes_at_its_maximum_lifetime() {
     let rt = runtime();
     let ws = rt.block_on(WsUpstream::start(Answer::Echo));

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http;
+use tokio_tungstenite::tungstenite::{http, Message};
 
 /// How the upstream answers an upgrade.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +19,8 @@ pub enum Answer {
     Echo,
     /// Refuses the upgrade with this status (e.g. 200 or 403).
     Refuse(u16),
+    /// 101, then sends a message every 200 ms and reads nothing.
+    Push,
 }
 
 /// One handshake request as the upstream saw it.
@@ -67,7 +69,7 @@ impl WsUpstream {
                                 *refusal.status_mut() = http::StatusCode::from_u16(status).unwrap();
                                 Err(refusal)
                             }
-                            Answer::Echo => {
+                            Answer::Echo | Answer::Push => {
                                 let offered = req.headers().get("sec-websocket-protocol");
                                 let chosen = offered
                                     .and_then(|v| v.to_str().ok())
@@ -81,6 +83,12 @@ impl WsUpstream {
                         }
                     };
                     let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await else { return };
+                    if answer == Answer::Push {
+                        while ws.send(Message::text("news")).await.is_ok() {
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        }
+                        return;
+                    }
                     while let Some(Ok(msg)) = ws.next().await {
                         if msg.is_close() {
                             break;
