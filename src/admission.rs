@@ -99,13 +99,19 @@ impl Refused {
     }
 }
 
+/// The route a request matches, for answers given before admission (CORS preflights).
+pub fn route_of(snap: &Snapshot, head: &RequestHeader, conn: &Connection) -> Option<RouteId> {
+    snap.head_limits.check(head).ok()?;
+    stages::route(snap, head, conn).ok().map(|r| r.id)
+}
+
 /// Runs every stage; the request's head is read, never changed.
 pub async fn admit(snap: &Snapshot, head: &RequestHeader, conn: &Connection) -> Result<Admitted, Refused> {
     snap.head_limits.check(head).map_err(Refused::early)?;
     let routed = stages::route(snap, head, conn).map_err(Refused::early)?;
     let refused = |reject| Refused { route: Some(routed.id), env: routed.fixed_env(), ..Refused::early(reject) };
     stages::check_body(snap, &routed, head).map_err(refused)?;
-    let (identity, token_cache) = match stages::identify(snap, head).await {
+    let (identity, token_cache) = match stages::identify(snap, &routed, head).await {
         Ok(found) => found,
         Err(token) => {
             let reject = Reject::Unauthenticated(token.error);

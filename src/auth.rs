@@ -1,5 +1,5 @@
-//! Stage 1, identify: the bearer token is extracted, its issuer picked, its signature and
-//! time claims verified, and its claims mapped into an `Identity`.
+//! Stage 1, identify: the token is read from its sources (`source`), its issuer picked,
+//! its signature and time claims verified, and its claims mapped into an `Identity`.
 //!
 //! `Identity` is the only output other stages trust. Every failure is one `AuthError`
 //! with a stable reason; nothing here knows about sockets or pingora.
@@ -8,6 +8,7 @@ mod cache;
 mod claims;
 mod issuer;
 pub mod jwks;
+pub mod source;
 mod token;
 
 use std::collections::HashMap;
@@ -62,6 +63,10 @@ pub enum AuthError {
     UnknownKid,
     /// The issuer's keys are not available (never fetched, or older than allowed).
     KeysUnavailable,
+    /// Two token sources carry different tokens.
+    Conflicting,
+    /// The token's issuer does not list the source it came from.
+    SourceNotAllowed,
 }
 
 impl AuthError {
@@ -83,6 +88,8 @@ impl AuthError {
             AuthError::ClaimInvalid => "claim_invalid",
             AuthError::UnknownKid => "unknown_kid",
             AuthError::KeysUnavailable => "keys_unavailable",
+            AuthError::Conflicting => "token_conflict",
+            AuthError::SourceNotAllowed => "token_source_not_allowed",
         }
     }
 }
@@ -185,6 +192,10 @@ pub struct Authenticator {
     /// `token.leeway_seconds`, the issuers' default.
     default_leeway: u64,
     cache: TokenCache,
+    /// Where tokens are read on routes without their own list: every issuer's sources.
+    sources: source::TokenSources,
+    /// Each issuer's own sources, when it lists them, indexed by `IssuerId`.
+    issuer_sources: Box<[Option<source::TokenSources>]>,
 }
 
 /// A refused token, with what is known of it for the audit line.
@@ -216,13 +227,17 @@ pub enum CacheUse {
 }
 
 impl Authenticator {
-    /// Identifies the caller from the `Authorization` header values.
-    /// The identity is shared with the verified-token cache, so a hit copies nothing.
+    /// Identifies the caller from the `Authorization` header values alone.
     pub fn identify<'a, I>(&self, authorization: I) -> Result<(Arc<Identity>, CacheUse), Refusal>
     where
         I: Iterator<Item = &'a [u8]>,
     {
-        let token = token::bearer(authorization, self.max_bytes)?;
+        self.verify(token::bearer(authorization, self.max_bytes)?)
+    }
+
+    /// Identifies the caller from a token found by `source::TokenSources::find`.
+    /// The identity is shared with the verified-token cache, so a hit copies nothing.
+    pub fn verify(&self, token: &str) -> Result<(Arc<Identity>, CacheUse), Refusal> {
         let now = now_seconds();
         if let Some(hit) = self.cache.get(token, now) {
             if self.issuer(hit.issuer).holds_key(hit.key_id) {
@@ -243,6 +258,25 @@ impl Authenticator {
         let entry = cache::Cached { identity: Arc::clone(&identity), issuer: id, key_id, leeway: issuer.leeway };
         self.cache.insert(token, entry, now);
         Ok((identity, CacheUse::Miss))
+    }
+
+    /// Where tokens are read on routes that do not list their own sources.
+    pub fn sources(&self) -> &source::TokenSources {
+        &self.sources
+    }
+
+    /// Largest accepted token, in bytes.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// Whether the issuer accepts tokens from `from` (issuers without a list accept the
+    /// `Authorization` header only).
+    pub fn source_allowed(&self, issuer: IssuerId, from: &source::Source) -> bool {
+        match self.issuer_sources.get(usize::from(issuer.0)) {
+            Some(Some(own)) => own.contains(from),
+            _ => *from == source::Source::Authorization,
+        }
     }
 
     /// Tokens in the verified-token cache.
@@ -323,6 +357,7 @@ impl Authenticator {
             ));
         }
         let mut issuers = Vec::new();
+        let mut issuer_sources = Vec::new();
         let mut by_iss = HashMap::new();
         let mut names = HashMap::new();
         for (index, entry) in raw.issuers.iter().enumerate() {
@@ -346,6 +381,10 @@ impl Authenticator {
                         ));
                     }
                     issuers.push(issuer);
+                    let key = format!("issuers[{index}].token_sources");
+                    issuer_sources.push(
+                        entry.token_sources.as_ref().map(|raw| source::TokenSources::compile(raw, &key, &mut errors)),
+                    );
                 }
                 Err(mut e) => errors.append(&mut e),
             }
@@ -353,7 +392,15 @@ impl Authenticator {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let default_sources = source::TokenSources::default();
+        let sources = if issuer_sources.iter().all(Option::is_none) {
+            default_sources
+        } else {
+            source::TokenSources::union(issuer_sources.iter().map(|s| s.as_ref().unwrap_or(&default_sources)))
+        };
         Ok(Self {
+            sources,
+            issuer_sources: issuer_sources.into(),
             cache: TokenCache::new(raw.token.cache_entries),
             issuers: issuers.into(),
             by_iss,

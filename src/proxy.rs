@@ -5,9 +5,13 @@
 //! sets the trusted and forwarded headers and the upstream target;
 //! `request_body_filter` enforces the route's body limit as the body streams; the
 //! audit line is written when the response head goes out, and `logging` records the
-//! metrics (see `record`).
+//! metrics (see `record`). CORS preflights are answered before admission and CORS
+//! headers set on every answer (`preflight`); a WebSocket's tunnel keeps the route's
+//! clock (`tunnel`).
 
+mod preflight;
 mod record;
+mod tunnel;
 
 pub use record::EarlyAudit;
 
@@ -27,8 +31,10 @@ use crate::auth::CacheUse;
 use crate::headers::RequestId;
 use crate::metrics::Metrics;
 use crate::reject::Reject;
+use crate::routing::RouteId;
 use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::tenant_label::TenantRanking;
+use crate::websocket::Tunnel;
 
 /// The gateway application run by pingora's proxy service.
 #[derive(Debug)]
@@ -57,6 +63,8 @@ enum Admission {
     Admitted(Box<Admitted>),
     /// A stage refused.
     Refused(Box<Refused>),
+    /// A CORS preflight the gateway answered itself.
+    Preflight(RouteId),
 }
 
 /// Per-request state: the pinned snapshot, the admission, and the forwarding progress.
@@ -78,6 +86,8 @@ pub struct Ctx {
     audit_slot: Option<Slot>,
     /// Whether the audit line went out with the response head.
     audited: bool,
+    /// The WebSocket tunnel's clock, once the upstream answered 101.
+    tunnel: Option<Tunnel>,
 }
 
 impl Ctx {
@@ -85,6 +95,16 @@ impl Ctx {
         match &self.admission {
             Admission::Admitted(a) => Some(a),
             _ => None,
+        }
+    }
+
+    /// The matched route, once routing passed.
+    fn route(&self) -> Option<RouteId> {
+        match &self.admission {
+            Admission::Admitted(a) => Some(a.route),
+            Admission::Refused(r) => r.route,
+            Admission::Preflight(route) => Some(*route),
+            Admission::Pending => None,
         }
     }
 
@@ -115,6 +135,7 @@ impl Gateway {
         resp.insert_header("content-length", body.len())?;
         resp.insert_header("cache-control", "no-store")?;
         ctx.snapshot.headers.request_id.set_response(&mut resp, ctx.request_id.header_value())?;
+        Self::cors_headers(session, ctx, &mut resp)?;
         if let Some(challenge) = reject.www_authenticate() {
             resp.insert_header("www-authenticate", challenge)?;
         }
@@ -198,12 +219,17 @@ impl ProxyHttp for Gateway {
             body_bytes: 0,
             audit_slot: None,
             audited: false,
+            tunnel: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let outcome = match self.receive(session, ctx) {
             Ok(()) => {
+                if let Some(route) = Self::preflight_route(session, ctx) {
+                    self.answer_preflight(session, ctx, route).await?;
+                    return Ok(true);
+                }
                 let snap = Arc::clone(&ctx.snapshot);
                 admission::admit(&snap, session.req_header(), &connection(session)).await
             }
@@ -225,7 +251,7 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         // request_filter answered every refusal, so the request is admitted here; fail closed anyway.
         let Some(admitted) = ctx.admitted() else {
             return Error::e_explain(ErrorType::InternalError, "request reached the upstream phase unadmitted");
@@ -233,8 +259,9 @@ impl ProxyHttp for Gateway {
         let key = admitted.identity.tenant.as_deref().unwrap_or("");
         let avoid = ctx.connect_failures.gt(&0).then_some(ctx.upstream).flatten();
         match ctx.snapshot.pools.get(admitted.placement.pool).peer(key.as_bytes(), avoid) {
-            Ok((addr, peer)) => {
+            Ok((addr, mut peer)) => {
                 ctx.upstream = Some(addr);
+                Self::upgrade_peer(session, ctx, &mut peer);
                 Ok(peer)
             }
             Err(reject) => {
@@ -298,11 +325,15 @@ impl ProxyHttp for Gateway {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if ctx.tunnel.is_some() {
+            // A WebSocket's messages are not a request body: no body limit, only the clock.
+            return Self::rearm(session, ctx);
+        }
         let Some(route) = ctx.admitted().map(|a| a.route) else { return Ok(()) };
         ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
         if ctx.body_bytes > ctx.snapshot.routes.get(route).max_body_bytes {
@@ -327,12 +358,29 @@ impl ProxyHttp for Gateway {
     async fn response_filter(&self, session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
         // Clients and upstream logs can quote the same id.
         ctx.snapshot.headers.request_id.set_response(resp, ctx.request_id.header_value())?;
+        Self::cors_headers(session, ctx, resp)?;
+        Self::open_tunnel(session, ctx, resp)?;
         // The status is known: the audit line goes now, so a long stream holds no slot.
         self.audit_line(session, None, resp.status.as_u16(), ctx);
         Ok(())
     }
 
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Duration>> {
+        Self::rearm(session, ctx)?;
+        Ok(None)
+    }
+
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if ctx.tunnel.is_some() {
+            // An open WebSocket ended (a timeout, or a side went away): nothing was refused.
+            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+        }
         let reject = ctx.failure.or_else(|| Self::upstream_reject(e));
         ctx.failure = reject;
         let code = match reject {
@@ -346,6 +394,19 @@ impl ProxyHttp for Gateway {
             None => 0,
         };
         FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, e: &Error) -> bool {
+        // A WebSocket closed by its idle timeout or lifetime is the route doing its job.
+        ctx.tunnel.is_some() && e.etype() == &ErrorType::ReadTimedout
+    }
+
+    /// The request for pingora's error log: method, path and host, never the query
+    /// string, which may carry a token.
+    fn request_summary(&self, session: &Session, _ctx: &Ctx) -> String {
+        let req = session.req_header();
+        let host = req.headers.get(http::header::HOST).map(|h| String::from_utf8_lossy(h.as_bytes()));
+        format!("{} {}, Host: {}", req.method, req.uri.path(), host.unwrap_or_default())
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {

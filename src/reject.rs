@@ -28,6 +28,8 @@ pub enum Reject {
     MethodNotAllowed,
     /// No route matches the host and path.
     NoRoute,
+    /// A CORS preflight asks for an origin, method or header the route does not allow.
+    CorsNotAllowed,
     /// The token is missing or invalid.
     Unauthenticated(AuthError),
     /// The environment requires a tenant and the token names none.
@@ -94,7 +96,8 @@ impl Reject {
             | Reject::ReasonRequired
             | Reject::TestAccountForbidden
             | Reject::TestAccountLifetime
-            | Reject::UnsafeTenantValue => 403,
+            | Reject::UnsafeTenantValue
+            | Reject::CorsNotAllowed => 403,
             Reject::NoRoute => 404,
             Reject::MethodNotAllowed => 405,
             Reject::RequestTimeout => 408,
@@ -122,6 +125,7 @@ impl Reject {
             Reject::TestAccountLifetime => "test_account_lifetime",
             Reject::UnsafeTenantValue => "tenant_value_unsafe",
             Reject::NoRoute => "no_route",
+            Reject::CorsNotAllowed => "cors_not_allowed",
             Reject::UriTooLong => "uri_too_long",
             Reject::HeadersTooLarge => "headers_too_large",
             Reject::BodyTooLarge => "body_too_large",

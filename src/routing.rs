@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 pub mod path;
 
+use crate::auth::source::TokenSources;
 use crate::auth::Identity;
 use crate::bind::RouteEnvironment;
 use crate::policy::{Permit, RoutePolicy};
@@ -47,6 +48,14 @@ pub struct Route {
     pub path_parameters: bool,
     /// Largest request body, in bytes.
     pub max_body_bytes: u64,
+    /// Where the token may come from, when the route lists its own sources.
+    pub token_sources: Option<TokenSources>,
+    /// Whether a cookie that is a token source goes upstream.
+    pub forward_token_cookie: bool,
+    /// Idle timeout and lifetime of WebSockets.
+    pub websocket: crate::websocket::Limits,
+    /// Cross-origin rules; `None`: no CORS handling.
+    pub cors: Option<Box<crate::cors::Cors>>,
 }
 
 /// What a route rewrites on the way upstream.

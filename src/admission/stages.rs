@@ -4,7 +4,6 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use http::header::AUTHORIZATION;
 use http::request::Parts;
 use pingora::http::RequestHeader;
 
@@ -21,6 +20,7 @@ use crate::routing::path::{self, NormalPath};
 use crate::routing::{self, Placement, RouteId};
 use crate::snapshot::Snapshot;
 use crate::template::Values;
+use crate::websocket;
 
 /// A routed request: the route, the environment it expects, and the normalised path.
 pub(super) struct Routed<'h> {
@@ -72,22 +72,33 @@ pub(super) fn check_body(snap: &Snapshot, routed: &Routed<'_>, head: &Parts) -> 
     }
 }
 
-fn authorization(head: &Parts) -> impl Iterator<Item = &[u8]> {
-    head.headers.get_all(AUTHORIZATION).iter().map(|v| v.as_bytes())
-}
-
-/// Verifies the token. An unknown `kid` from a JWKS issuer triggers one refetch (or
-/// none, inside the cooldown) and one more try.
-pub(super) async fn identify(snap: &Snapshot, head: &Parts) -> Result<(Arc<Identity>, CacheUse), Refusal> {
-    let result = snap.auth.identify(authorization(head));
+/// Reads the token from the route's sources (or the issuers') and verifies it. An
+/// unknown `kid` from a JWKS issuer triggers one refetch (or none, inside the cooldown)
+/// and one more try. On a route without its own list, the token's issuer must list the
+/// source the token came from.
+pub(super) async fn identify(
+    snap: &Snapshot,
+    routed: &Routed<'_>,
+    head: &Parts,
+) -> Result<(Arc<Identity>, CacheUse), Refusal> {
+    let own = snap.routes.get(routed.id).token_sources.as_ref();
+    let sources = own.unwrap_or(snap.auth.sources());
+    let found = sources.find(head, websocket::is_upgrade(head), snap.auth.max_bytes())?;
+    let mut result = snap.auth.verify(&found.token);
     if let Err(Refusal { error: AuthError::UnknownKid, issuer: Some(id), .. }) = &result {
         if let Some(remote) = snap.auth.issuer(*id).remote() {
             if remote.refetch_unknown_kid().await == Refetch::Refreshed {
-                return snap.auth.identify(authorization(head));
+                result = snap.auth.verify(&found.token);
             }
         }
     }
-    result
+    let (identity, cache) = result?;
+    if own.is_none() && !snap.auth.source_allowed(identity.issuer, found.source) {
+        let refused =
+            Refusal { error: AuthError::SourceNotAllowed, issuer: Some(identity.issuer), kid: identity.kid.clone() };
+        return Err(refused);
+    }
+    Ok((identity, cache))
 }
 
 /// Authorises the bound identity on the matched route.

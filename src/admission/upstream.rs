@@ -1,6 +1,7 @@
 //! What the upstream receives for an admitted request: the trusted headers from the
 //! verified identity, the forwarded headers from the connection, and the target the
-//! stages chose. The client's identity headers were stripped when the request arrived.
+//! stages chose, less any token read from a cookie, query or subprotocol. The client's
+//! identity headers were stripped when the request arrived.
 
 use pingora::http::RequestHeader;
 use pingora::{ErrorType, OrErr, Result};
@@ -36,7 +37,10 @@ impl Admitted {
         };
         snap.headers.inject(upstream, &trusted)?;
         snap.forwarded.apply(upstream, conn, host)?;
-        retarget(upstream, &self.target)
+        retarget(upstream, &self.target)?;
+        let route = snap.routes.get(self.route);
+        let sources = route.token_sources.as_ref().unwrap_or(snap.auth.sources());
+        sources.strip(upstream, route.forward_token_cookie)
     }
 }
 

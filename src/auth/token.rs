@@ -83,7 +83,12 @@ where
     if !scheme.eq_ignore_ascii_case(b"bearer ") {
         return Err(AuthError::Malformed);
     }
-    let token = rest.trim_ascii();
+    compact(rest.trim_ascii(), max_bytes)
+}
+
+/// Checks a token taken from any source: at most `max_bytes`, and only the compact JWS
+/// alphabet (base64url and dots), so nothing else reaches the peek.
+pub(crate) fn compact(token: &[u8], max_bytes: usize) -> Result<&str, AuthError> {
     if token.len() > max_bytes {
         return Err(AuthError::TooLarge);
     }

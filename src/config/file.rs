@@ -600,6 +600,22 @@ pub struct Issuer {
     /// After an unknown-`kid` refetch, seconds before another one is allowed (0 to 60).
     #[serde(default = "default_unknown_kid_cooldown_seconds")]
     pub unknown_kid_cooldown_seconds: Spanned<u64>,
+    /// Where this issuer's tokens may come from, in order (default: `["authorization"]`).
+    pub token_sources: Option<Spanned<Vec<TokenSource>>>,
+}
+
+/// One place a token may come from (`token_sources` of issuers and routes).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenSource {
+    /// `Authorization: Bearer <token>`.
+    Authorization,
+    /// The cookie of this name.
+    Cookie(String),
+    /// The query parameter of this name, on WebSocket upgrades only.
+    Query(String),
+    /// `Sec-WebSocket-Protocol: <marker>, <token>`, on WebSocket upgrades only.
+    Subprotocol(String),
 }
 
 fn default_fetch_timeout_ms() -> u64 {
@@ -943,6 +959,59 @@ pub struct Route {
     pub path_parameters: PathParameters,
     /// Largest request body on this route, in bytes (default: `limits.max_body_bytes`).
     pub max_body_bytes: Option<Spanned<u64>>,
+    /// Where the token may come from on this route, in order (default: the issuers').
+    pub token_sources: Option<Spanned<Vec<TokenSource>>>,
+    /// Whether a cookie that is a token source is passed on to the upstream.
+    #[serde(default)]
+    pub forward_token_cookie: bool,
+    /// Seconds a WebSocket may pass no message either way before it is closed.
+    #[serde(default = "default_websocket_idle_timeout_seconds")]
+    pub websocket_idle_timeout_seconds: Spanned<u64>,
+    /// Seconds a WebSocket may stay open at all.
+    #[serde(default = "default_websocket_max_lifetime_seconds")]
+    pub websocket_max_lifetime_seconds: Spanned<u64>,
+    /// Cross-origin requests from browsers; unset: no CORS answers or headers.
+    pub cors: Option<Cors>,
+}
+
+fn default_websocket_idle_timeout_seconds() -> Spanned<u64> {
+    Spanned::new(0..0, 300)
+}
+fn default_websocket_max_lifetime_seconds() -> Spanned<u64> {
+    Spanned::new(0..0, 86_400)
+}
+
+/// `[routes.cors]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Cors {
+    /// Origins (`https://app.example.com`) allowed; `"*"` alone allows any, without credentials.
+    pub allowed_origins: Spanned<Vec<Spanned<String>>>,
+    /// Methods a cross-origin request may use.
+    #[serde(default = "default_cors_methods")]
+    pub allowed_methods: Vec<Spanned<String>>,
+    /// Request headers a cross-origin request may send.
+    #[serde(default)]
+    pub allowed_headers: Vec<Spanned<String>>,
+    /// Response headers the browser lets the page read.
+    #[serde(default)]
+    pub expose_headers: Vec<Spanned<String>>,
+    /// Whether the browser may send cookies and read the answer.
+    #[serde(default = "default_cors_allow_credentials")]
+    pub allow_credentials: Spanned<bool>,
+    /// Seconds a browser may cache a preflight answer.
+    #[serde(default = "default_cors_max_age_seconds")]
+    pub max_age_seconds: u64,
+}
+
+fn default_cors_methods() -> Vec<Spanned<String>> {
+    ["GET", "HEAD", "POST"].into_iter().map(|m| Spanned::new(0..0, m.to_owned())).collect()
+}
+fn default_cors_allow_credentials() -> Spanned<bool> {
+    Spanned::new(0..0, false)
+}
+fn default_cors_max_age_seconds() -> u64 {
+    600
 }
 
 fn default_cost() -> u32 {

@@ -53,6 +53,7 @@ impl Ctx {
                 token: None,
                 limit: a.limit,
             },
+            Admission::Preflight(route) => Known { route: Some(*route), ..Known::default() },
             Admission::Refused(r) => Known {
                 route: r.route,
                 env: r.env,
@@ -67,8 +68,14 @@ impl Ctx {
 
     /// The reason for the audit line and the metrics.
     fn reason(&self, e: Option<&Error>) -> &'static str {
+        if let (Some(tunnel), Some(e)) = (&self.tunnel, e) {
+            if e.etype() == &pingora::ErrorType::ReadTimedout {
+                return tunnel.closed_by_timeout().reason();
+            }
+        }
         match (self.reject(), e) {
             (Some(r), _) => r.reason(),
+            (None, _) if matches!(self.admission, Admission::Preflight(_)) => "cors_preflight",
             (None, Some(e)) if e.esource() == &ErrorSource::Upstream => "upstream_reset",
             (None, Some(_)) => "client_aborted",
             (None, None) => "ok",

@@ -16,6 +16,13 @@ fn route(name: &str, hosts: &[&str], prefix: &str) -> Route {
         cost: 1,
         path_parameters: false,
         max_body_bytes: 1024,
+        token_sources: None,
+        forward_token_cookie: false,
+        websocket: crate::websocket::Limits {
+            idle: std::time::Duration::from_secs(300),
+            max_lifetime: std::time::Duration::from_secs(86_400),
+        },
+        cors: None,
     }
 }
 

@@ -4,10 +4,13 @@ use std::collections::HashMap;
 
 use super::compile::{boxed, template, FROM_TOKEN};
 use crate::auth::safe_value;
+use crate::auth::source::TokenSources;
 use crate::bind::{EnvId, RouteEnvironment};
 use crate::config::{file, ConfigError};
+use crate::cors::Cors;
 use crate::policy::RoutePolicy;
 use crate::routing::{normalize_host, Route, RouteTable};
+use crate::websocket;
 
 pub(super) fn routes(
     raw: &[file::Route],
@@ -112,6 +115,18 @@ pub(super) fn routes(
             cost: r.cost,
             path_parameters: r.path_parameters == file::PathParameters::Allow,
             max_body_bytes: body_limit(r, &key, limits, errors),
+            token_sources: r
+                .token_sources
+                .as_ref()
+                .map(|raw| TokenSources::compile(raw, &format!("{key}.token_sources"), errors)),
+            forward_token_cookie: r.forward_token_cookie,
+            websocket: websocket::Limits::compile(
+                &r.websocket_idle_timeout_seconds,
+                &r.websocket_max_lifetime_seconds,
+                &key,
+                errors,
+            ),
+            cors: r.cors.as_ref().map(|c| Box::new(Cors::compile(c, &format!("{key}.cors"), errors))),
         });
     }
     RouteTable::new(routes)

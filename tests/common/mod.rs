@@ -9,6 +9,7 @@ pub mod jws;
 pub mod raw_upstream;
 pub mod redis;
 pub mod tls_upstream;
+pub mod ws_upstream;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
