@@ -245,6 +245,9 @@ impl Authenticator {
             }
             self.cache.remove(token);
         }
+        if !token::well_formed(token) {
+            return Err(AuthError::Malformed.into());
+        }
         let peeked = token::peek(token)?;
         let iss = peeked.iss.as_deref().ok_or(AuthError::ClaimMissing)?;
         let id = *self.by_iss.get(iss).ok_or(AuthError::WrongIssuer)?;

@@ -163,6 +163,15 @@ fn missing_or_misplaced_credentials_get_a_plain_challenge() {
     let r = gw.get("prod.test", "/api", &[("authorization", bearer.as_str()), ("authorization", bearer.as_str())]);
     assert_eq!((r.status, r.json()["error"].as_str()), (401, Some("token_malformed")), "two Authorization headers");
     assert_eq!(ups.total(), 0);
+
+    // Once the token is verified and cached, the same bytes with more after them are
+    // still a malformed token, not a cache hit.
+    assert_eq!(gw.get("prod.test", "/api", &[("authorization", bearer.as_str())]).status, 200);
+    for value in [format!("Bearer {t} extra"), format!("Bearer {t}%20"), format!("Bearer {t}.")] {
+        let r = gw.get("prod.test", "/api", &[("authorization", value.as_str())]);
+        assert_eq!((r.status, r.json()["error"].as_str()), (401, Some("token_malformed")), "{value}");
+    }
+    assert_eq!(ups.total(), 1);
 }
 
 #[test]

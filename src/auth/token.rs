@@ -86,17 +86,23 @@ where
     compact(rest.trim_ascii(), max_bytes)
 }
 
-/// Checks a token taken from any source: at most `max_bytes`, and only the compact JWS
-/// alphabet (base64url and dots), so nothing else reaches the peek.
+/// Checks a token taken from any source: at most `max_bytes`, not empty, text. Its
+/// alphabet is checked by `well_formed` before it is verified; a verified-token cache
+/// hit is the same bytes, checked when they were verified, so hits skip that scan.
 pub(crate) fn compact(token: &[u8], max_bytes: usize) -> Result<&str, AuthError> {
     if token.len() > max_bytes {
         return Err(AuthError::TooLarge);
     }
-    if token.is_empty() || !token.iter().all(|&b| TOKEN_BYTES[usize::from(b)]) {
+    if token.is_empty() {
         return Err(AuthError::Malformed);
     }
-    // Only ASCII remains, so this cannot fail.
     std::str::from_utf8(token).map_err(|_| AuthError::Malformed)
+}
+
+/// Whether a token holds only the compact JWS alphabet (base64url and dots), so
+/// nothing else reaches the peek.
+pub(crate) fn well_formed(token: &str) -> bool {
+    token.bytes().all(|b| TOKEN_BYTES[usize::from(b)])
 }
 
 #[derive(Deserialize)]
@@ -171,8 +177,12 @@ mod tests {
         assert_eq!(one(b"bearer   abc.def.ghi  "), Ok("abc.def.ghi"));
         assert_eq!(one(b"Basic dXNlcjpwYXNz"), Err(AuthError::Malformed));
         assert_eq!(one(b"Bearer "), Err(AuthError::Malformed));
-        assert_eq!(one(b"Bearer a b"), Err(AuthError::Malformed));
-        assert_eq!(one(b"Bearer a\x00b"), Err(AuthError::Malformed));
+        // Bytes outside the JWS alphabet are refused before verification.
+        assert_eq!(one(b"Bearer a b").map(well_formed), Ok(false));
+        assert_eq!(one(b"Bearer a\x00b").map(well_formed), Ok(false));
+        assert_eq!(one(b"Bearer a%2Eb").map(well_formed), Ok(false));
+        assert_eq!(one(b"Bearer aZ0-_.b").map(well_formed), Ok(true));
+        assert_eq!(one(b"Bearer a\xffb"), Err(AuthError::Malformed));
         assert_eq!(one(b"Bear"), Err(AuthError::Malformed));
         let two = [b"Bearer a.b.c".as_slice(), b"Bearer a.b.c".as_slice()];
         assert_eq!(bearer(two.into_iter(), 100), Err(AuthError::Malformed));
