@@ -274,6 +274,7 @@ fn audit(c: &mut Criterion) {
                 latency_us: 321,
                 client: Some("10.1.2.3:45678".parse().expect("address")),
                 user_agent: Some("bench/1.0"),
+                trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
             };
             encode(black_box(&record))
         })

@@ -88,6 +88,8 @@ pub struct AuditRecord<'a> {
     /// `User-Agent` header.
     #[serde(serialize_with = "capped_opt")]
     pub user_agent: Option<&'a str>,
+    /// W3C trace id (32 hex digits) of the trace the request went upstream in.
+    pub trace_id: Option<&'a str>,
 }
 
 impl<'a> AuditRecord<'a> {
@@ -121,6 +123,7 @@ impl<'a> AuditRecord<'a> {
             latency_us: 0,
             client: None,
             user_agent: None,
+            trace_id: None,
         }
     }
 }
@@ -362,6 +365,7 @@ mod tests {
             latency_us: 12,
             client: None,
             user_agent: Some("curl\r\n{\"forged\":1}"),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
         }
     }
 

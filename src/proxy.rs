@@ -7,6 +7,7 @@
 //! audit line is written when the response head goes out, and `logging` records the
 //! metrics (see `record`).
 
+mod grpc;
 mod record;
 
 pub use record::EarlyAudit;
@@ -26,9 +27,10 @@ use crate::audit::{AuditSink, Slot};
 use crate::auth::CacheUse;
 use crate::headers::RequestId;
 use crate::metrics::Metrics;
-use crate::reject::Reject;
+use crate::reject::{is_grpc, Reject};
 use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::tenant_label::TenantRanking;
+use crate::trace::TraceContext;
 
 /// The gateway application run by pingora's proxy service.
 #[derive(Debug)]
@@ -78,6 +80,8 @@ pub struct Ctx {
     audit_slot: Option<Slot>,
     /// Whether the audit line went out with the response head.
     audited: bool,
+    /// The W3C trace the request belongs to, when the gateway propagates one.
+    trace: Option<TraceContext>,
 }
 
 impl Ctx {
@@ -109,6 +113,9 @@ fn connection(session: &Session) -> Connection {
 impl Gateway {
     /// Writes the refusal response: status, JSON body, and the headers the table asks for.
     async fn respond(&self, session: &mut Session, ctx: &Ctx, reject: Reject) -> Result<()> {
+        if is_grpc(session.req_header().headers.get(http::header::CONTENT_TYPE)) {
+            return self.respond_grpc(session, ctx, reject).await;
+        }
         let body = reject.body(ctx.request_id.as_str());
         let mut resp = ResponseHeader::build(reject.status(), Some(6))?;
         resp.insert_header("content-type", "application/json")?;
@@ -170,6 +177,7 @@ impl Gateway {
             self.metrics.headers_stripped.inc_by(stripped as u64);
             log::debug!(target: "isogate::headers", "request {}: stripped {stripped} client identity header value(s)", ctx.request_id);
         }
+        ctx.trace = snap.trace_context.then(|| TraceContext::of_request(&req.headers));
         ctx.audit_slot = self.audit.reserve();
         if ctx.audit_slot.is_none() && self.audit.fail_closed() {
             return Err(Reject::AuditUnavailable);
@@ -198,6 +206,7 @@ impl ProxyHttp for Gateway {
             body_bytes: 0,
             audit_slot: None,
             audited: false,
+            trace: None,
         }
     }
 
@@ -292,6 +301,9 @@ impl ProxyHttp for Gateway {
         };
         let conn = connection(session);
         admitted.prepare_upstream(&ctx.snapshot, &ctx.request_id, &conn, session.req_header(), upstream)?;
+        if let Some(trace) = &ctx.trace {
+            trace.apply(upstream)?;
+        }
         ctx.upstream_sent = Some(Instant::now());
         Ok(())
     }

@@ -323,7 +323,7 @@ fn misspelt_key_points_at_its_line() {
         "bad/unknown_key.toml",
         &[(
             "bad/unknown_key.toml:3:1: ",
-            "unknown field `adress`, expected one of `address`, `environment`, `tls`, `http2`",
+            "unknown field `adress`, expected one of `address`, `environment`, `tls`, `http2`, `h2c`",
         )],
     );
 }
