@@ -378,6 +378,18 @@ fn unknown_environment_in_a_listener() {
 }
 
 #[test]
+fn http2_settings_that_contradict_tls() {
+    assert_errors(
+        "bad/http2_mismatch.toml",
+        &[
+            ("bad/http2_mismatch.toml:3:11: listeners[0].h2c:", "h2c is HTTP/2 without TLS"),
+            ("bad/http2_mismatch.toml:18:12: pools.plain-h2.protocol:", "\"h2\" is HTTP/2 over TLS"),
+            ("bad/http2_mismatch.toml:22:12: pools.tls-h2c.protocol:", "\"h2c\" is HTTP/2 without TLS"),
+        ],
+    );
+}
+
+#[test]
 fn duplicate_route_names() {
     assert_errors(
         "bad/duplicate_route.toml",

@@ -855,9 +855,8 @@ pub struct Pool {
     /// Connect to the servers over TLS.
     #[serde(default)]
     pub tls: bool,
-    /// The HTTP version spoken to the servers: `http1`, `h2` (over TLS) or `h2c`.
-    #[serde(default)]
-    pub protocol: UpstreamProtocol,
+    /// The HTTP version spoken to the servers: `http1` (unset), `h2` (over TLS) or `h2c`.
+    pub protocol: Option<Spanned<UpstreamProtocol>>,
     /// Server name sent (SNI) and verified in the servers' certificates; required with TLS.
     pub sni: Option<Spanned<String>>,
     /// CA certificate(s) (PEM) trusted for the servers instead of the system roots.

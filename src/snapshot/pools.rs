@@ -92,7 +92,7 @@ pub(super) fn pools(
                 duration: Duration::from_secs(pool.eject_seconds),
             },
             tls: crate::tls::upstream(pool, &key, source, errors),
-            protocol: protocol(pool, name.span(), &key, errors),
+            protocol: protocol(pool, &key, errors),
         };
         let built = Pool::new(&spec);
         match built {
@@ -113,9 +113,10 @@ pub(super) fn pools(
 }
 
 /// The pool's HTTP version; `h2` is negotiated inside TLS and `h2c` has none.
-fn protocol(pool: &file::Pool, span: std::ops::Range<usize>, key: &str, errors: &mut Vec<ConfigError>) -> Protocol {
-    let (protocol, conflict) = match pool.protocol {
-        file::UpstreamProtocol::Http1 => return Protocol::Http1,
+fn protocol(pool: &file::Pool, key: &str, errors: &mut Vec<ConfigError>) -> Protocol {
+    let Some(raw) = &pool.protocol else { return Protocol::Http1 };
+    let (protocol, conflict) = match raw.get_ref() {
+        file::UpstreamProtocol::Http1 => (Protocol::Http1, None),
         file::UpstreamProtocol::H2 => {
             (Protocol::H2, (!pool.tls).then_some("\"h2\" is HTTP/2 over TLS and the pool has tls = false"))
         }
@@ -125,7 +126,7 @@ fn protocol(pool: &file::Pool, span: std::ops::Range<usize>, key: &str, errors: 
     };
     if let Some(problem) = conflict {
         errors.push(ConfigError::at(
-            span,
+            raw.span(),
             format!("{key}.protocol"),
             problem,
             "use protocol = \"h2\" with tls = true, or protocol = \"h2c\" without TLS",
