@@ -425,3 +425,45 @@ fn refusals_are_grpc_statuses_and_reach_no_server() {
         assert!(reasons.contains(&(json!("deny"), json!(reason))), "{reason}: {reasons:?}");
     }
 }
+
+#[test]
+fn health_checks_of_an_h2c_pool_speak_http2() {
+    // tonic serves only HTTP/2, so an HTTP/1 check would find the server down.
+    let server = GrpcServer::start(false);
+    let config = format!(
+        r#"
+{PREAMBLE}[[listeners]]
+address = "@H2C@"
+h2c = true
+environment = "prod"
+{HMAC_ISSUER}[environments.prod]
+default_pool = "checked"
+[pools.checked]
+servers = ["{}"]
+protocol = "h2c"
+health_check_path = "/healthz"
+health_check_interval_ms = 100
+healthy_after = 1
+unhealthy_after = 1
+[[routes]]
+name = "rpc"
+path_prefix = "/"
+"#,
+        server.addr
+    );
+    let h2c = free_addr();
+    let gw = Gateway::start(&config, &[("@H2C@", h2c)]);
+    // Each check is a connection of its own; after several, the server is still usable.
+    eventually("three health checks", || (server.connections() >= 3).then_some(()));
+    let healthy = format!("isogate_upstream_healthy{{pool=\"checked\",server=\"{}\"}}", server.addr);
+    assert_eq!(gw.metric(&healthy), Some(1.0));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let channel = rt.block_on(Endpoint::from_shared(format!("http://{h2c}")).unwrap().connect()).unwrap();
+    let mut client = tonic::client::Grpc::new(channel);
+    let reply = rt.block_on(async {
+        client.ready().await.unwrap();
+        let path = http::uri::PathAndQuery::from_static("/test.Echo/Hello");
+        client.unary(request("checked", Some(&prod_token("acme"))), path, Utf8).await
+    });
+    assert_eq!(reply.unwrap().into_inner(), "hello checked");
+}

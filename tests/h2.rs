@@ -182,6 +182,9 @@ fn a_listener_without_h2c_does_not_speak_it() {
     let (_, status) = curl("--http2-prior-knowledge", "a.test", s.gw.addr, false, &[("authorization", &auth)]);
     assert_ne!(status, "2 200");
     assert_eq!(s.ups.total(), 0);
+    // pingora's HTTP/1 parser refused the preface; the refusal is audited.
+    let line = eventually("the refusal's audit line", || s.gw.audit_lines().pop());
+    assert_eq!((line["method"].as_str(), line["reason"].as_str()), (Some("PRI"), Some("malformed_request")));
     // HTTP/1.1 there is unchanged.
     let (_, status) = curl("--http1.1", "a.test", s.gw.addr, false, &[("authorization", &auth)]);
     assert_eq!(status, "1.1 200");
