@@ -1,5 +1,5 @@
 //! Per-stage micro benchmarks: token verification per algorithm, route and pool
-//! selection with 10 and 10^6 tenants, header strip + inject, audit line encoding, and
+//! selection with 10 and 10^6 tenants, header strip + inject, audit line encoding,
 //! the whole admission pipeline without sockets, and the W3C trace context.
 //!
 //! Run: `cargo bench --bench stages`. Results are recorded in docs/BENCHMARKS.md.
