@@ -167,7 +167,8 @@ impl Drop for Slot {
 /// pingora's own HTTP/1 loop waits for the next request inside the proxy's request
 /// future, about 14 KiB kept for every idle connection; here the wait is a read into
 /// the request's head buffer, and the request future exists only while a request is
-/// read and served. HTTP/2 connections take pingora's path unchanged.
+/// read and served. HTTP/2 connections (ALPN h2, or h2c on the listeners that accept
+/// it) take pingora's path unchanged.
 pub struct Limited<A> {
     app: Arc<A>,
     keepalive: Duration,

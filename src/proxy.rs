@@ -1,8 +1,9 @@
 //! The pingora glue: `ProxyHttp` phases around the typed pipeline in `admission`.
-//! `request_filter` strips client identity headers, reserves the audit slot and runs
-//! `admit`, answering every refusal itself, so a refused request never reaches an
+//! `request_filter` strips client identity headers, reads the trace context, reserves
+//! the audit slot and runs `admit`, answering every refusal itself (JSON, or a gRPC
+//! status for gRPC calls, see `grpc`), so a refused request never reaches an
 //! upstream; `upstream_peer` reads the admitted placement; `upstream_request_filter`
-//! sets the trusted and forwarded headers and the upstream target;
+//! sets the trusted, forwarded and trace headers and the upstream target;
 //! `request_body_filter` enforces the route's body limit as the body streams; the
 //! audit line is written when the response head goes out, and `logging` records the
 //! metrics (see `record`).

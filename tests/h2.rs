@@ -170,7 +170,8 @@ fn refusals_over_h2c_reach_no_upstream() {
     let (_, status) = curl("--http2-prior-knowledge", "a.test", s.h2c, false, &[("authorization", &forged)]);
     assert_eq!(status, "2 401");
     assert_eq!(s.ups.total(), 0);
-    let lines = s.gw.audit_lines();
+    // Lines are written once the answers are out: wait for all three.
+    let lines = eventually("three audit lines", || Some(s.gw.audit_lines()).filter(|l| l.len() >= 3));
     assert_eq!(lines.len(), 3);
     assert!(lines.iter().all(|l| l["decision"] == "deny"), "{lines:?}");
 }
