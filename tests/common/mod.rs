@@ -130,7 +130,8 @@ impl Gateway {
         for _ in 0..4 {
             match Self::try_start(config, extra_listeners, rust_log) {
                 Ok(gw) => return gw,
-                Err(stderr) if stderr.contains("cannot listen on") => continue,
+                // A port taken meanwhile, or the same free port handed out twice.
+                Err(stderr) if stderr.contains("cannot listen on") || stderr.contains("is listed twice") => continue,
                 Err(stderr) => panic!("gateway exited during start-up: {stderr}"),
             }
         }
