@@ -103,6 +103,10 @@ fn rand_suffix() -> u64 {
     h.finish()
 }
 
+/// What the gateway says when a port chosen for it was not free after all: taken by
+/// another test meanwhile, or handed out twice (a free port is free again once probed).
+const PORT_CLASHES: [&str; 3] = ["cannot listen on", "is listed twice", "shares an address with a proxy listener"];
+
 /// A running gateway process.
 pub struct Gateway {
     pub addr: SocketAddr,
@@ -131,7 +135,7 @@ impl Gateway {
             match Self::try_start(config, extra_listeners, rust_log) {
                 Ok(gw) => return gw,
                 // A port taken meanwhile, or the same free port handed out twice.
-                Err(stderr) if stderr.contains("cannot listen on") || stderr.contains("is listed twice") => continue,
+                Err(stderr) if PORT_CLASHES.iter().any(|clash| stderr.contains(clash)) => continue,
                 Err(stderr) => panic!("gateway exited during start-up: {stderr}"),
             }
         }
