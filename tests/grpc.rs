@@ -263,7 +263,7 @@ struct Setup {
 
 fn setup() -> Setup {
     let (plain, secure) = (GrpcServer::start(false), GrpcServer::start(true));
-    let (h2c, tls, secure_listener, down) = (free_addr(), free_addr(), free_addr(), free_addr());
+    let [h2c, tls, secure_listener, down] = free_addrs();
     let listeners = [("@H2C@", h2c), ("@TLS@", tls), ("@SECURE@", secure_listener), ("@DOWN@", down)];
     let gw = Gateway::start(&config(plain.addr, secure.addr), &listeners);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -69,7 +69,7 @@ struct Setup {
 fn setup() -> Setup {
     let ups = Upstreams::start(&["app"]);
     let events = RawUpstream::start(Behaviour::Events);
-    let (h2c, tls) = (free_addr(), free_addr());
+    let [h2c, tls] = free_addrs();
     let gw = Gateway::start(&config(ups.get("app").addr, events.addr), &[("@H2C@", h2c), ("@TLS@", tls)]);
     Setup { gw, ups, events, h2c, tls }
 }

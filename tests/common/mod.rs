@@ -44,6 +44,13 @@ pub fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
+/// `N` distinct ports free right now on loopback (held together while they are chosen,
+/// so none is handed out twice).
+pub fn free_addrs<const N: usize>() -> [SocketAddr; N] {
+    let held: Vec<TcpListener> = (0..N).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap())
+}
+
 /// Named echo upstreams on their own runtime.
 pub struct Upstreams {
     pub list: Vec<EchoUpstream>,
