@@ -11,7 +11,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
 /// `traceparent`.
-pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub const TRACEPARENT: HeaderName = HeaderName::from_static(TRACEPARENT_NAME);
+const TRACEPARENT_NAME: &str = "traceparent";
 /// `tracestate`.
 pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
@@ -70,7 +71,8 @@ impl TraceContext {
         value[52] = b'-';
         encode_hex(&[self.flags], &mut value[53..55]);
         let value = HeaderValue::from_bytes(&value).unwrap_or_else(|_| HeaderValue::from_static(""));
-        upstream.insert_header(TRACEPARENT, value)?;
+        // The name as static bytes: pingora would title-case a copy of a `HeaderName`.
+        upstream.insert_header(TRACEPARENT_NAME, value)?;
         if !self.continued {
             upstream.remove_header(&TRACESTATE);
         }
