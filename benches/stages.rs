@@ -1,6 +1,6 @@
 //! Per-stage micro benchmarks: token verification per algorithm, route and pool
-//! selection with 10 and 10^6 tenants, header strip + inject, audit line encoding, and
-//! the whole admission pipeline without sockets.
+//! selection with 10 and 10^6 tenants, header strip + inject, audit line encoding,
+//! the whole admission pipeline without sockets, and the W3C trace context.
 //!
 //! Run: `cargo bench --bench stages`. Results are recorded in docs/BENCHMARKS.md.
 
@@ -22,6 +22,7 @@ use isogate::policy::{authorize, AccessRules, EnvironmentPolicy, Policies, Reque
 use isogate::routing::path::normalize;
 use isogate::routing::{select, Tenancy};
 use isogate::snapshot::Snapshot;
+use isogate::trace::TraceContext;
 use isogate::upstream::PoolId;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use pingora::http::RequestHeader;
@@ -272,6 +273,7 @@ fn audit(c: &mut Criterion) {
         latency_us: 321,
         client: Some("10.1.2.3:45678".parse().expect("address")),
         user_agent: Some("bench/1.0"),
+        trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
     };
     let mut g = c.benchmark_group("audit");
     g.bench_function("encode_line", |b| b.iter(|| black_box(&record).encode()));
@@ -305,9 +307,37 @@ fn pipeline(c: &mut Criterion) {
     g.finish();
 }
 
+/// The W3C trace context of a request: read the client's `traceparent` (or start a
+/// trace) and set the gateway's on the upstream request.
+fn trace(c: &mut Criterion) {
+    let mut g = c.benchmark_group("trace");
+    for (name, parent) in
+        [("continue", Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")), ("start", None)]
+    {
+        let mut head = http::Request::get("/api/orders/17");
+        if let Some(p) = parent {
+            head = head.header("traceparent", p);
+        }
+        // Without pingora's header-case map, as `prepare_upstream` leaves the upstream copy.
+        let req = RequestHeader::from(head.body(()).expect("request").into_parts().0);
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || req.clone(),
+                |mut up| {
+                    let trace = TraceContext::of_request(black_box(&req.headers));
+                    trace.apply(&mut up).expect("traceparent");
+                    trace.trace_id()
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = verify, cache_churn, route, headers, audit, pipeline
+    targets = verify, cache_churn, route, headers, audit, pipeline, trace
 }
 criterion_main!(benches);

@@ -90,6 +90,8 @@ pub struct AuditRecord<'a> {
     /// `User-Agent` header.
     #[serde(serialize_with = "capped_opt")]
     pub user_agent: Option<&'a str>,
+    /// W3C trace id (32 hex digits) of the trace the request went upstream in.
+    pub trace_id: Option<&'a str>,
 }
 
 impl<'a> AuditRecord<'a> {
@@ -123,6 +125,7 @@ impl<'a> AuditRecord<'a> {
             latency_us: 0,
             client: None,
             user_agent: None,
+            trace_id: None,
         }
     }
 }
@@ -160,6 +163,7 @@ impl AuditRecord<'_> {
         o.u64("latency_us", self.latency_us);
         o.address("client", self.client);
         o.opt_str("user_agent", self.user_agent.map(cap));
+        o.opt_str("trace_id", self.trace_id);
         o.end();
         line.push(b'\n');
         line
@@ -403,6 +407,7 @@ mod tests {
             latency_us: 12,
             client: None,
             user_agent: Some("curl\r\n{\"forged\":1}"),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
         }
     }
 

@@ -167,13 +167,15 @@ impl Drop for Slot {
 /// pingora's own HTTP/1 loop waits for the next request inside the proxy's request
 /// future, about 14 KiB kept for every idle connection; here the wait is a read into
 /// the request's head buffer, and the request future exists only while a request is
-/// read and served. HTTP/2 connections take pingora's path unchanged.
+/// read and served. HTTP/2 connections (ALPN h2, or h2c on the listeners that accept
+/// it) take pingora's path unchanged.
 pub struct Limited<A> {
     app: Arc<A>,
     keepalive: Duration,
     connections: Arc<Connections>,
     snapshots: Arc<SnapshotCell>,
     refusals: Arc<dyn EarlyRefusals>,
+    h2c: H2cListeners,
 }
 
 impl<A> Limited<A> {
@@ -187,7 +189,14 @@ impl<A> Limited<A> {
         snapshots: Arc<SnapshotCell>,
         refusals: Arc<dyn EarlyRefusals>,
     ) -> Self {
-        Self { app, keepalive, connections, snapshots, refusals }
+        Self { app, keepalive, connections, snapshots, refusals, h2c: H2cListeners::default() }
+    }
+
+    /// Hands connections that open with the HTTP/2 preface on these plain listeners to
+    /// the app's HTTP/2 server (which must accept h2c, see [`Tracked::accept_h2c`]).
+    pub fn with_h2c(mut self, listeners: &[std::net::SocketAddr]) -> Self {
+        self.h2c = H2cListeners::new(listeners);
+        self
     }
 
     fn head_rules(&self) -> HeadRules {
@@ -210,6 +219,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Limited<A> {
     async fn serve_http1(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) {
         let mut stopping = shutdown.clone();
         let mut persistent = None;
+        let mut first = true;
         let began = Arc::new(AtomicBool::new(false));
         let peer = stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
         loop {
@@ -218,6 +228,11 @@ impl<A: HttpServerApp + Send + Sync + 'static> Limited<A> {
                 Next::Head(head) => head,
                 Next::Closed | Next::Refused => return,
             };
+            if std::mem::take(&mut first) && self.h2c.accepts(&stream, &head) {
+                let Some(stream) = h2c::unread(stream, &head) else { return };
+                ServerApp::process_new(&self.app, stream, shutdown).await;
+                return;
+            }
             let line = head::LineStart::of(&head);
             let mut session = ServerSession::new_http1(stream);
             if let Some(settings) = persistent.take() {
@@ -301,6 +316,12 @@ impl<A> Tracked<A> {
         options.h2_idle_timeout = Some(Duration::from_secs(keepalive));
         Self { app, keepalive, options, connections }
     }
+
+    /// Serves HTTP/2 with prior knowledge on the plain connections handed over as such.
+    pub fn accept_h2c(mut self) -> Self {
+        self.options.h2c = true;
+        self
+    }
 }
 
 #[async_trait]
@@ -331,8 +352,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for Tracked<A> {
     }
 }
 
+mod h2c;
 mod head;
 
+use h2c::H2cListeners;
 use head::Next;
 pub use head::{request_began, EarlyRefusals, HeadRules};
 

@@ -3,7 +3,7 @@
 //! Request path, one module per stage:
 //! `auth` (identify) → `bind` (environment) → `policy` (authorise) → `routing` (pool)
 //! → `ratelimit` (limit) → `headers` + `forwarded` + `upstream` (forward) → `audit` +
-//! `metrics` (record). `admission` composes the stages up to the limit into one typed
+//! `metrics` (record); `trace` carries the W3C trace context across the hop. `admission` composes the stages up to the limit into one typed
 //! pipeline.
 //! `config` parses the file, `snapshot` compiles it, `proxy` and `admin` are the only
 //! pingora-facing modules, and `server` wires them into a process.
@@ -32,5 +32,6 @@ pub mod snapshot;
 pub mod template;
 pub mod tenant_label;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 pub mod websocket;

@@ -1,14 +1,16 @@
 //! The pingora glue: `ProxyHttp` phases around the typed pipeline in `admission`.
-//! `request_filter` strips client identity headers, reserves the audit slot and runs
-//! `admit`, answering every refusal itself, so a refused request never reaches an
+//! `request_filter` strips client identity headers, reads the trace context, reserves
+//! the audit slot and runs `admit`, answering every refusal itself (JSON, or a gRPC
+//! status for gRPC calls, see `grpc`), so a refused request never reaches an
 //! upstream; `upstream_peer` reads the admitted placement; `upstream_request_filter`
-//! sets the trusted and forwarded headers and the upstream target;
+//! sets the trusted, forwarded and trace headers and the upstream target;
 //! `request_body_filter` enforces the route's body limit as the body streams; the
 //! audit line is written when the response head goes out, and `logging` records the
 //! metrics (see `record`). CORS preflights are answered before admission and CORS
 //! headers set on every answer (`preflight`); a WebSocket's tunnel keeps the route's
 //! clock (`tunnel`).
 
+mod grpc;
 mod preflight;
 mod record;
 mod tunnel;
@@ -30,10 +32,11 @@ use crate::audit::{AuditSink, Slot};
 use crate::auth::CacheUse;
 use crate::headers::RequestId;
 use crate::metrics::Metrics;
-use crate::reject::Reject;
+use crate::reject::{is_grpc, Reject};
 use crate::routing::RouteId;
 use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::tenant_label::TenantRanking;
+use crate::trace::TraceContext;
 use crate::websocket::Tunnel;
 
 /// The gateway application run by pingora's proxy service.
@@ -88,6 +91,8 @@ pub struct Ctx {
     audited: bool,
     /// The WebSocket tunnel's clock, once the upstream answered 101.
     tunnel: Option<Tunnel>,
+    /// The W3C trace the request belongs to, when the gateway propagates one.
+    trace: Option<TraceContext>,
 }
 
 impl Ctx {
@@ -129,6 +134,9 @@ fn connection(session: &Session) -> Connection {
 impl Gateway {
     /// Writes the refusal response: status, JSON body, and the headers the table asks for.
     async fn respond(&self, session: &mut Session, ctx: &Ctx, reject: Reject) -> Result<()> {
+        if is_grpc(session.req_header().headers.get(http::header::CONTENT_TYPE)) {
+            return self.respond_grpc(session, ctx, reject).await;
+        }
         let body = reject.body(ctx.request_id.as_str());
         let mut resp = ResponseHeader::build(reject.status(), Some(6))?;
         resp.insert_header("content-type", "application/json")?;
@@ -191,6 +199,7 @@ impl Gateway {
             self.metrics.headers_stripped.inc_by(stripped as u64);
             log::debug!(target: "isogate::headers", "request {}: stripped {stripped} client identity header value(s)", ctx.request_id);
         }
+        ctx.trace = snap.trace_context.then(|| TraceContext::of_request(&req.headers));
         ctx.audit_slot = self.audit.reserve();
         if ctx.audit_slot.is_none() && self.audit.fail_closed() {
             return Err(Reject::AuditUnavailable);
@@ -220,6 +229,7 @@ impl ProxyHttp for Gateway {
             audit_slot: None,
             audited: false,
             tunnel: None,
+            trace: None,
         }
     }
 
@@ -319,6 +329,9 @@ impl ProxyHttp for Gateway {
         };
         let conn = connection(session);
         admitted.prepare_upstream(&ctx.snapshot, &ctx.request_id, &conn, session.req_header(), upstream)?;
+        if let Some(trace) = &ctx.trace {
+            trace.apply(upstream)?;
+        }
         ctx.upstream_sent = Some(Instant::now());
         Ok(())
     }

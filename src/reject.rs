@@ -147,6 +147,38 @@ impl Reject {
         }
     }
 
+    /// The gRPC status code of the refusal, for gRPC requests (which are answered
+    /// with HTTP 200 and the status in `grpc-status`).
+    pub fn grpc_status(self) -> GrpcStatus {
+        match self {
+            Reject::Unauthenticated(_) | Reject::TenantMissing => GrpcStatus::Unauthenticated,
+            Reject::WrongEnvironment
+            | Reject::UnknownEnvironment
+            | Reject::IssuerNotTrusted
+            | Reject::TenantNotMapped
+            | Reject::RoleNotAllowed
+            | Reject::RoleRequired
+            | Reject::AdminRoleRequired
+            | Reject::ReasonRequired
+            | Reject::TestAccountForbidden
+            | Reject::TestAccountLifetime
+            | Reject::UnsafeTenantValue
+            | Reject::CorsNotAllowed => GrpcStatus::PermissionDenied,
+            Reject::RateLimited { .. } | Reject::QuotaExhausted { .. } | Reject::BodyTooLarge => {
+                GrpcStatus::ResourceExhausted
+            }
+            Reject::LimiterUnavailable
+            | Reject::AuditUnavailable
+            | Reject::UpstreamUnreachable
+            | Reject::UpstreamUnavailable => GrpcStatus::Unavailable,
+            Reject::UpstreamTimeout | Reject::RequestTimeout => GrpcStatus::DeadlineExceeded,
+            Reject::NoRoute | Reject::MethodNotAllowed => GrpcStatus::Unimplemented,
+            Reject::BadRequest | Reject::AmbiguousPath | Reject::UriTooLong | Reject::HeadersTooLarge => {
+                GrpcStatus::InvalidArgument
+            }
+        }
+    }
+
     /// `WWW-Authenticate` value for 401 answers (RFC 6750 section 3).
     pub fn www_authenticate(self) -> Option<&'static str> {
         match self {
@@ -206,6 +238,53 @@ impl Reject {
     }
 }
 
+/// The gRPC status codes refusals map to (the numbers are gRPC's `Code`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcStatus {
+    /// 3: the request is malformed.
+    InvalidArgument,
+    /// 4: the upstream or the client took too long.
+    DeadlineExceeded,
+    /// 7: the caller may not make this call.
+    PermissionDenied,
+    /// 8: a rate, quota or size limit.
+    ResourceExhausted,
+    /// 12: no route serves the method.
+    Unimplemented,
+    /// 14: nothing can serve the call now; a retry may succeed.
+    Unavailable,
+    /// 16: no valid credentials.
+    Unauthenticated,
+}
+
+impl GrpcStatus {
+    /// The `grpc-status` value.
+    pub fn code(self) -> &'static str {
+        match self {
+            GrpcStatus::InvalidArgument => "3",
+            GrpcStatus::DeadlineExceeded => "4",
+            GrpcStatus::PermissionDenied => "7",
+            GrpcStatus::ResourceExhausted => "8",
+            GrpcStatus::Unimplemented => "12",
+            GrpcStatus::Unavailable => "14",
+            GrpcStatus::Unauthenticated => "16",
+        }
+    }
+}
+
+/// Whether a request's `content-type` makes it a gRPC call (`application/grpc`,
+/// `application/grpc+proto`, ...), whose refusals are written the gRPC way.
+pub fn is_grpc(content_type: Option<&http::HeaderValue>) -> bool {
+    content_type.is_some_and(|v| {
+        let v = v.as_bytes();
+        v.len() >= GRPC.len()
+            && v[..GRPC.len()].eq_ignore_ascii_case(GRPC)
+            && matches!(v.get(GRPC.len()), None | Some(b'+' | b';' | b'-'))
+    })
+}
+
+const GRPC: &[u8] = b"application/grpc";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +296,25 @@ mod tests {
         assert_eq!(v["error"], "wrong_environment");
         assert_eq!(v["status"], 403);
         assert_eq!(v["request_id"], "abc-1");
+    }
+
+    #[test]
+    fn grpc_calls_are_told_apart_by_content_type() {
+        let grpc = |v: &str| is_grpc(Some(&http::HeaderValue::from_str(v).unwrap()));
+        assert!(grpc("application/grpc") && grpc("application/grpc+proto") && grpc("Application/GRPC"));
+        assert!(grpc("application/grpc-web+proto"));
+        assert!(!grpc("application/grpcx") && !grpc("application/json") && !grpc("application/grp"));
+        assert!(!is_grpc(None));
+    }
+
+    #[test]
+    fn refusals_map_to_the_grpc_codes_clients_expect() {
+        assert_eq!(Reject::Unauthenticated(AuthError::Missing).grpc_status().code(), "16");
+        assert_eq!(Reject::RoleRequired.grpc_status().code(), "7");
+        assert_eq!(Reject::RateLimited { retry_after_ms: 10 }.grpc_status().code(), "8");
+        assert_eq!(Reject::UpstreamUnavailable.grpc_status().code(), "14");
+        assert_eq!(Reject::UpstreamUnreachable.grpc_status().code(), "14");
+        assert_eq!(Reject::NoRoute.grpc_status().code(), "12");
     }
 
     #[test]

@@ -164,14 +164,18 @@ fn proxy_service(
     early: Arc<EarlyAudit>,
 ) -> Result<Service<Limited<Tracked<pingora::proxy::HttpProxy<Gateway>>>>, StartError> {
     let proxy = Arc::new(pingora::proxy::http_proxy(&server.configuration, gateway));
-    let tracked = Tracked::new(proxy, settings.keepalive_timeout, Arc::clone(connections));
+    let mut tracked = Tracked::new(proxy, settings.keepalive_timeout, Arc::clone(connections));
+    if !settings.h2c_listeners.is_empty() {
+        tracked = tracked.accept_h2c();
+    }
     let app = Limited::new(
         Arc::new(tracked),
         settings.keepalive_timeout,
         Arc::clone(connections),
         Arc::clone(snapshots),
         early,
-    );
+    )
+    .with_h2c(&settings.h2c_listeners);
     let mut service = Service::new("isogate proxy".to_owned(), app);
     for addr in &settings.listeners {
         let listener = ListenerConfig::tcp(addr.to_string());

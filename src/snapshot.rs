@@ -35,6 +35,8 @@ pub struct Settings {
     pub listeners: Vec<SocketAddr>,
     /// The TLS listeners among them, with whether each offers HTTP/2.
     pub tls_listeners: Vec<(SocketAddr, bool)>,
+    /// The plain listeners that also accept HTTP/2 with prior knowledge (h2c).
+    pub h2c_listeners: Vec<SocketAddr>,
     /// Admin listener.
     pub admin: SocketAddr,
     /// Proxy worker threads.
@@ -106,6 +108,8 @@ pub struct Snapshot {
     pub body_read_timeout: Duration,
     /// Forwarded headers: who is trusted to send them.
     pub forwarded: crate::forwarded::ForwardedPolicy,
+    /// Whether requests carry a W3C trace context upstream (see `trace`).
+    pub trace_context: bool,
     /// The metric children requests count into, resolved on first use.
     pub metric_cells: crate::metrics::MetricCells,
 }

@@ -19,6 +19,7 @@ use pingora::lb::selection::{Consistent, RoundRobin};
 use pingora::lb::{Backend, LoadBalancer};
 use pingora::prelude::HttpPeer;
 use pingora::protocols::tls::CaType;
+use pingora::protocols::ALPN;
 use pingora::utils::tls::CertKey;
 
 use crate::reject::Reject;
@@ -35,6 +36,33 @@ pub enum Balance {
     /// Consistent hashing of the tenant.
     TenantHash,
 }
+
+/// The HTTP version a pool speaks to its servers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1, one request at a time per connection.
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS, negotiated by ALPN `h2`.
+    H2,
+    /// HTTP/2 over plain TCP, with prior knowledge (the server must speak h2c).
+    H2c,
+}
+
+impl Protocol {
+    /// What the connector offers: HTTP/2 only, or HTTP/1.1 only. Over plain TCP an
+    /// HTTP/2-only peer is spoken to with the h2c preface, as there is no ALPN.
+    fn alpn(self) -> ALPN {
+        match self {
+            Protocol::Http1 => ALPN::H1,
+            Protocol::H2 | Protocol::H2c => ALPN::H2,
+        }
+    }
+}
+
+/// Concurrent requests (streams) on one HTTP/2 connection to a server; pingora's
+/// default of one would open a connection per concurrent request.
+const H2_STREAMS_PER_CONNECTION: usize = 100;
 
 /// Active health check settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +128,8 @@ pub struct PoolSpec {
     pub ejection: Ejection,
     /// TLS to the servers, if any.
     pub tls: Option<UpstreamTls>,
+    /// The HTTP version spoken to the servers.
+    pub protocol: Protocol,
 }
 
 enum Balancer {
@@ -147,6 +177,7 @@ pub struct Pool {
     last_check_ms: AtomicU64,
     ejection: Ejection,
     tls: Option<UpstreamTls>,
+    protocol: Protocol,
 }
 
 impl std::fmt::Debug for Pool {
@@ -155,18 +186,14 @@ impl std::fmt::Debug for Pool {
     }
 }
 
-fn balancer<S>(
-    servers: &[SocketAddr],
-    check: Option<&HealthCheck>,
-    tls: Option<&UpstreamTls>,
-) -> std::io::Result<LoadBalancer<S>>
+fn balancer<S>(spec: &PoolSpec) -> std::io::Result<LoadBalancer<S>>
 where
     S: pingora::lb::selection::BackendSelection + 'static,
     S::Iter: pingora::lb::selection::BackendIter,
 {
-    let mut lb = LoadBalancer::<S>::try_from_iter(servers.iter().copied())?;
-    if let Some(c) = check {
-        let mut hc = match tls {
+    let mut lb = LoadBalancer::<S>::try_from_iter(spec.servers.iter().copied())?;
+    if let Some(c) = &spec.health_check {
+        let mut hc = match &spec.tls {
             Some(t) => {
                 let mut hc = HttpHealthCheck::new(&t.sni, true);
                 hc.peer_template.options.ca.clone_from(&t.ca);
@@ -178,6 +205,7 @@ where
         hc.req.set_uri(c.path.parse().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?);
         hc.peer_template.options.connection_timeout = Some(c.timeout);
         hc.peer_template.options.read_timeout = Some(c.timeout);
+        hc.peer_template.options.alpn = spec.protocol.alpn();
         hc.consecutive_success = c.healthy_after.max(1);
         hc.consecutive_failure = c.unhealthy_after.max(1);
         lb.set_health_check(Box::new(hc));
@@ -192,8 +220,8 @@ impl Pool {
             HeaderValue::from_str(&spec.name).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let check = spec.health_check.as_ref();
         let balancer = match spec.balance {
-            Balance::RoundRobin => Balancer::RoundRobin(balancer(&spec.servers, check, spec.tls.as_ref())?),
-            Balance::TenantHash => Balancer::TenantHash(balancer(&spec.servers, check, spec.tls.as_ref())?),
+            Balance::RoundRobin => Balancer::RoundRobin(balancer(spec)?),
+            Balance::TenantHash => Balancer::TenantHash(balancer(spec)?),
         };
         let servers = spec
             .servers
@@ -211,6 +239,7 @@ impl Pool {
             last_check_ms: AtomicU64::new(0),
             ejection: spec.ejection,
             tls: spec.tls.clone(),
+            protocol: spec.protocol,
         })
     }
 
@@ -244,6 +273,10 @@ impl Pool {
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.read_timeout = Some(self.read_timeout);
         peer.options.write_timeout = Some(self.read_timeout);
+        if self.protocol != Protocol::Http1 {
+            peer.options.alpn = self.protocol.alpn();
+            peer.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
+        }
         Ok((addr, Box::new(peer)))
     }
 

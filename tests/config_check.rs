@@ -329,7 +329,7 @@ fn misspelt_key_points_at_its_line() {
         "bad/unknown_key.toml",
         &[(
             "bad/unknown_key.toml:3:1: ",
-            "unknown field `adress`, expected one of `address`, `environment`, `tls`, `http2`",
+            "unknown field `adress`, expected one of `address`, `environment`, `tls`, `http2`, `h2c`",
         )],
     );
 }
@@ -380,6 +380,18 @@ fn unknown_environment_in_a_listener() {
             "bad/unknown_env_listener.toml:4:15: listeners[0].environment:",
             "environment `staging` is not defined (defined: prod)",
         )],
+    );
+}
+
+#[test]
+fn http2_settings_that_contradict_tls() {
+    assert_errors(
+        "bad/http2_mismatch.toml",
+        &[
+            ("bad/http2_mismatch.toml:3:11: listeners[0].h2c:", "h2c is HTTP/2 without TLS"),
+            ("bad/http2_mismatch.toml:18:12: pools.plain-h2.protocol:", "\"h2\" is HTTP/2 over TLS"),
+            ("bad/http2_mismatch.toml:22:12: pools.tls-h2c.protocol:", "\"h2c\" is HTTP/2 without TLS"),
+        ],
     );
 }
 

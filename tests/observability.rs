@@ -38,6 +38,7 @@ const AUDIT_FIELDS: &[&str] = &[
     "latency_us",
     "client",
     "user_agent",
+    "trace_id",
 ];
 
 #[test]
@@ -72,6 +73,8 @@ fn an_allowed_request_writes_one_complete_audit_line() {
     assert_eq!(line["decision"], "allow");
     assert_eq!(line["reason"], "ok");
     assert_eq!(line["user_agent"], "audit-test/1.0");
+    let trace = line["trace_id"].as_str().unwrap();
+    assert!(trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()), "a started trace: {trace}");
     assert!(line["latency_us"].as_u64().unwrap() > 0);
     assert!(line["client"].as_str().unwrap().starts_with("127.0.0.1:"));
 }

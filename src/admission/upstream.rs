@@ -44,7 +44,8 @@ impl Admitted {
     }
 }
 
-/// Most headers the gateway may add: its trusted headers and the forwarded ones.
+/// Most headers the gateway may add: its trusted headers, the forwarded ones and
+/// `traceparent`.
 const INJECTED_MAX: usize = 16;
 
 /// Drops the client's header-name case from the upstream copy of its request, and makes

@@ -45,6 +45,9 @@ pub struct File {
     /// from listed proxies only.
     #[serde(default)]
     pub forwarded: Forwarded,
+    /// W3C trace context: continue the caller's trace or start one.
+    #[serde(default)]
+    pub tracing: Tracing,
     /// Where rate-limit and quota state lives, and what happens when it is unreachable.
     #[serde(default)]
     pub rate_limit: RateLimit,
@@ -519,6 +522,26 @@ impl Default for Forwarded {
     }
 }
 
+/// `[tracing]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Tracing {
+    /// Set `traceparent` upstream: the caller's trace continued under the gateway's
+    /// span, or a new trace; a malformed one is replaced. Off: the headers pass as sent.
+    #[serde(default = "default_trace_context")]
+    pub trace_context: bool,
+}
+
+impl Default for Tracing {
+    fn default() -> Self {
+        Self { trace_context: default_trace_context() }
+    }
+}
+
+fn default_trace_context() -> bool {
+    true
+}
+
 fn default_forwarded_set() -> Vec<Spanned<String>> {
     ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip", "forwarded"]
         .into_iter()
@@ -540,6 +563,9 @@ pub struct Listener {
     /// Offer HTTP/2 (via ALPN) on a TLS listener.
     #[serde(default)]
     pub http2: bool,
+    /// Accept HTTP/2 without TLS (h2c, prior knowledge) on a plain listener.
+    #[serde(default)]
+    pub h2c: bool,
 }
 
 /// `[[certificates]]`: served on TLS listeners, chosen by the client's SNI.
@@ -845,6 +871,8 @@ pub struct Pool {
     /// Connect to the servers over TLS.
     #[serde(default)]
     pub tls: bool,
+    /// The HTTP version spoken to the servers: `http1` (unset), `h2` (over TLS) or `h2c`.
+    pub protocol: Option<Spanned<UpstreamProtocol>>,
     /// Server name sent (SNI) and verified in the servers' certificates; required with TLS.
     pub sni: Option<Spanned<String>>,
     /// CA certificate(s) (PEM) trusted for the servers instead of the system roots.
@@ -880,6 +908,19 @@ pub struct Pool {
     pub db_schema: Option<Spanned<String>>,
     /// Database pool hint template for this pool (overrides the environment's).
     pub db_pool: Option<Spanned<String>>,
+}
+
+/// `pools.NAME.protocol`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1.
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS (ALPN `h2`).
+    H2,
+    /// HTTP/2 without TLS, with prior knowledge.
+    H2c,
 }
 
 /// `pools.NAME.balance`

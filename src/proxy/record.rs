@@ -98,6 +98,7 @@ impl Gateway {
         let reject = ctx.reject();
         let reported = known.permit.and_then(Permit::reported);
         let req = session.req_header();
+        let trace_id = ctx.trace.map(|t| t.trace_id());
         let record = AuditRecord {
             ts: SystemTime::now(),
             request_id: ctx.request_id.as_str(),
@@ -125,6 +126,7 @@ impl Gateway {
             latency_us: u64::try_from(ctx.started.elapsed().as_micros()).unwrap_or(u64::MAX),
             client: session.client_addr().and_then(|a| a.as_inet()).copied(),
             user_agent: req.headers.get(USER_AGENT).and_then(|v| v.to_str().ok()),
+            trace_id: trace_id.as_ref().map(|t| t.as_str()),
         };
         let line = record.encode();
         self.audit.submit(ctx.audit_slot.take(), line);

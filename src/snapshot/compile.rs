@@ -141,6 +141,7 @@ pub fn compile(raw: &file::File, source: &Source, env: EnvLookup<'_>) -> Result<
         head_limits: HeadLimits::new(&raw.limits),
         body_read_timeout: std::time::Duration::from_secs(raw.limits.body_read_timeout_seconds),
         forwarded,
+        trace_context: raw.tracing.trace_context,
         metric_cells,
         limit_key: raw.rate_limit.key,
         limiter_config: raw.rate_limit.clone(),

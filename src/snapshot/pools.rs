@@ -9,7 +9,7 @@ use toml::Spanned;
 use super::compile::db_hints;
 use crate::config::{file, ConfigError, Source};
 use crate::routing::DbHints;
-use crate::upstream::{Balance, Ejection, HealthCheck, Pool, PoolId, PoolSpec, Pools};
+use crate::upstream::{Balance, Ejection, HealthCheck, Pool, PoolId, PoolSpec, Pools, Protocol};
 
 pub(super) fn pools(
     raw: &BTreeMap<Spanned<String>, file::Pool>,
@@ -92,6 +92,7 @@ pub(super) fn pools(
                 duration: Duration::from_secs(pool.eject_seconds),
             },
             tls: crate::tls::upstream(pool, &key, source, errors),
+            protocol: protocol(pool, &key, errors),
         };
         let built = Pool::new(&spec);
         match built {
@@ -109,4 +110,27 @@ pub(super) fn pools(
         }
     }
     (Pools::new(pools), ids, hints)
+}
+
+/// The pool's HTTP version; `h2` is negotiated inside TLS and `h2c` has none.
+fn protocol(pool: &file::Pool, key: &str, errors: &mut Vec<ConfigError>) -> Protocol {
+    let Some(raw) = &pool.protocol else { return Protocol::Http1 };
+    let (protocol, conflict) = match raw.get_ref() {
+        file::UpstreamProtocol::Http1 => (Protocol::Http1, None),
+        file::UpstreamProtocol::H2 => {
+            (Protocol::H2, (!pool.tls).then_some("\"h2\" is HTTP/2 over TLS and the pool has tls = false"))
+        }
+        file::UpstreamProtocol::H2c => {
+            (Protocol::H2c, pool.tls.then_some("\"h2c\" is HTTP/2 without TLS and the pool has tls = true"))
+        }
+    };
+    if let Some(problem) = conflict {
+        errors.push(ConfigError::at(
+            raw.span(),
+            format!("{key}.protocol"),
+            problem,
+            "use protocol = \"h2\" with tls = true, or protocol = \"h2c\" without TLS",
+        ));
+    }
+    protocol
 }

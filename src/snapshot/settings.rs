@@ -38,6 +38,14 @@ pub(super) fn settings(
             }
             listeners.push(addr);
         }
+        if l.h2c && l.tls {
+            errors.push(ConfigError::at(
+                l.address.span(),
+                format!("{key}.h2c"),
+                "h2c is HTTP/2 without TLS and the listener has tls = true",
+                "on a TLS listener offer HTTP/2 with http2 = true; keep h2c for plain listeners",
+            ));
+        }
         if let Some(env) = &l.environment {
             if find_env(env.get_ref()).is_none() {
                 errors.push(unknown_env(env, &format!("{key}.environment"), &raw.environments));
@@ -101,9 +109,11 @@ pub(super) fn settings(
     };
     let tls_listeners =
         listeners.iter().zip(&raw.listeners).filter(|(_, l)| l.tls).map(|(a, l)| (*a, l.http2)).collect();
+    let h2c_listeners = listeners.iter().zip(&raw.listeners).filter(|(_, l)| l.h2c).map(|(a, _)| *a).collect();
     Settings {
         listeners,
         tls_listeners,
+        h2c_listeners,
         admin,
         threads,
         work_stealing: raw.server.work_stealing,

@@ -45,6 +45,13 @@ pub fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
+/// `N` distinct ports free right now on loopback (held together while they are chosen,
+/// so none is handed out twice).
+pub fn free_addrs<const N: usize>() -> [SocketAddr; N] {
+    let held: Vec<TcpListener> = (0..N).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap())
+}
+
 /// Named echo upstreams on their own runtime.
 pub struct Upstreams {
     pub list: Vec<EchoUpstream>,
@@ -104,6 +111,10 @@ fn rand_suffix() -> u64 {
     h.finish()
 }
 
+/// What the gateway says when a port chosen for it was not free after all: taken by
+/// another test meanwhile, or handed out twice (a free port is free again once probed).
+const PORT_CLASHES: [&str; 3] = ["cannot listen on", "is listed twice", "shares an address with a proxy listener"];
+
 /// A running gateway process.
 pub struct Gateway {
     pub addr: SocketAddr,
@@ -131,7 +142,8 @@ impl Gateway {
         for _ in 0..4 {
             match Self::try_start(config, extra_listeners, rust_log) {
                 Ok(gw) => return gw,
-                Err(stderr) if stderr.contains("cannot listen on") => continue,
+                // A port taken meanwhile, or the same free port handed out twice.
+                Err(stderr) if PORT_CLASHES.iter().any(|clash| stderr.contains(clash)) => continue,
                 Err(stderr) => panic!("gateway exited during start-up: {stderr}"),
             }
         }

@@ -15,6 +15,28 @@ pub enum Behaviour {
     /// After the request head, sends a chunked response head and one chunk, then holds
     /// the response open until `release`, then ends it.
     Stream,
+    /// Like `Stream`, as server-sent events: `data: one` first, `data: two` on release.
+    Events,
+}
+
+impl Behaviour {
+    fn head_and_first(self) -> Option<&'static [u8]> {
+        match self {
+            Behaviour::Record => None,
+            Behaviour::Stream => Some(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n"),
+            Behaviour::Events => Some(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
+                transfer-encoding: chunked\r\n\r\nb\r\ndata: one\n\n\r\n",
+            ),
+        }
+    }
+
+    fn last(self) -> &'static [u8] {
+        match self {
+            Behaviour::Events => b"b\r\ndata: two\n\n\r\n0\r\n\r\n",
+            _ => b"4\r\nlast\r\n0\r\n\r\n",
+        }
+    }
 }
 
 pub struct RawUpstream {
@@ -83,17 +105,16 @@ fn serve(
                 if head_done && !answered {
                     answered = true;
                     heads.fetch_add(1, Ordering::SeqCst);
-                    if behaviour == Behaviour::Stream {
-                        let _ =
-                            stream.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n");
+                    if let Some(first) = behaviour.head_and_first() {
+                        let _ = stream.write_all(first);
                     }
                 }
             }
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
             Err(_) => return,
         }
-        if answered && behaviour == Behaviour::Stream && released.load(Ordering::SeqCst) {
-            let _ = stream.write_all(b"4\r\nlast\r\n0\r\n\r\n");
+        if answered && behaviour != Behaviour::Record && released.load(Ordering::SeqCst) {
+            let _ = stream.write_all(behaviour.last());
             return;
         }
     }
