@@ -62,5 +62,11 @@ fn a_cookie_counts_only_for_the_issuers_and_routes_that_list_it() {
     let seen = app.received().pop().unwrap();
     assert_eq!(seen.header("x-isogate-tenant"), Some("globex"));
     assert_eq!(seen.header("cookie"), Some(format!("sid={rsa}").as_str()), "forward_token_cookie keeps it");
+    // A cookie that is not a compact JWS is refused before any verification, also
+    // when a verified token is cached and the junk merely starts with it.
+    for junk in ["<script>".to_owned(), format!("{hmac}<"), format!("{hmac}%2E")] {
+        let r = gw.get("prod.test", "/a", &[("cookie", &format!("session={junk}"))]);
+        assert_eq!((r.status, r.json()["error"].as_str()), (401, Some("token_malformed")), "{junk}");
+    }
     assert_eq!(app.count(), 3, "no refused request reached the upstream");
 }
