@@ -222,7 +222,16 @@ impl Authenticator {
     where
         I: Iterator<Item = &'a [u8]>,
     {
-        let token = token::bearer(authorization, self.max_bytes)?;
+        self.verify(token::bearer(authorization, self.max_bytes)?)
+    }
+
+    /// Identifies the caller from a token given on its own, such as a database password:
+    /// the same checks, issuers, keys and cache as a bearer token.
+    pub fn identify_token(&self, token: &[u8]) -> Result<(Arc<Identity>, CacheUse), Refusal> {
+        self.verify(token::compact(token, self.max_bytes)?)
+    }
+
+    fn verify(&self, token: &str) -> Result<(Arc<Identity>, CacheUse), Refusal> {
         let now = now_seconds();
         if let Some(hit) = self.cache.get(token, now) {
             if self.issuer(hit.issuer).holds_key(hit.key_id) {

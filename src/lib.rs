@@ -15,6 +15,7 @@ pub mod auth;
 pub mod bind;
 pub mod config;
 pub mod connections;
+pub mod database;
 pub mod diag;
 pub mod drain;
 pub mod forwarded;

@@ -5,6 +5,7 @@
 //! values are prebuilt, and every problem is collected so `check` can list them all.
 
 mod compile;
+mod databases;
 mod limits;
 mod pools;
 mod routes;
@@ -61,6 +62,8 @@ pub struct Settings {
     pub audit_stream_end: bool,
     /// Tenants with their own metric label (0: the per-tenant metric is off).
     pub tenant_label_top: usize,
+    /// Database (PostgreSQL) listeners.
+    pub database_listeners: Vec<SocketAddr>,
 }
 
 /// Everything the request path reads, compiled and validated.
@@ -108,6 +111,8 @@ pub struct Snapshot {
     pub forwarded: crate::forwarded::ForwardedPolicy,
     /// The metric children requests count into, resolved on first use.
     pub metric_cells: crate::metrics::MetricCells,
+    /// Database targets and the database listeners' environments.
+    pub databases: crate::database::Databases,
 }
 
 impl Snapshot {

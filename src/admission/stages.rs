@@ -79,11 +79,20 @@ fn authorization(head: &Parts) -> impl Iterator<Item = &[u8]> {
 /// Verifies the token. An unknown `kid` from a JWKS issuer triggers one refetch (or
 /// none, inside the cooldown) and one more try.
 pub(super) async fn identify(snap: &Snapshot, head: &Parts) -> Result<(Arc<Identity>, CacheUse), Refusal> {
-    let result = snap.auth.identify(authorization(head));
+    verify_with_refetch(snap, || snap.auth.identify(authorization(head))).await
+}
+
+/// Runs `verify`, and once more after a JWKS refetch when the token's `kid` was unknown
+/// to its issuer (none inside the refetch cooldown).
+pub(crate) async fn verify_with_refetch(
+    snap: &Snapshot,
+    verify: impl Fn() -> Result<(Arc<Identity>, CacheUse), Refusal>,
+) -> Result<(Arc<Identity>, CacheUse), Refusal> {
+    let result = verify();
     if let Err(Refusal { error: AuthError::UnknownKid, issuer: Some(id), .. }) = &result {
         if let Some(remote) = snap.auth.issuer(*id).remote() {
             if remote.refetch_unknown_kid().await == Refetch::Refreshed {
-                return snap.auth.identify(authorization(head));
+                return verify();
             }
         }
     }

@@ -70,7 +70,12 @@ where
     if !scheme.eq_ignore_ascii_case(b"bearer ") {
         return Err(AuthError::Malformed);
     }
-    let token = rest.trim_ascii();
+    compact(rest.trim_ascii(), max_bytes)
+}
+
+/// Checks a token given on its own (a database password): at most `max_bytes`, made
+/// only of the compact JWS alphabet.
+pub(crate) fn compact(token: &[u8], max_bytes: usize) -> Result<&str, AuthError> {
     if token.len() > max_bytes {
         return Err(AuthError::TooLarge);
     }
