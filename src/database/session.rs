@@ -62,7 +62,7 @@ impl Front {
         if opened == TLS_HANDSHAKE {
             let prefixed = Prefixed::new(vec![TLS_HANDSHAKE], stream);
             match self.tls_accept(prefixed, true).await {
-                Some(tls) => self.start(tls, None, true, &snap, peer, &session_id).await,
+                Some(tls) => self.start(tls, None, true, snap, peer, &session_id).await,
                 None => self.refused_early(&snap, peer, &session_id, true, Reject::ProtocolViolation),
             }
             return;
@@ -94,7 +94,7 @@ impl Front {
                     return;
                 }
                 match self.tls_accept(stream, false).await {
-                    Some(tls) => self.start(tls, None, true, &snap, peer, &session_id).await,
+                    Some(tls) => self.start(tls, None, true, snap, peer, &session_id).await,
                     None => self.refused_early(&snap, peer, &session_id, true, Reject::ProtocolViolation),
                 }
             }
@@ -102,7 +102,7 @@ impl Front {
                 self.cancels.cancel(key).await;
             }
             Ok(Startup::Start(params)) if peer.listener.allow_plaintext => {
-                self.start(stream, Some(params), false, &snap, peer, &session_id).await;
+                self.start(stream, Some(params), false, snap, peer, &session_id).await;
             }
             Ok(Startup::Start(_)) => self.refuse(stream, &snap, peer, &session_id, false, Reject::TlsRequired).await,
             Ok(Startup::GssEncRequest) => {}
@@ -126,7 +126,7 @@ impl Front {
         mut client: S,
         params: Option<StartupParams>,
         tls: bool,
-        snap: &Snapshot,
+        snap: Arc<Snapshot>,
         peer: Peer,
         session_id: &str,
     ) where
@@ -160,13 +160,13 @@ impl Front {
         let (params, token) = match handshake {
             Ok(Some(found)) => found,
             Ok(None) => return,
-            Err(Early(reject)) => return self.refuse(client, snap, peer, session_id, tls, reject).await,
+            Err(Early(reject)) => return self.refuse(client, &snap, peer, session_id, tls, reject).await,
         };
         let reason = params.access_reason();
-        let admitted = match admit(snap, peer.listener.env, &token, reason.as_deref()).await {
+        let admitted = match admit(&snap, peer.listener.env, &token, reason.as_deref()).await {
             Ok(admitted) => admitted,
             Err(refused) => {
-                self.audit(&self.refusal_record(snap, peer, session_id, tls, &refused));
+                self.audit(&self.refusal_record(&snap, peer, session_id, tls, &refused));
                 return write_fatal(client, refused.reject, snap.binder.name(peer.listener.env)).await;
             }
         };
@@ -175,12 +175,13 @@ impl Front {
     }
 
     /// Checks a server connection out, tells the client it is in, relays, and puts the
-    /// connection back (reset) or closes it.
+    /// connection back (reset) or closes it. The snapshot is let go once the server
+    /// connection is there, so a long session does not keep an old configuration alive.
     #[allow(clippy::too_many_arguments)]
     async fn run<S>(
         self: &Arc<Self>,
         mut client: S,
-        snap: &Snapshot,
+        snap: Arc<Snapshot>,
         peer: Peer,
         session_id: &str,
         tls: bool,
@@ -190,6 +191,11 @@ impl Front {
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let target = snap.databases.get(admitted.target);
+        let names = Names {
+            environment: snap.binder.name(peer.listener.env).into(),
+            issuer: snap.auth.issuer(admitted.identity.issuer).name.clone(),
+            database: target.name.clone(),
+        };
         let password = target.password(&admitted.role);
         let sign_in = SignIn {
             host: &target.host,
@@ -200,7 +206,7 @@ impl Front {
             schema: admitted.placement.db_schema.as_deref(),
         };
         let pool = self.pools.of(target);
-        let mut record = self.admitted_record(snap, peer, session_id, tls, admitted);
+        let mut record = admitted_record(&names, peer, session_id, tls, admitted);
         let mut lease = match pool.checkout(target, &sign_in).await {
             Ok(lease) => lease,
             Err(e) => {
@@ -216,9 +222,10 @@ impl Front {
                 record.reason = reject.reason();
                 record.sqlstate = Some(reject.sqlstate());
                 self.audit(&record);
-                return write_fatal(client, reject, snap.binder.name(peer.listener.env)).await;
+                return write_fatal(client, reject, &names.environment).await;
             }
         };
+        drop(snap);
         let registration = self.cancels.register(lease.conn.addr, lease.conn.key);
         let mut out = Vec::with_capacity(512);
         codec::authentication_ok(&mut out);
@@ -280,31 +287,7 @@ impl Front {
             decision: "deny",
             reason: refused.reject.reason(),
             sqlstate: Some(refused.reject.sqlstate()),
-            ..blank(snap, peer, session_id, tls)
-        }
-    }
-
-    fn admitted_record<'a>(
-        &self,
-        snap: &'a Snapshot,
-        peer: Peer,
-        session_id: &'a str,
-        tls: bool,
-        admitted: &'a Admitted,
-    ) -> SessionRecord<'a> {
-        let identity = &admitted.identity;
-        SessionRecord {
-            tenant: identity.tenant.as_deref(),
-            user: identity.user.as_deref(),
-            roles: &identity.roles,
-            test_account: identity.test_account,
-            issuer: Some(&*snap.auth.issuer(identity.issuer).name),
-            access_reason: admitted.permit.access_reason(),
-            report_only: admitted.permit.reported().map(Reject::reason),
-            database: Some(&*snap.databases.get(admitted.target).name),
-            login_role: Some(&admitted.role),
-            db_schema: admitted.placement.db_schema.as_deref(),
-            ..blank(snap, peer, session_id, tls)
+            ..blank(snap.binder.name(peer.listener.env), peer, session_id, tls)
         }
     }
 
@@ -316,13 +299,43 @@ impl Front {
     }
 }
 
+/// Names from the snapshot an admitted session's audit lines keep after letting it go.
+struct Names {
+    environment: Box<str>,
+    issuer: Box<str>,
+    database: Box<str>,
+}
+
+fn admitted_record<'a>(
+    names: &'a Names,
+    peer: Peer,
+    session_id: &'a str,
+    tls: bool,
+    admitted: &'a Admitted,
+) -> SessionRecord<'a> {
+    let identity = &admitted.identity;
+    SessionRecord {
+        tenant: identity.tenant.as_deref(),
+        user: identity.user.as_deref(),
+        roles: &identity.roles,
+        test_account: identity.test_account,
+        issuer: Some(&names.issuer),
+        access_reason: admitted.permit.access_reason(),
+        report_only: admitted.permit.reported().map(Reject::reason),
+        database: Some(&names.database),
+        login_role: Some(&admitted.role),
+        db_schema: admitted.placement.db_schema.as_deref(),
+        ..blank(&names.environment, peer, session_id, tls)
+    }
+}
+
 /// A start line with only the connection's facts.
-fn blank<'a>(snap: &'a Snapshot, peer: Peer, session_id: &'a str, tls: bool) -> SessionRecord<'a> {
+fn blank<'a>(environment: &'a str, peer: Peer, session_id: &'a str, tls: bool) -> SessionRecord<'a> {
     SessionRecord {
         ts: SystemTime::now(),
         event: "db_session_start",
         session_id,
-        environment: Some(snap.binder.name(peer.listener.env)),
+        environment: Some(environment),
         tenant: None,
         user: None,
         roles: &[],
