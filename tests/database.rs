@@ -16,6 +16,7 @@ use std::time::Duration;
 use common::jws::{claims, now, token};
 use common::postgres::{Postgres, RustlsConnect};
 use common::*;
+use futures_util::{SinkExt, StreamExt};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use tokio_postgres::config::{SslMode, SslNegotiation};
@@ -391,6 +392,51 @@ fn a_cancel_reaches_its_own_query_only() {
         assert_eq!(sqlstate(&e), SqlState::QUERY_CANCELED.code(), "{e}");
         slow_b.await.unwrap().unwrap();
     });
+}
+
+#[test]
+fn extended_queries_copy_and_notices_pass_through() {
+    let f = front("");
+    runtime().block_on(async {
+        let mut config = Config::new();
+        config.host("127.0.0.1").port(f.prod.port()).user("anyone").dbname("app");
+        config.password(tenant_token("prod", "acme")).ssl_mode(SslMode::Require);
+        let (client, mut connection) = config.connect(RustlsConnect::new()).await.unwrap();
+        let (notices, mut received) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                if let Ok(tokio_postgres::AsyncMessage::Notice(n)) = message {
+                    let _ = notices.send(n.message().to_owned());
+                }
+            }
+        });
+        // Extended protocol: parse, bind with parameters, execute.
+        let row = client.query_one("SELECT $1::text || v FROM notes", &[&"seen: "]).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), "seen: acme-secret");
+        let statement = client.prepare("SELECT $1::int * 2").await.unwrap();
+        for n in [1i32, 21] {
+            assert_eq!(client.query_one(&statement, &[&n]).await.unwrap().get::<_, i32>(0), n * 2);
+        }
+        // COPY in and out.
+        client.batch_execute("CREATE TEMP TABLE copied (n int, s text)").await.unwrap();
+        let sink = client.copy_in("COPY copied FROM STDIN").await.unwrap();
+        let mut sink = std::pin::pin!(sink);
+        sink.send(bytes::Bytes::from_static(b"1\tone\n2\ttwo\n")).await.unwrap();
+        assert_eq!(sink.as_mut().finish().await.unwrap(), 2);
+        let out = client.copy_out("COPY (SELECT * FROM copied ORDER BY n) TO STDOUT").await.unwrap();
+        let mut out = std::pin::pin!(out);
+        let mut copied = Vec::new();
+        while let Some(chunk) = out.next().await {
+            copied.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(copied, b"1\tone\n2\ttwo\n");
+        // A notice raised by the server reaches the client.
+        client.batch_execute("DO $$ BEGIN RAISE NOTICE 'hello from %', current_user; END $$").await.unwrap();
+        let notice = tokio::time::timeout(Duration::from_secs(5), received.recv()).await.unwrap().unwrap();
+        assert_eq!(notice, "hello from tenant_acme");
+    });
+    let end = &db_audit(&f.gw, "db_session_end", 1)[0];
+    assert!(end["statements"].as_u64().unwrap() >= 6, "{end}");
 }
 
 #[test]
