@@ -19,7 +19,9 @@ fuzz_target!(|data: &[u8]| {
         Ok(rest) => assert!((8..=10_000).contains(&declared) && rest == declared - 4),
         Err(_) => assert!(!(8..=10_000).contains(&declared)),
     }
-    if let Ok((_, length)) = codec::message_header([word[0], word[1], word[2], word[3], body.first().copied().unwrap_or(0)]) {
+    if let Ok((_, length)) =
+        codec::message_header([word[0], word[1], word[2], word[3], body.first().copied().unwrap_or(0)])
+    {
         assert!(length < u32::MAX as usize);
     }
     if let Some(password) = codec::password(body) {
