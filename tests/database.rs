@@ -87,9 +87,17 @@ struct Front {
 }
 
 fn front(database_extra: &str) -> Front {
+    let (prod, stage) = (free_addr(), free_addr());
+    let gw = Gateway::start(&config("", database_extra), &[("@PGPROD@", prod), ("@PGSTAGE@", stage)]);
+    Front { gw, prod, stage }
+}
+
+/// The gateway's configuration, with more keys for `[environments.prod]` and
+/// `[databases.pg]`.
+fn config(prod_extra: &str, database_extra: &str) -> String {
     let pg = postgres();
     let tls = format!("{}/tests/fixtures/tls", env!("CARGO_MANIFEST_DIR"));
-    let config = format!(
+    format!(
         r#"{PREAMBLE}
 [[certificates]]
 cert_file = "{tls}/a.pem"
@@ -101,6 +109,7 @@ default_pool = "app"
 db_schema = "company_{{tenant}}"
 db_pool = "pg"
 reason_required_roles = ["admin"]
+{prod_extra}
 [environments.stage]
 default_pool = "app"
 db_schema = "company_{{tenant}}"
@@ -128,10 +137,7 @@ password_file = "{secret}"
         dead = dead_addr(),
         port = pg.port,
         secret = pg.dir.join("master.secret").display(),
-    );
-    let (prod, stage) = (free_addr(), free_addr());
-    let gw = Gateway::start(&config, &[("@PGPROD@", prod), ("@PGSTAGE@", stage)]);
-    Front { gw, prod, stage }
+    )
 }
 
 fn tenant_token(env: &str, tenant: &str) -> String {
@@ -206,6 +212,24 @@ fn psql_with_a_token_lands_in_its_tenant_schema() {
     assert_eq!(end["session_id"], start["session_id"]);
     assert_eq!(end["statements"], 1);
     assert!(end["bytes_out"].as_u64().unwrap() > 0);
+    assert_eq!(f.gw.metric("isogate_db_sessions_total{decision=\"allow\",reason=\"ok\"}"), Some(2.0));
+    assert_eq!(f.gw.metric("isogate_db_sessions_ended_total"), Some(2.0));
+}
+
+#[test]
+fn a_reload_applies_new_access_rules_to_new_sessions() {
+    let f = front("");
+    let user = tenant_token("prod", "acme");
+    runtime().block_on(async {
+        let before = connect(f.prod, &user).await.unwrap();
+        f.gw.write_config(&config("allowed_roles = [\"admin\"]", ""));
+        f.gw.signal("HUP");
+        eventually("the reload", || (f.gw.metric("isogate_config_generation") == Some(2.0)).then_some(()));
+        let e = connect(f.prod, &user).await.unwrap_err();
+        assert_eq!(sqlstate(&e), SqlState::INSUFFICIENT_PRIVILEGE.code(), "{e}");
+        // The session admitted before the reload goes on.
+        assert_eq!(column(&before, "SELECT v FROM notes").await.unwrap(), ["acme-secret"]);
+    });
 }
 
 #[test]
