@@ -402,6 +402,33 @@ fn a_reused_server_connection_keeps_nothing_of_the_previous_session() {
 }
 
 #[test]
+fn a_client_that_vanishes_mid_query_leaves_no_connection_to_reuse() {
+    let f = front("");
+    let acme = tenant_token("prod", "acme");
+    let pid = runtime().block_on(async {
+        let mut config = Config::new();
+        config.host("127.0.0.1").port(f.prod.port()).user("anyone").dbname("app");
+        config.password(acme.as_str()).ssl_mode(SslMode::Require);
+        let (client, connection) = config.connect(RustlsConnect::new()).await.unwrap();
+        let connection = tokio::spawn(connection);
+        let pid = column(&client, "SELECT pg_backend_pid()").await.unwrap();
+        let running = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The socket closes with the query still running and no Terminate sent.
+        connection.abort();
+        let _ = running.await;
+        let end = db_audit(&f.gw, "db_session_end", 1);
+        assert_eq!(end[0]["server_kept"], false, "{}", end[0]);
+        let next = connect(f.prod, &acme).await.unwrap();
+        assert_ne!(column(&next, "SELECT pg_backend_pid()").await.unwrap(), pid, "a fresh server connection");
+        pid
+    });
+    // The abandoned query was cancelled, so its backend ends long before its 30 s.
+    let gone = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {}", pid[0]);
+    eventually("the abandoned backend to end", || (postgres().sql("app", &gone) == "0").then_some(()));
+}
+
+#[test]
 fn a_cancel_reaches_its_own_query_only() {
     let f = front("");
     runtime().block_on(async {

@@ -62,13 +62,7 @@ impl CancelKeys {
         if backend.secret != key.secret {
             return false;
         }
-        match TcpStream::connect(backend.server).await {
-            Ok(mut stream) => stream.write_all(&cancel_request(backend.key)).await.is_ok(),
-            Err(e) => {
-                log::warn!(target: "isogate::database", "cannot forward a cancel request to {}: {e}", backend.server);
-                false
-            }
-        }
+        cancel_backend(backend.server, backend.key).await
     }
 
     /// Sessions registered.
@@ -79,6 +73,17 @@ impl CancelKeys {
     /// Whether no session is registered.
     pub fn is_empty(&self) -> bool {
         self.by_pid.is_empty()
+    }
+}
+
+/// Asks `server` to cancel the query of its backend `key`; whether the request went out.
+pub async fn cancel_backend(server: SocketAddr, key: BackendKey) -> bool {
+    match TcpStream::connect(server).await {
+        Ok(mut stream) => stream.write_all(&cancel_request(key)).await.is_ok(),
+        Err(e) => {
+            log::warn!(target: "isogate::database", "cannot send a cancel request to {server}: {e}");
+            false
+        }
     }
 }
 

@@ -243,6 +243,11 @@ impl Front {
             RelayEnd::default()
         };
         drop(registration);
+        if !end.server_idle {
+            // The client left with a query possibly still running: cancel it, so the
+            // backend does not work on for nobody, then close the connection.
+            super::cancel::cancel_backend(lease.conn.addr, lease.conn.key).await;
+        }
         let kept = end.server_idle && tokio::time::timeout(RESET_TIMEOUT, pool.checkin(lease)).await.unwrap_or(false);
         record.ts = SystemTime::now();
         record.event = "db_session_end";
