@@ -346,6 +346,41 @@ fn a_role_that_must_give_a_reason_gives_it_in_the_startup_options() {
 }
 
 #[test]
+fn sessions_that_gave_a_reason_have_each_statement_audited() {
+    let f = front("audit_statements = true");
+    let mut admin = claims("prod", "acme");
+    admin["roles"] = json!(["admin"]);
+    let admin = token("HS256", admin);
+    let long = format!("SELECT '{}' AS padding", "x".repeat(2000));
+    runtime().block_on(async {
+        let reasoned = connect_with(f.prod, &admin, |c| {
+            c.options("-c isogate.reason=INC-7");
+        })
+        .await
+        .unwrap();
+        reasoned.simple_query("SELECT v FROM notes").await.unwrap();
+        reasoned.query_one("SELECT $1::text", &[&"bound"]).await.unwrap();
+        reasoned.simple_query(&long).await.unwrap();
+        drop(reasoned);
+        // A session without a reason writes no statement lines.
+        let plain = connect(f.prod, &tenant_token("prod", "acme")).await.unwrap();
+        plain.simple_query("SELECT 'unaudited'").await.unwrap();
+        drop(plain);
+    });
+    db_audit(&f.gw, "db_session_end", 2);
+    let lines = db_audit(&f.gw, "db_statement", 3);
+    let statements: Vec<&str> = lines.iter().map(|l| l["statement"].as_str().unwrap()).collect();
+    assert_eq!(&statements[..2], ["SELECT v FROM notes", "SELECT $1::text"]);
+    assert_eq!(lines[0]["access_reason"], "INC-7");
+    assert_eq!(lines[0]["tenant"], "acme");
+    assert_eq!(lines[0]["truncated"], false);
+    assert_eq!(statements[2].len(), 1024);
+    assert!(long.starts_with(statements[2]));
+    assert_eq!(lines[2]["truncated"], true);
+    assert_eq!(lines.len(), 3, "{statements:?}");
+}
+
+#[test]
 fn a_reused_server_connection_keeps_nothing_of_the_previous_session() {
     let f = front("max_server_connections = 1\nqueue_timeout_ms = 500");
     let acme = tenant_token("prod", "acme");

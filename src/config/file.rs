@@ -1015,6 +1015,9 @@ pub struct Database {
     /// TCP connect and sign-in timeout, in ms.
     #[serde(default = "default_database_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// One audit line per statement of the sessions that gave an access reason.
+    #[serde(default)]
+    pub audit_statements: bool,
 }
 
 fn default_database_port() -> u16 {

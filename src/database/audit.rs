@@ -64,3 +64,28 @@ pub struct SessionRecord<'a> {
     /// On the end line: whether the server connection was reset and kept.
     pub server_kept: Option<bool>,
 }
+
+/// One statement of a session that gave an access reason, on a target that audits them.
+#[derive(Debug, Serialize)]
+pub struct StatementRecord<'a> {
+    /// When the statement passed, RFC 3339 with microseconds, UTC.
+    #[serde(serialize_with = "crate::audit::rfc3339_micros")]
+    pub ts: SystemTime,
+    /// `db_statement`.
+    pub event: &'static str,
+    /// The session's id, as on its start and end lines.
+    pub session_id: &'a str,
+    /// The listener's environment.
+    pub environment: &'a str,
+    /// Tenant claim.
+    pub tenant: Option<&'a str>,
+    /// User claim.
+    pub user: Option<&'a str>,
+    /// The access reason the session gave.
+    pub access_reason: Option<&'a str>,
+    /// The statement text (a simple query, or the query of an extended-protocol
+    /// `Parse`), at most 1024 bytes, invalid UTF-8 replaced.
+    pub statement: &'a str,
+    /// Whether the text was cut.
+    pub truncated: bool,
+}

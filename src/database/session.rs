@@ -11,11 +11,11 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::admit::{admit, Admitted};
-use super::audit::SessionRecord;
+use super::audit::{SessionRecord, StatementRecord};
 use super::codec::{self, Startup, StartupParams, TLS_HANDSHAKE};
 use super::pool::{CheckoutError, RESET_TIMEOUT};
 use super::prefixed::Prefixed;
-use super::relay::{relay, RelayEnd};
+use super::relay::{relay, RelayEnd, StatementSink};
 use super::server::{ServerError, SignIn};
 use super::target::Listener;
 use super::Front;
@@ -225,6 +225,7 @@ impl Front {
                 return write_fatal(client, reject, &names.environment).await;
             }
         };
+        let audit_statements = target.audit_statements && admitted.permit.access_reason().is_some();
         drop(snap);
         let registration = self.cancels.register(lease.conn.addr, lease.conn.key);
         let mut out = Vec::with_capacity(512);
@@ -237,8 +238,26 @@ impl Front {
         record.server = Some(lease.conn.addr);
         record.server_reused = Some(lease.reused);
         self.audit(&record);
+        let mut statement_line = |text: &[u8], truncated: bool| {
+            let statement = String::from_utf8_lossy(text);
+            let line = StatementRecord {
+                ts: SystemTime::now(),
+                event: "db_statement",
+                session_id,
+                environment: &names.environment,
+                tenant: admitted.identity.tenant.as_deref(),
+                user: admitted.identity.user.as_deref(),
+                access_reason: admitted.permit.access_reason(),
+                statement: &statement,
+                truncated,
+            };
+            if let Some(line) = crate::audit::encode(&line) {
+                self.audit.submit(None, line);
+            }
+        };
+        let sink: Option<StatementSink<'_>> = audit_statements.then_some(&mut statement_line);
         let end = if client.write_all(&out).await.is_ok() && client.flush().await.is_ok() {
-            relay(&mut client, &mut lease.conn).await
+            relay(&mut client, &mut lease.conn, sink).await
         } else {
             RelayEnd::default()
         };

@@ -39,6 +39,8 @@ pub struct Target {
     pub queue_timeout: Duration,
     /// Connect and sign-in timeout.
     pub connect_timeout: Duration,
+    /// Whether sessions that gave an access reason get one audit line per statement.
+    pub audit_statements: bool,
 }
 
 impl Target {
@@ -66,7 +68,14 @@ impl Target {
             max_server_connections,
             queue_timeout,
             connect_timeout,
+            audit_statements: false,
         }
+    }
+
+    /// The same target, auditing each statement of sessions that gave a reason.
+    pub fn with_statement_audit(mut self, on: bool) -> Self {
+        self.audit_statements = on;
+        self
     }
 
     /// The login role for a session: the rendered `user` template, which must be a

@@ -179,16 +179,19 @@ fn target(
         Duration::from_millis(raw.queue_timeout_ms),
         Duration::from_millis(raw.connect_timeout_ms),
     );
-    Some(Target::new(
-        name.get_ref(),
-        raw.host.get_ref(),
-        raw.port,
-        raw.database.get_ref(),
-        user?,
-        secret?,
-        raw.password,
-        limits,
-    ))
+    Some(
+        Target::new(
+            name.get_ref(),
+            raw.host.get_ref(),
+            raw.port,
+            raw.database.get_ref(),
+            user?,
+            secret?,
+            raw.password,
+            limits,
+        )
+        .with_statement_audit(raw.audit_statements),
+    )
 }
 
 /// The secret from `password_env` or `password_file` (exactly one).
