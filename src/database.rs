@@ -22,6 +22,7 @@ mod prefixed;
 pub mod refusal;
 mod relay;
 pub mod server;
+pub mod server_stream;
 mod session;
 pub mod target;
 

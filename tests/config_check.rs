@@ -302,6 +302,8 @@ fn example_database_front_is_valid_and_its_mistakes_are_named() {
         std::fs::copy(root().join("config").join(file), dir.join(file)).expect("copy a config file");
     }
     std::fs::write(dir.join("keys/db-master.secret"), format!("{DEMO_SECRET}\n")).expect("write the master secret");
+    std::fs::create_dir_all(dir.join("tls")).expect("create tls/");
+    std::fs::copy(root().join("tests/fixtures/tls/ca.pem"), dir.join("tls/db-ca.pem")).expect("copy the CA");
     let tls = root().join("tests/fixtures/tls");
     let front = ["# [[database_listeners]]", "# [databases.prod-eu-1]", "# [databases.prod-globex-db]"]
         .iter()
@@ -342,6 +344,8 @@ fn example_database_front_is_valid_and_its_mistakes_are_named() {
             "max_server_connections = 0",
             "databases.prod-eu-1.max_server_connections: 0 is out of range",
         ),
+        ("tls = true", "tls = false", "databases.prod-eu-1: ca_file or server_name is set but tls is not enabled"),
+        ("ca_file = \"tls/db-ca.pem\"", "", "databases.prod-eu-1.ca_file: TLS to the server needs the CA"),
     ];
     for (from, to, message) in mistakes {
         let broken = replace_line(&front, from, to);

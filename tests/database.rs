@@ -526,6 +526,22 @@ fn extended_queries_copy_and_notices_pass_through() {
 }
 
 #[test]
+fn the_server_connection_can_be_tls_verified_against_the_targets_ca() {
+    let ca = format!("{}/tests/fixtures/tls/ca.pem", env!("CARGO_MANIFEST_DIR"));
+    let f = front(&format!("tls = true\nca_file = \"{ca}\"\nserver_name = \"a.test\""));
+    let wrong = front(&format!("tls = true\nca_file = \"{ca}\"\nserver_name = \"b.test\""));
+    runtime().block_on(async {
+        let client = connect(f.prod, &tenant_token("prod", "acme")).await.unwrap();
+        let ssl = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+        assert_eq!(column(&client, ssl).await.unwrap(), ["t"]);
+        assert_eq!(column(&client, "SELECT v FROM notes").await.unwrap(), ["acme-secret"]);
+        // A certificate for another name is refused: no session, and no plain-text fallback.
+        let e = connect(wrong.prod, &tenant_token("prod", "acme")).await.unwrap_err();
+        assert_eq!(sqlstate(&e), SqlState::CONNECTION_FAILURE.code(), "{e}");
+    });
+}
+
+#[test]
 fn direct_tls_with_alpn_postgresql_is_served() {
     let f = front("");
     runtime().block_on(async {

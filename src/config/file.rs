@@ -1018,6 +1018,13 @@ pub struct Database {
     /// One audit line per statement of the sessions that gave an access reason.
     #[serde(default)]
     pub audit_statements: bool,
+    /// Connect to the server over TLS (after an `SSLRequest`), verified with `ca_file`.
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM CA certificate(s) the server's certificate must chain to.
+    pub ca_file: Option<Spanned<String>>,
+    /// The name the server's certificate must carry (default: `host`).
+    pub server_name: Option<Spanned<String>>,
 }
 
 fn default_database_port() -> u16 {

@@ -92,7 +92,7 @@ where
     let mut status = server.status;
     let (client_read, client_write) = tokio::io::split(client);
     let (stream, server_buf) = server.parts();
-    let (server_read, server_write) = stream.split();
+    let (server_read, server_write) = tokio::io::split(stream);
     let client_end = {
         let to_server = client_to_server(client_read, server_write, &mut up, &owed, &mut statements, statements_sink);
         let to_client = server_to_client(server_read, client_write, server_buf, &mut down, &owed, &mut status);
@@ -168,7 +168,7 @@ where
             }
         }
         if pass > 0 {
-            if to.write_all(&buf[..pass]).await.is_err() {
+            if to.write_all(&buf[..pass]).await.is_err() || to.flush().await.is_err() {
                 return ClientEnd::Broken;
             }
             framing.bytes += pass as u64;

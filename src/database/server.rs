@@ -14,6 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::codec::BackendKey;
+use super::server_stream::{ServerStream, ServerTls};
 
 /// Why a server connection could not be opened or reused.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +54,7 @@ const VERIFY_RESET: &str = "SELECT current_user OPERATOR(pg_catalog.=) session_u
 /// A signed-in server connection.
 #[derive(Debug)]
 pub struct ServerConn {
-    stream: TcpStream,
+    stream: ServerStream,
     /// Bytes read from the server and not handled yet.
     buf: BytesMut,
     /// The server's `ParameterStatus` values at sign-in, replayed to each client.
@@ -81,14 +82,20 @@ pub struct SignIn<'a> {
     pub password: &'a str,
     /// The session's `search_path`, when the environment renders a schema.
     pub schema: Option<&'a str>,
+    /// TLS to the server, when the target asks for it.
+    pub tls: Option<&'a ServerTls>,
 }
 
 impl ServerConn {
     /// Connects and signs in.
     pub async fn connect(to: &SignIn<'_>) -> Result<Self, ServerError> {
-        let stream = TcpStream::connect((to.host, to.port)).await?;
-        stream.set_nodelay(true)?;
-        let addr = stream.peer_addr()?;
+        let tcp = TcpStream::connect((to.host, to.port)).await?;
+        tcp.set_nodelay(true)?;
+        let addr = tcp.peer_addr()?;
+        let stream = match to.tls {
+            Some(tls) => ServerStream::tls(tcp, tls).await?,
+            None => ServerStream::Plain(tcp),
+        };
         let mut conn = Self {
             stream,
             buf: BytesMut::with_capacity(8192),
@@ -110,6 +117,7 @@ impl ServerConn {
         let mut out = BytesMut::new();
         frontend::startup_message(params, &mut out)?;
         conn.stream.write_all(&out).await?;
+        conn.stream.flush().await?;
         conn.authenticate(to).await?;
         conn.until_ready(true).await?;
         Ok(conn)
@@ -152,6 +160,7 @@ impl ServerConn {
                 _ => return Err(ServerError::Unexpected("an authentication method the gateway does not speak")),
             }
             self.stream.write_all(&out).await?;
+            self.stream.flush().await?;
         }
     }
 
@@ -193,6 +202,7 @@ impl ServerConn {
         let mut out = BytesMut::new();
         frontend::query(sql, &mut out)?;
         self.stream.write_all(&out).await?;
+        self.stream.flush().await?;
         self.until_ready(false).await
     }
 
@@ -213,13 +223,11 @@ impl ServerConn {
     /// Whether an idle connection still looks usable: the server has neither closed it
     /// nor sent anything since it went idle.
     pub fn idle_and_open(&self) -> bool {
-        let mut probe = [0u8; 1];
-        self.buf.is_empty()
-            && matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        self.buf.is_empty() && self.stream.idle_and_open()
     }
 
     /// The socket and the bytes read ahead from it, for relaying.
-    pub fn parts(&mut self) -> (&mut TcpStream, &mut BytesMut) {
+    pub fn parts(&mut self) -> (&mut ServerStream, &mut BytesMut) {
         (&mut self.stream, &mut self.buf)
     }
 

@@ -204,6 +204,7 @@ impl Front {
             role: &admitted.role,
             password: &password,
             schema: admitted.placement.db_schema.as_deref(),
+            tls: target.tls.as_ref(),
         };
         let pool = self.pools.of(target);
         let mut record = admitted_record(&names, peer, session_id, tls, admitted);

@@ -41,6 +41,8 @@ pub struct Target {
     pub connect_timeout: Duration,
     /// Whether sessions that gave an access reason get one audit line per statement.
     pub audit_statements: bool,
+    /// TLS to the server, verified against the target's CA.
+    pub tls: Option<super::server_stream::ServerTls>,
 }
 
 impl Target {
@@ -69,7 +71,14 @@ impl Target {
             queue_timeout,
             connect_timeout,
             audit_statements: false,
+            tls: None,
         }
+    }
+
+    /// The same target, reached over TLS.
+    pub fn with_tls(mut self, tls: Option<super::server_stream::ServerTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The same target, auditing each statement of sessions that gave a reason.

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject;
 use toml::Spanned;
 
 use super::compile::unknown_env;
@@ -171,6 +172,7 @@ fn target(
         );
     }
     let secret = secret(raw, &key, source, env, errors);
+    let tls = server_tls(raw, &key, source, errors);
     if errors.len() > before {
         return None;
     }
@@ -190,7 +192,8 @@ fn target(
             raw.password,
             limits,
         )
-        .with_statement_audit(raw.audit_statements),
+        .with_statement_audit(raw.audit_statements)
+        .with_tls(tls),
     )
 }
 
@@ -262,4 +265,79 @@ fn secret(
         return None;
     }
     Some(value)
+}
+
+/// TLS to the server: the CA file (required, so verification is never skipped) and the
+/// name to verify (default: `host`).
+fn server_tls(
+    raw: &file::Database,
+    key: &str,
+    source: &Source,
+    errors: &mut Vec<ConfigError>,
+) -> Option<crate::database::server_stream::ServerTls> {
+    if !raw.tls {
+        if raw.ca_file.is_some() || raw.server_name.is_some() {
+            errors.push(ConfigError::at(
+                raw.host.span(),
+                key,
+                "ca_file or server_name is set but tls is not enabled",
+                "set tls = true, or remove ca_file and server_name",
+            ));
+        }
+        return None;
+    }
+    let Some(ca) = &raw.ca_file else {
+        errors.push(ConfigError::at(
+            raw.host.span(),
+            format!("{key}.ca_file"),
+            "TLS to the server needs the CA that signed its certificate",
+            "set ca_file = \"tls/db-ca.pem\"",
+        ));
+        return None;
+    };
+    let path = source.resolve(ca.get_ref());
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(&path)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| e.to_string())
+        .and_then(|certs| {
+            for c in certs {
+                roots.add(c).map_err(|e| e.to_string())?;
+            }
+            if roots.is_empty() {
+                Err("no certificate in the file".to_owned())
+            } else {
+                Ok(())
+            }
+        });
+    if let Err(e) = certs {
+        errors.push(ConfigError::at(
+            ca.span(),
+            format!("{key}.ca_file"),
+            format!("cannot use {}: {e}", path.display()),
+            "point it at PEM CA certificate(s)",
+        ));
+        return None;
+    }
+    let name_text = raw.server_name.as_ref().unwrap_or(&raw.host);
+    let Ok(name) = rustls::pki_types::ServerName::try_from(name_text.get_ref().clone()) else {
+        errors.push(ConfigError::at(
+            name_text.span(),
+            format!("{key}.server_name"),
+            format!("`{}` is not a server name", name_text.get_ref()),
+            "write the DNS name or address in the server's certificate",
+        ));
+        return None;
+    };
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth());
+    match config {
+        Ok(config) => Some(crate::database::server_stream::ServerTls { config: std::sync::Arc::new(config), name }),
+        Err(e) => {
+            errors.push(ConfigError::at(ca.span(), format!("{key}.tls"), e.to_string(), "report this as a bug"));
+            None
+        }
+    }
 }

@@ -70,11 +70,21 @@ impl Postgres {
             .output()
             .unwrap();
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        // TLS with the test CA's leaf for `a.test`; the key must be the server user's, 0600.
+        let fixtures = format!("{}/tests/fixtures/tls", env!("CARGO_MANIFEST_DIR"));
+        for (from, to) in [("a.pem", "server.pem"), ("a.key", "server.key")] {
+            std::fs::copy(format!("{fixtures}/{from}"), dir.join(to)).unwrap();
+            assert!(Command::new("chmod").arg("600").arg(dir.join(to)).status().unwrap().success());
+            if root {
+                assert!(Command::new("chown").arg("postgres:postgres").arg(dir.join(to)).status().unwrap().success());
+            }
+        }
         let port = super::free_addr().port();
         // The guard runs the server, and stops it (fast shutdown) when this process ends.
         let guard = format!(
             "{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off \
-             -c max_connections=60 -c log_min_messages=warning >{dir}/server.log 2>&1 & pg=$!; \
+             -c max_connections=60 -c log_min_messages=warning -c ssl=on \
+             -c ssl_cert_file={dir}/server.pem -c ssl_key_file={dir}/server.key >{dir}/server.log 2>&1 & pg=$!; \
              while [ -d /proc/{parent} ] && kill -0 $pg 2>/dev/null; do sleep 0.5; done; \
              kill -INT $pg 2>/dev/null; wait $pg; rm -rf {dir}",
             postgres = bin.join("postgres").display(),
