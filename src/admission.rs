@@ -105,6 +105,12 @@ pub fn route_of(snap: &Snapshot, head: &RequestHeader, conn: &Connection) -> Opt
     stages::route(snap, head, conn).ok().map(|r| r.id)
 }
 
+/// Verifies a token given on its own (a database password) like a bearer token,
+/// refetching an issuer's keys once for an unknown `kid`.
+pub async fn identify_token(snap: &Snapshot, token: &[u8]) -> Result<(Arc<Identity>, CacheUse), Refusal> {
+    stages::verify_with_refetch(snap, || snap.auth.identify_token(token)).await
+}
+
 /// Runs every stage; the request's head is read, never changed.
 pub async fn admit(snap: &Snapshot, head: &RequestHeader, conn: &Connection) -> Result<Admitted, Refused> {
     snap.head_limits.check(head).map_err(Refused::early)?;

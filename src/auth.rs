@@ -235,6 +235,12 @@ impl Authenticator {
         self.verify(token::bearer(authorization, self.max_bytes)?)
     }
 
+    /// Identifies the caller from a token given on its own, such as a database password:
+    /// the same checks, issuers, keys and cache as a bearer token.
+    pub fn identify_token(&self, token: &[u8]) -> Result<(Arc<Identity>, CacheUse), Refusal> {
+        self.verify(token::compact(token, self.max_bytes)?)
+    }
+
     /// Identifies the caller from a token found by `source::TokenSources::find`.
     /// The identity is shared with the verified-token cache, so a hit copies nothing.
     pub fn verify(&self, token: &str) -> Result<(Arc<Identity>, CacheUse), Refusal> {

@@ -120,6 +120,11 @@ impl Demo {
                 case.path
             ));
         }
+        out.push_str(
+            "\nPostgreSQL: the same tokens open tenant-bound database sessions through a\n\
+             [[database_listeners]] entry (PGPASSWORD=<token> psql \"host=... sslmode=require\").\n\
+             With PostgreSQL installed, docs/DATABASE.md sets it up; tests/database.rs runs it.\n",
+        );
         out.push_str("\nAudit lines follow on stdout, one per request. Ctrl-C stops the demo.\n");
         out
     }

@@ -16,6 +16,7 @@ pub mod bind;
 pub mod config;
 pub mod connections;
 pub mod cors;
+pub mod database;
 pub mod diag;
 pub mod drain;
 pub mod forwarded;

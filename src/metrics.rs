@@ -136,6 +136,12 @@ pub struct Metrics {
     /// `isogate_log_lines_suppressed_total{target}`: diagnostic log lines left out by the
     /// limits of `diag` (read from its counters at scrape time).
     pub log_suppressed: IntCounterVec,
+    /// `isogate_db_sessions_total{decision,reason}`: database sessions admitted or refused.
+    pub db_sessions: IntCounterVec,
+    /// `isogate_db_sessions_ended_total`: admitted database sessions that ended.
+    pub db_sessions_ended: IntCounter,
+    /// `isogate_db_server_connections`: server connections open to databases (lent or idle).
+    pub db_server_connections: IntGauge,
 }
 
 /// Exports `diag`'s suppression counters: at each scrape the counter of each call site
@@ -228,7 +234,22 @@ impl Metrics {
         for result in ["ok", "error"] {
             config_reloads.with_label_values(&[result]);
         }
+        let db_server_connections = IntGauge::new(
+            "isogate_db_server_connections",
+            "Server connections open to database targets, lent to a session or idle.",
+        )?;
+        registry.register(Box::new(db_server_connections.clone()))?;
         Ok(Self {
+            db_sessions: counter_vec(
+                "isogate_db_sessions_total",
+                "Database sessions by decision and reason (ok when admitted).",
+                &["decision", "reason"],
+            )?,
+            db_sessions_ended: counter(
+                "isogate_db_sessions_ended_total",
+                "Admitted database sessions that ended.",
+            )?,
+            db_server_connections,
             registry: registry.clone(),
             requests: counter_vec(
                 "isogate_requests_total",

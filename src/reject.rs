@@ -78,6 +78,14 @@ pub enum Reject {
     UpstreamUnavailable,
     /// The upstream did not answer in time.
     UpstreamTimeout,
+    /// A database client broke the wire protocol (bad startup packet, unexpected message).
+    ProtocolViolation,
+    /// A database client did not ask for TLS on a listener that requires it.
+    TlsRequired,
+    /// The session's rendered `db_pool` names no `[databases.NAME]`.
+    NoDatabase,
+    /// No server connection to the database target became free in time.
+    DatabaseBusy,
 }
 
 impl Reject {
@@ -98,7 +106,10 @@ impl Reject {
             | Reject::TestAccountLifetime
             | Reject::UnsafeTenantValue
             | Reject::CorsNotAllowed => 403,
-            Reject::NoRoute => 404,
+            Reject::NoRoute | Reject::NoDatabase => 404,
+            Reject::ProtocolViolation => 400,
+            Reject::TlsRequired => 403,
+            Reject::DatabaseBusy => 503,
             Reject::MethodNotAllowed => 405,
             Reject::RequestTimeout => 408,
             Reject::BodyTooLarge => 413,
@@ -144,6 +155,54 @@ impl Reject {
             Reject::UpstreamUnreachable => "upstream_unreachable",
             Reject::UpstreamUnavailable => "upstream_unavailable",
             Reject::UpstreamTimeout => "upstream_timeout",
+            Reject::ProtocolViolation => "protocol_violation",
+            Reject::TlsRequired => "tls_required",
+            Reject::NoDatabase => "no_database",
+            Reject::DatabaseBusy => "database_busy",
+        }
+    }
+
+    /// The SQLSTATE of the PostgreSQL `ErrorResponse` a database client gets.
+    pub fn sqlstate(self) -> &'static str {
+        match self {
+            // invalid_password: the password (the token) is not accepted.
+            Reject::Unauthenticated(_) => "28P01",
+            // invalid_authorization_specification: not for this listener at all.
+            Reject::TenantMissing
+            | Reject::WrongEnvironment
+            | Reject::UnknownEnvironment
+            | Reject::IssuerNotTrusted
+            | Reject::TlsRequired => "28000",
+            // insufficient_privilege: who the caller is was accepted, what they ask is not.
+            Reject::TenantNotMapped
+            | Reject::RoleNotAllowed
+            | Reject::RoleRequired
+            | Reject::AdminRoleRequired
+            | Reject::ReasonRequired
+            | Reject::TestAccountForbidden
+            | Reject::TestAccountLifetime
+            | Reject::UnsafeTenantValue => "42501",
+            // invalid_catalog_name: no database to open.
+            Reject::NoDatabase => "3D000",
+            // too_many_connections.
+            Reject::DatabaseBusy
+            | Reject::RateLimited { .. }
+            | Reject::QuotaExhausted { .. }
+            | Reject::LimiterUnavailable
+            | Reject::AuditUnavailable => "53300",
+            // connection_failure: the server could not be reached or signed in to.
+            Reject::UpstreamUnreachable | Reject::UpstreamUnavailable | Reject::UpstreamTimeout => "08006",
+            // protocol_violation, and the HTTP-only refusals that cannot arise here.
+            Reject::ProtocolViolation
+            | Reject::BadRequest
+            | Reject::AmbiguousPath
+            | Reject::UriTooLong
+            | Reject::HeadersTooLarge
+            | Reject::BodyTooLarge
+            | Reject::RequestTimeout
+            | Reject::MethodNotAllowed
+            | Reject::NoRoute
+            | Reject::CorsNotAllowed => "08P01",
         }
     }
 
@@ -163,19 +222,23 @@ impl Reject {
             | Reject::TestAccountForbidden
             | Reject::TestAccountLifetime
             | Reject::UnsafeTenantValue
-            | Reject::CorsNotAllowed => GrpcStatus::PermissionDenied,
+            | Reject::CorsNotAllowed
+            | Reject::TlsRequired => GrpcStatus::PermissionDenied,
             Reject::RateLimited { .. } | Reject::QuotaExhausted { .. } | Reject::BodyTooLarge => {
                 GrpcStatus::ResourceExhausted
             }
             Reject::LimiterUnavailable
             | Reject::AuditUnavailable
             | Reject::UpstreamUnreachable
-            | Reject::UpstreamUnavailable => GrpcStatus::Unavailable,
+            | Reject::UpstreamUnavailable
+            | Reject::DatabaseBusy => GrpcStatus::Unavailable,
             Reject::UpstreamTimeout | Reject::RequestTimeout => GrpcStatus::DeadlineExceeded,
-            Reject::NoRoute | Reject::MethodNotAllowed => GrpcStatus::Unimplemented,
-            Reject::BadRequest | Reject::AmbiguousPath | Reject::UriTooLong | Reject::HeadersTooLarge => {
-                GrpcStatus::InvalidArgument
-            }
+            Reject::NoRoute | Reject::MethodNotAllowed | Reject::NoDatabase => GrpcStatus::Unimplemented,
+            Reject::BadRequest
+            | Reject::AmbiguousPath
+            | Reject::UriTooLong
+            | Reject::HeadersTooLarge
+            | Reject::ProtocolViolation => GrpcStatus::InvalidArgument,
         }
     }
 
@@ -205,7 +268,10 @@ impl Reject {
 
     /// Whether the gateway refused the request itself (as opposed to an upstream failure).
     pub fn is_policy(self) -> bool {
-        !matches!(self, Reject::UpstreamUnreachable | Reject::UpstreamUnavailable | Reject::UpstreamTimeout)
+        !matches!(
+            self,
+            Reject::UpstreamUnreachable | Reject::UpstreamUnavailable | Reject::UpstreamTimeout | Reject::DatabaseBusy
+        )
     }
 
     /// The `RateLimit` field for 429 answers (draft-ietf-httpapi-ratelimit-headers):

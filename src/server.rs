@@ -211,7 +211,14 @@ pub struct Launch<'a> {
 pub fn run(snapshot: Snapshot, launch: Launch<'_>) -> Result<(), StartError> {
     let settings = snapshot.settings.clone();
     if !launch.upgrade {
-        check_bindable(settings.listeners.iter().copied().chain([settings.admin]))?;
+        check_bindable(
+            settings
+                .listeners
+                .iter()
+                .copied()
+                .chain([settings.admin])
+                .chain(settings.database_listeners.iter().copied()),
+        )?;
     }
 
     let registry = Registry::new();
@@ -253,6 +260,16 @@ pub fn run(snapshot: Snapshot, launch: Launch<'_>) -> Result<(), StartError> {
     admin.threads = Some(1);
 
     log::info!("isogate listening on {:?}, admin on {}", settings.listeners, settings.admin);
+    if !settings.database_listeners.is_empty() {
+        let front = crate::database::Front::new(Arc::clone(&snapshots), Arc::clone(&audit), metrics.clone())
+            .map_err(|e| StartError::Tls(e.to_string()))?;
+        let mut database = Service::new("isogate database".to_owned(), front);
+        for addr in &settings.database_listeners {
+            database.add_tcp(&addr.to_string());
+        }
+        log::info!("isogate database listeners on {:?}", settings.database_listeners);
+        server.add_service(database);
+    }
     server.add_service(proxy);
     server.add_service(admin);
     if !remote_keys.is_empty() {

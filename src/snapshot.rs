@@ -5,6 +5,7 @@
 //! values are prebuilt, and every problem is collected so `check` can list them all.
 
 mod compile;
+mod databases;
 mod limits;
 mod pools;
 mod routes;
@@ -63,6 +64,8 @@ pub struct Settings {
     pub audit_stream_end: bool,
     /// Tenants with their own metric label (0: the per-tenant metric is off).
     pub tenant_label_top: usize,
+    /// Database (PostgreSQL) listeners.
+    pub database_listeners: Vec<SocketAddr>,
 }
 
 /// Everything the request path reads, compiled and validated.
@@ -112,6 +115,8 @@ pub struct Snapshot {
     pub trace_context: bool,
     /// The metric children requests count into, resolved on first use.
     pub metric_cells: crate::metrics::MetricCells,
+    /// Database targets and the database listeners' environments.
+    pub databases: crate::database::Databases,
 }
 
 impl Snapshot {

@@ -226,10 +226,15 @@ fn example_config_documents_every_key_and_value_of_the_schema() {
 
 /// Uncomments the example's `# [[issuers]]` block (up to the next blank line).
 fn uncomment_remote_issuer(text: &str) -> String {
+    uncomment_block(text, "# [[issuers]]")
+}
+
+/// Uncomments every block starting with the line `header` (up to the next blank line).
+fn uncomment_block(text: &str, header: &str) -> String {
     let mut out = String::new();
     let mut in_block = false;
     for line in text.lines() {
-        if line == "# [[issuers]]" {
+        if line == header {
             in_block = true;
         } else if line.is_empty() {
             in_block = false;
@@ -292,6 +297,73 @@ fn example_config_commented_alternatives_are_valid() {
         run.stderr.contains(": issuers[1]: an issuer needs exactly one of public_key_file, secret_env"),
         "{run:#?}"
     );
+}
+
+#[test]
+fn example_database_front_is_valid_and_its_mistakes_are_named() {
+    let example = std::fs::read_to_string(root().join("config/isogate.example.toml")).expect("read the example");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("config_check_databases");
+    std::fs::create_dir_all(dir.join("keys")).expect("create the scratch directory");
+    for file in ["keys/example-idp.pub.pem", "keys/example-partner.secret", "tenants.example.csv"] {
+        std::fs::copy(root().join("config").join(file), dir.join(file)).expect("copy a config file");
+    }
+    std::fs::write(dir.join("keys/db-master.secret"), format!("{DEMO_SECRET}\n")).expect("write the master secret");
+    std::fs::create_dir_all(dir.join("tls")).expect("create tls/");
+    std::fs::copy(root().join("tests/fixtures/tls/ca.pem"), dir.join("tls/db-ca.pem")).expect("copy the CA");
+    let tls = root().join("tests/fixtures/tls");
+    let front = ["# [[database_listeners]]", "# [databases.prod-eu-1]", "# [databases.prod-globex-db]"]
+        .iter()
+        .fold(example, |text, header| uncomment_block(&text, header));
+    let certificate = format!(
+        "\n[[certificates]]\ncert_file = \"{}\"\nkey_file = \"{}\"\nserver_names = [\"a.test\"]\n",
+        tls.join("a.pem").display(),
+        tls.join("a.key").display()
+    );
+    let env = [("ISOGATE_GLOBEX_DB_PASSWORD", "globex-password")];
+    std::fs::write(dir.join("front.toml"), format!("{front}{certificate}")).expect("write front.toml");
+    assert_ok(&dir, "front.toml", &env);
+
+    // Each mistake is named by its key, with the fix.
+    let mistakes = [
+        (
+            "allow_plaintext = false",
+            "allow_plaintext = true",
+            "database_listeners[0].allow_plaintext: plain text is allowed only on a loopback address",
+        ),
+        (
+            "password = \"derived\"",
+            "password = \"derived\"\npassword_env = \"X\"",
+            "databases.prod-eu-1: a database needs exactly one of password_env and password_file",
+        ),
+        (
+            "user = \"tenant_{tenant}\"",
+            "user = \"tenant_{tenant_id}\"",
+            "databases.prod-eu-1.user: unknown placeholder",
+        ),
+        (
+            "[databases.prod-globex-db]",
+            "[databases.other-db]",
+            "db_pool: `prod-globex-db` names no [databases.prod-globex-db]",
+        ),
+        (
+            "max_server_connections = 20",
+            "max_server_connections = 0",
+            "databases.prod-eu-1.max_server_connections: 0 is out of range",
+        ),
+        ("tls = true", "tls = false", "databases.prod-eu-1: ca_file or server_name is set but tls is not enabled"),
+        ("ca_file = \"tls/db-ca.pem\"", "", "databases.prod-eu-1.ca_file: TLS to the server needs the CA"),
+    ];
+    for (from, to, message) in mistakes {
+        let broken = replace_line(&front, from, to);
+        std::fs::write(dir.join("broken.toml"), format!("{broken}{certificate}")).expect("write broken.toml");
+        let run = check(&dir, "broken.toml", &env);
+        assert_eq!(run.code, Some(1), "{from} -> {to}: {run:#?}");
+        assert!(run.stderr.contains(message), "{from} -> {to}: {run:#?}");
+    }
+    // Without a certificate, a TLS database listener cannot start.
+    std::fs::write(dir.join("no-cert.toml"), &front).expect("write no-cert.toml");
+    let run = check(&dir, "no-cert.toml", &env);
+    assert!(run.stderr.contains("a database listener needs TLS, but no certificate is configured"), "{run:#?}");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -72,10 +72,9 @@ pub(super) fn check_body(snap: &Snapshot, routed: &Routed<'_>, head: &Parts) -> 
     }
 }
 
-/// Reads the token from the route's sources (or the issuers') and verifies it. An
-/// unknown `kid` from a JWKS issuer triggers one refetch (or none, inside the cooldown)
-/// and one more try. On a route without its own list, the token's issuer must list the
-/// source the token came from.
+/// Reads the token from the route's sources (or the issuers') and verifies it, with one
+/// JWKS refetch for an unknown `kid`. On a route without its own list, the token's
+/// issuer must list the source the token came from.
 pub(super) async fn identify(
     snap: &Snapshot,
     routed: &Routed<'_>,
@@ -84,21 +83,30 @@ pub(super) async fn identify(
     let own = snap.routes.get(routed.id).token_sources.as_ref();
     let sources = own.unwrap_or(snap.auth.sources());
     let found = sources.find(head, websocket::is_upgrade(head), snap.auth.max_bytes())?;
-    let mut result = snap.auth.verify(&found.token);
-    if let Err(Refusal { error: AuthError::UnknownKid, issuer: Some(id), .. }) = &result {
-        if let Some(remote) = snap.auth.issuer(*id).remote() {
-            if remote.refetch_unknown_kid().await == Refetch::Refreshed {
-                result = snap.auth.verify(&found.token);
-            }
-        }
-    }
-    let (identity, cache) = result?;
+    let (identity, cache) = verify_with_refetch(snap, || snap.auth.verify(&found.token)).await?;
     if own.is_none() && !snap.auth.source_allowed(identity.issuer, found.source) {
         let refused =
             Refusal { error: AuthError::SourceNotAllowed, issuer: Some(identity.issuer), kid: identity.kid.clone() };
         return Err(refused);
     }
     Ok((identity, cache))
+}
+
+/// Runs `verify`, and once more after a JWKS refetch when the token's `kid` was unknown
+/// to its issuer (none inside the refetch cooldown).
+pub(crate) async fn verify_with_refetch(
+    snap: &Snapshot,
+    verify: impl Fn() -> Result<(Arc<Identity>, CacheUse), Refusal>,
+) -> Result<(Arc<Identity>, CacheUse), Refusal> {
+    let result = verify();
+    if let Err(Refusal { error: AuthError::UnknownKid, issuer: Some(id), .. }) = &result {
+        if let Some(remote) = snap.auth.issuer(*id).remote() {
+            if remote.refetch_unknown_kid().await == Refetch::Refreshed {
+                return verify();
+            }
+        }
+    }
+    result
 }
 
 /// Authorises the bound identity on the matched route.

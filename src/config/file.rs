@@ -72,6 +72,12 @@ pub struct File {
     /// Routes, matched in file order; the first match wins.
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// Listeners speaking the PostgreSQL wire protocol, each bound to one environment.
+    #[serde(default)]
+    pub database_listeners: Vec<DatabaseListener>,
+    /// PostgreSQL targets by name, chosen by the rendered `db_pool` of a session.
+    #[serde(default)]
+    pub databases: BTreeMap<Spanned<String>, Database>,
 }
 
 /// `[server]`
@@ -1064,4 +1070,82 @@ fn default_path_prefix() -> Spanned<String> {
 }
 fn default_forward_authorization() -> bool {
     true
+}
+
+/// `[[database_listeners]]`: a PostgreSQL front.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct DatabaseListener {
+    /// `ip:port` to accept PostgreSQL clients on.
+    pub address: Spanned<String>,
+    /// The environment every session on this listener belongs to.
+    pub environment: Spanned<String>,
+    /// Serve clients that do not ask for TLS (only on a loopback address).
+    #[serde(default)]
+    pub allow_plaintext: bool,
+}
+
+/// How a database target's secret becomes the password isogate signs in with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PasswordMode {
+    /// The secret is a master secret; each login role's password is derived from it.
+    #[default]
+    Derived,
+    /// The secret is the password itself.
+    Literal,
+}
+
+/// `[databases.NAME]`: a PostgreSQL server and database isogate signs in to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Database {
+    /// Host name or address of the server.
+    pub host: Spanned<String>,
+    /// TCP port of the server.
+    #[serde(default = "default_database_port")]
+    pub port: u16,
+    /// The database to open.
+    pub database: Spanned<String>,
+    /// Login role template (`{env}`, `{tenant}`, `{sub}`), e.g. `tenant_{tenant}`.
+    pub user: Spanned<String>,
+    /// Environment variable holding the secret.
+    pub password_env: Option<Spanned<String>>,
+    /// File holding the secret, relative to the config file.
+    pub password_file: Option<Spanned<String>>,
+    /// Whether the secret is a master secret (`derived`) or the password (`literal`).
+    #[serde(default)]
+    pub password: PasswordMode,
+    /// Server connections open at once to this target, over every login role.
+    #[serde(default = "default_database_max_server_connections")]
+    pub max_server_connections: usize,
+    /// Longest wait for a server connection before the session is refused, in ms.
+    #[serde(default = "default_database_queue_timeout_ms")]
+    pub queue_timeout_ms: u64,
+    /// TCP connect and sign-in timeout, in ms.
+    #[serde(default = "default_database_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// One audit line per statement of the sessions that gave an access reason.
+    #[serde(default)]
+    pub audit_statements: bool,
+    /// Connect to the server over TLS (after an `SSLRequest`), verified with `ca_file`.
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM CA certificate(s) the server's certificate must chain to.
+    pub ca_file: Option<Spanned<String>>,
+    /// The name the server's certificate must carry (default: `host`).
+    pub server_name: Option<Spanned<String>>,
+}
+
+fn default_database_port() -> u16 {
+    5432
+}
+fn default_database_max_server_connections() -> usize {
+    20
+}
+fn default_database_queue_timeout_ms() -> u64 {
+    5000
+}
+fn default_database_connect_timeout_ms() -> u64 {
+    5000
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
-use super::{limits, pools, routes, settings, Snapshot};
+use super::{databases, limits, pools, routes, settings, Snapshot};
 use crate::admission::HeadLimits;
 use crate::auth::{safe_value, Authenticator};
 use crate::bind::{Binder, EnvId};
@@ -30,7 +30,10 @@ pub fn compile(raw: &file::File, source: &Source, env: EnvLookup<'_>) -> Result<
     check_environment_names(&env_names, &mut errors);
     let find_env = |name: &str| env_names.iter().position(|n| n.get_ref() == name).map(|i| EnvId(i as u16));
 
-    let settings = settings::settings(raw, source, &find_env, &mut errors);
+    let mut settings = settings::settings(raw, source, &find_env, &mut errors);
+    let taken: Vec<SocketAddr> = settings.listeners.iter().copied().chain([settings.admin]).collect();
+    let databases = databases::databases(raw, source, env, &find_env, &taken, &mut errors);
+    settings.database_listeners = databases.listen;
     let auth = Authenticator::compile(raw, source, env).map_err(|mut e| errors.append(&mut e)).ok();
     let headers = HeaderPlan::compile(&raw.headers).map_err(|mut e| errors.append(&mut e)).ok();
     let (pools, pool_ids, pool_hints) = pools::pools(&raw.pools, source, &mut errors);
@@ -146,6 +149,7 @@ pub fn compile(raw: &file::File, source: &Source, env: EnvLookup<'_>) -> Result<
         limit_key: raw.rate_limit.key,
         limiter_config: raw.rate_limit.clone(),
         certificates,
+        databases: databases.databases,
     })
 }
 

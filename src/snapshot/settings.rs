@@ -127,6 +127,7 @@ pub(super) fn settings(
         audit_on_full: raw.audit.on_queue_full,
         audit_stream_end: raw.audit.stream_end,
         tenant_label_top: raw.metrics.tenant_label_top,
+        database_listeners: Vec::new(),
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod idp;
 pub mod jws;
+pub mod postgres;
 pub mod raw_upstream;
 pub mod redis;
 pub mod tls_upstream;

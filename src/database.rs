@@ -1,0 +1,114 @@
+//! The database front: a listener speaking the PostgreSQL wire protocol that turns a
+//! verified JWT into a tenant-bound database session.
+//!
+//! A client connects with TLS (`SSLRequest`, or direct TLS with ALPN `postgresql`) and
+//! gives its token as the password. The session passes the same stages as an HTTP
+//! request (identify, bind to the listener's environment, authorise, place), then the
+//! rendered `db_pool` names a `[databases.NAME]` target and the target's `user` template
+//! names the login role the gateway signs in as, with a password derived from a master
+//! secret. The tenant is bound by PostgreSQL's own privileges on that role, so nothing a
+//! client sends can undo it (docs/DATABASE.md gives the threat model).
+//!
+//! `codec` parses and writes the wire format without I/O; `session` owns a client
+//! connection; `relay` passes messages; `server` and `pool` own server connections;
+//! `cancel` maps cancel keys; `audit` and `refusal` say what happened.
+
+pub mod admit;
+pub mod audit;
+pub mod cancel;
+pub mod codec;
+pub mod pool;
+mod prefixed;
+pub mod refusal;
+mod relay;
+pub mod server;
+pub mod server_stream;
+mod session;
+pub mod target;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+
+pub use target::{derived_password, Databases, Listener, Target, TargetId};
+
+use crate::audit::AuditSink;
+use crate::metrics::Metrics;
+use crate::snapshot::SnapshotCell;
+use cancel::CancelKeys;
+use pool::Pools;
+
+/// The database front's state, shared by every session on every database listener.
+pub struct Front {
+    snapshots: Arc<SnapshotCell>,
+    audit: Arc<AuditSink>,
+    metrics: FrontMetrics,
+    pools: Pools,
+    cancels: Arc<CancelKeys>,
+    tls: tokio_rustls::TlsAcceptor,
+}
+
+impl std::fmt::Debug for Front {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Front").field("pools", &self.pools).field("cancels", &self.cancels).finish_non_exhaustive()
+    }
+}
+
+/// The metric children the front counts into.
+#[derive(Debug)]
+struct FrontMetrics(Metrics);
+
+impl FrontMetrics {
+    fn count(&self, event: &str, reason: &'static str) {
+        if event == "db_session_end" {
+            self.0.db_sessions_ended.inc();
+        } else {
+            let decision = if reason == "ok" { "allow" } else { "deny" };
+            self.0.db_sessions.with_label_values(&[decision, reason]).inc();
+        }
+    }
+}
+
+impl Front {
+    /// A front reading the snapshot in force; certificates come from `[[certificates]]`
+    /// by SNI, as on the HTTP listeners.
+    pub fn new(snapshots: Arc<SnapshotCell>, audit: Arc<AuditSink>, metrics: Metrics) -> Result<Self, rustls::Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(crate::tls::SniResolver::new(Arc::clone(&snapshots))));
+        config.alpn_protocols = vec![session::ALPN.to_vec()];
+        Ok(Self {
+            snapshots,
+            audit,
+            metrics: FrontMetrics(metrics),
+            pools: Pools::default(),
+            cancels: Arc::new(CancelKeys::default()),
+            tls: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        })
+    }
+
+    fn update_gauges(&self) {
+        self.metrics.0.db_server_connections.set(i64::try_from(self.pools.open()).unwrap_or(i64::MAX));
+    }
+}
+
+#[async_trait]
+impl ServerApp for Front {
+    async fn process_new(self: &Arc<Self>, stream: Stream, _shutdown: &ShutdownWatch) -> Option<Stream> {
+        let digest = stream.get_socket_digest();
+        let inet = |a: Option<&pingora::protocols::l4::socket::SocketAddr>| a.and_then(|a| a.as_inet()).copied();
+        let client = inet(digest.as_ref().and_then(|d| d.peer_addr()));
+        let local = inet(digest.as_ref().and_then(|d| d.local_addr()));
+        let snap = self.snapshots.load();
+        let listener = local.and_then(|l| snap.databases.listener(l)).copied()?;
+        drop(snap);
+        self.serve(stream, session::Peer { client, listener }).await;
+        self.update_gauges();
+        None
+    }
+}

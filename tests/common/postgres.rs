@@ -1,0 +1,257 @@
+//! A real PostgreSQL server for the tests (Debian's package): `initdb` into a scratch
+//! directory, an ephemeral port on 127.0.0.1, its unix socket in that directory. As
+//! root it runs as the unprivileged `postgres` user (PostgreSQL refuses root). A shell
+//! guard stops it and removes the directory once the test process is gone, so one server
+//! can serve every test of a file.
+//!
+//! Also a TLS connector for tokio-postgres over rustls, trusting the test CA.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
+
+/// A running PostgreSQL server.
+pub struct Postgres {
+    pub port: u16,
+    pub dir: PathBuf,
+    bin: PathBuf,
+    /// The guard outlives this value on purpose: it ends with the test process.
+    _guard: std::process::Child,
+}
+
+fn running_as_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+/// The newest installed major version's binaries.
+fn bin_dir() -> PathBuf {
+    let mut majors: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is not installed (scripts/dev test installs Debian's postgresql)")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("postgres").exists())
+        .collect();
+    majors.sort();
+    majors.pop().expect("no PostgreSQL server binaries under /usr/lib/postgresql")
+}
+
+impl Postgres {
+    /// Starts a server; `setup` is SQL run as the superuser in database `app`.
+    pub fn start(setup: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("isogate-pg-{}-{}", std::process::id(), super::free_addr().port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let root = running_as_root();
+        if root {
+            assert!(Command::new("chown").arg("postgres:postgres").arg(&dir).status().unwrap().success());
+        }
+        let bin = bin_dir();
+        let data = dir.join("data");
+        let as_owner = |program: &Path| {
+            if root {
+                let mut c = Command::new("setpriv");
+                c.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"]).arg(program);
+                c
+            } else {
+                Command::new(program)
+            }
+        };
+        let out = as_owner(&bin.join("initdb"))
+            .args(["-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync"])
+            .arg("-D")
+            .arg(&data)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        // TLS with the test CA's leaf for `a.test`; the key must be the server user's, 0600.
+        let fixtures = format!("{}/tests/fixtures/tls", env!("CARGO_MANIFEST_DIR"));
+        for (from, to) in [("a.pem", "server.pem"), ("a.key", "server.key")] {
+            std::fs::copy(format!("{fixtures}/{from}"), dir.join(to)).unwrap();
+            assert!(Command::new("chmod").arg("600").arg(dir.join(to)).status().unwrap().success());
+            if root {
+                assert!(Command::new("chown").arg("postgres:postgres").arg(dir.join(to)).status().unwrap().success());
+            }
+        }
+        let port = super::free_addr().port();
+        // The guard runs the server, and stops it (fast shutdown) when this process ends.
+        let guard = format!(
+            "{postgres} -D {data} -p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off \
+             -c max_connections=60 -c log_min_messages=warning -c ssl=on \
+             -c ssl_cert_file={dir}/server.pem -c ssl_key_file={dir}/server.key >{dir}/server.log 2>&1 & pg=$!; \
+             while [ -d /proc/{parent} ] && kill -0 $pg 2>/dev/null; do sleep 0.5; done; \
+             kill -INT $pg 2>/dev/null; wait $pg; rm -rf {dir}",
+            postgres = bin.join("postgres").display(),
+            data = data.display(),
+            dir = dir.display(),
+            parent = std::process::id(),
+        );
+        let mut sh = if root {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--", "sh", "-c", &guard]);
+            c
+        } else {
+            let mut c = Command::new("sh");
+            c.args(["-c", &guard]);
+            c
+        };
+        let guard = sh.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let pg = Self { port, dir, bin, _guard: guard };
+        let started = Instant::now();
+        while pg.try_sql("postgres", "SELECT 1").is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "PostgreSQL did not start: {:?}", pg.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        pg.sql("postgres", "CREATE DATABASE app");
+        pg.sql("app", setup);
+        pg
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// Runs `sql` as the superuser over the unix socket; the output, unaligned.
+    pub fn try_sql(&self, database: &str, sql: &str) -> Result<String, String> {
+        self.psql_superuser(database, &["-c", sql])
+    }
+
+    /// Runs `sql` as the superuser, panicking on error.
+    pub fn sql(&self, database: &str, sql: &str) -> String {
+        self.try_sql(database, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Runs psql as the superuser with `args` (e.g. `-v`, `-f`).
+    pub fn psql_superuser(&self, database: &str, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", database])
+            .arg("-h")
+            .arg(&self.dir)
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// psql, the way a user runs it: to `addr` over TLS with `password` (the token).
+    pub fn psql_client(
+        &self,
+        addr: std::net::SocketAddr,
+        password: &str,
+        extra: &str,
+        sql: &str,
+    ) -> Result<String, String> {
+        let conninfo =
+            format!("host={} port={} user=anyone dbname=app sslmode=require {extra}", addr.ip(), addr.port());
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d", &conninfo, "-c", sql])
+            .env("PGPASSWORD", password)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+/// tokio-postgres over rustls, trusting the test CA, verifying the name `a.test`, and
+/// offering ALPN `postgresql` (so it also works with direct TLS).
+#[derive(Clone)]
+pub struct RustlsConnect(Arc<rustls::ClientConfig>);
+
+impl RustlsConnect {
+    pub fn new() -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = format!("{}/tests/fixtures/tls/ca.pem", env!("CARGO_MANIFEST_DIR"));
+        for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        config.alpn_protocols = vec![b"postgresql".to_vec()];
+        Self(Arc::new(config))
+    }
+}
+
+impl<S> MakeTlsConnect<S> for RustlsConnect
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = RustlsStream<S>;
+    type TlsConnect = RustlsConnect;
+    type Error = std::io::Error;
+
+    fn make_tls_connect(&mut self, _domain: &str) -> Result<Self::TlsConnect, Self::Error> {
+        Ok(self.clone())
+    }
+}
+
+impl<S> TlsConnect<S> for RustlsConnect
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = RustlsStream<S>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<RustlsStream<S>>> + Send>>;
+
+    fn connect(self, stream: S) -> Self::Future {
+        Box::pin(async move {
+            let connector = tokio_rustls::TlsConnector::from(self.0);
+            let stream = connector.connect(ServerName::try_from("a.test").unwrap(), stream).await?;
+            Ok(RustlsStream(stream))
+        })
+    }
+}
+
+pub struct RustlsStream<S>(tokio_rustls::client::TlsStream<S>);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for RustlsStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for RustlsStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
+    fn channel_binding(&self) -> ChannelBinding {
+        ChannelBinding::none()
+    }
+}

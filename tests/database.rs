@@ -1,0 +1,596 @@
+//! The database front against a real PostgreSQL server (one per test file), with psql
+//! and tokio-postgres as clients: a JWT as the password opens a session bound to its
+//! tenant's login role, schema and rows; escape attempts stay inside; refusals carry
+//! the right SQLSTATE and reach no server; a reused server connection keeps nothing
+//! of the previous session; a cancel reaches only its own query.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::jws::{claims, now, token};
+use common::postgres::{Postgres, RustlsConnect};
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use tokio_postgres::config::{SslMode, SslNegotiation};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Config};
+
+const MASTER_SECRET: &str = "a-master-secret-of-at-least-32-bytes-for-tests";
+const TENANTS: [&str; 3] = ["acme", "globex", "initech"];
+
+/// The password the gateway derives for `role`, computed here on its own.
+fn role_password(role: &str) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(MASTER_SECRET.as_bytes()).unwrap();
+    mac.update(role.as_bytes());
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The shared server, set up with the shipped SQL (deploy/postgres) for every tenant:
+/// a schema with a `notes` row each, and a shared table with one row per tenant.
+fn postgres() -> &'static Postgres {
+    static PG: OnceLock<Postgres> = OnceLock::new();
+    PG.get_or_init(|| {
+        let pg = Postgres::start("SELECT 1");
+        let deploy = |file: &str, vars: &[(&str, &str)]| {
+            let path = format!("{}/deploy/postgres/{file}", env!("CARGO_MANIFEST_DIR"));
+            let mut args = vec!["-f".to_owned(), path];
+            for (k, v) in vars {
+                args.push("-v".to_owned());
+                args.push(format!("{k}={v}"));
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            pg.psql_superuser("app", &args).unwrap_or_else(|e| panic!("{file}: {e}"));
+        };
+        deploy("00-database.sql", &[]);
+        for tenant in TENANTS {
+            let password = role_password(&format!("tenant_{tenant}"));
+            deploy("10-tenant-role.sql", &[("tenant", tenant), ("password", &password)]);
+            deploy("20-tenant-schema.sql", &[("tenant", tenant)]);
+            deploy("30-tenant-rows.sql", &[("tenant", tenant)]);
+            pg.sql(
+                "app",
+                &format!(
+                    "SET ROLE tenant_{tenant}; CREATE TABLE company_{tenant}.notes (v text); \
+                     INSERT INTO company_{tenant}.notes VALUES ('{tenant}-secret'); RESET ROLE;"
+                ),
+            );
+        }
+        pg.sql(
+            "app",
+            "CREATE SCHEMA shared; GRANT USAGE ON SCHEMA shared TO isogate_tenants; \
+             CREATE TABLE shared.orders (tenant_id text NOT NULL, item text NOT NULL); \
+             ALTER TABLE shared.orders ENABLE ROW LEVEL SECURITY; \
+             ALTER TABLE shared.orders FORCE ROW LEVEL SECURITY; \
+             CREATE POLICY tenant_rows ON shared.orders USING (tenant_id = isogate.session_tenant()) \
+                 WITH CHECK (tenant_id = isogate.session_tenant()); \
+             GRANT SELECT, INSERT ON shared.orders TO isogate_tenants; \
+             INSERT INTO shared.orders VALUES ('acme', 'acme-order'), ('globex', 'globex-order');",
+        );
+        std::fs::write(pg.dir.join("master.secret"), MASTER_SECRET).unwrap();
+        pg
+    })
+}
+
+/// A gateway with a prod and a stage database listener in front of the shared server.
+struct Front {
+    gw: Gateway,
+    prod: SocketAddr,
+    stage: SocketAddr,
+}
+
+fn front(database_extra: &str) -> Front {
+    let (prod, stage) = (free_addr(), free_addr());
+    let gw = Gateway::start(&config("", database_extra), &[("@PGPROD@", prod), ("@PGSTAGE@", stage)]);
+    Front { gw, prod, stage }
+}
+
+/// The gateway's configuration, with more keys for `[environments.prod]` and
+/// `[databases.pg]`.
+fn config(prod_extra: &str, database_extra: &str) -> String {
+    let pg = postgres();
+    let tls = format!("{}/tests/fixtures/tls", env!("CARGO_MANIFEST_DIR"));
+    format!(
+        r#"{PREAMBLE}
+[[certificates]]
+cert_file = "{tls}/a.pem"
+key_file = "{tls}/a.key"
+server_names = ["a.test"]
+{HMAC_ISSUER}
+[environments.prod]
+default_pool = "app"
+db_schema = "company_{{tenant}}"
+db_pool = "pg"
+reason_required_roles = ["admin"]
+{prod_extra}
+[environments.stage]
+default_pool = "app"
+db_schema = "company_{{tenant}}"
+db_pool = "pg"
+[pools.app]
+servers = ["{dead}"]
+[[routes]]
+name = "api"
+path_prefix = "/api"
+environment = "prod"
+[[database_listeners]]
+address = "@PGPROD@"
+environment = "prod"
+[[database_listeners]]
+address = "@PGSTAGE@"
+environment = "stage"
+[databases.pg]
+host = "127.0.0.1"
+port = {port}
+database = "app"
+user = "tenant_{{tenant}}"
+password_file = "{secret}"
+{database_extra}
+"#,
+        dead = dead_addr(),
+        port = pg.port,
+        secret = pg.dir.join("master.secret").display(),
+    )
+}
+
+fn tenant_token(env: &str, tenant: &str) -> String {
+    token("HS256", claims(env, tenant))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    // Two workers: connection tasks go on while a test waits for audit lines.
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+async fn connect_with(
+    addr: SocketAddr,
+    password: &str,
+    tune: impl FnOnce(&mut Config),
+) -> Result<Client, tokio_postgres::Error> {
+    let mut config = Config::new();
+    config.host("127.0.0.1").port(addr.port()).user("anyone").dbname("app").password(password);
+    config.ssl_mode(SslMode::Require).connect_timeout(Duration::from_secs(10));
+    tune(&mut config);
+    let (client, connection) = config.connect(RustlsConnect::new()).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+async fn connect(addr: SocketAddr, password: &str) -> Result<Client, tokio_postgres::Error> {
+    connect_with(addr, password, |_| {}).await
+}
+
+/// The first column of every row, as text.
+async fn column(client: &Client, sql: &str) -> Result<Vec<String>, tokio_postgres::Error> {
+    let rows = client.simple_query(sql).await?;
+    Ok(rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_owned()),
+            _ => None,
+        })
+        .collect())
+}
+
+fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_owned()).unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}
+
+/// The database audit lines with `event`, waiting until `count` are written.
+fn db_audit(gw: &Gateway, event: &str, count: usize) -> Vec<Value> {
+    eventually(&format!("{count} {event} audit line(s)"), || {
+        let lines: Vec<Value> = gw.audit_lines().into_iter().filter(|l| l["event"] == event).collect();
+        (lines.len() >= count).then_some(lines)
+    })
+}
+
+#[test]
+fn psql_with_a_token_lands_in_its_tenant_schema() {
+    let f = front("");
+    let pg = postgres();
+    let out = pg
+        .psql_client(f.prod, &tenant_token("prod", "acme"), "", "SELECT current_user, current_schema(), v FROM notes")
+        .unwrap();
+    assert_eq!(out, "tenant_acme|company_acme|acme-secret");
+    let out = pg.psql_client(f.prod, &tenant_token("prod", "globex"), "", "SELECT v FROM notes").unwrap();
+    assert_eq!(out, "globex-secret");
+    let start = &db_audit(&f.gw, "db_session_start", 2)[0];
+    assert_eq!(start["decision"], "allow");
+    assert_eq!(start["environment"], "prod");
+    assert_eq!(start["login_role"], "tenant_acme");
+    assert_eq!(start["db_schema"], "company_acme");
+    assert_eq!(start["database"], "pg");
+    assert_eq!(start["tls"], true);
+    let end = &db_audit(&f.gw, "db_session_end", 2)[0];
+    assert_eq!(end["session_id"], start["session_id"]);
+    assert_eq!(end["statements"], 1);
+    assert!(end["bytes_out"].as_u64().unwrap() > 0);
+    assert_eq!(f.gw.metric("isogate_db_sessions_total{decision=\"allow\",reason=\"ok\"}"), Some(2.0));
+    assert_eq!(f.gw.metric("isogate_db_sessions_ended_total"), Some(2.0));
+}
+
+#[test]
+fn a_reload_applies_new_access_rules_to_new_sessions() {
+    let f = front("");
+    let user = tenant_token("prod", "acme");
+    runtime().block_on(async {
+        let before = connect(f.prod, &user).await.unwrap();
+        f.gw.write_config(&config("allowed_roles = [\"admin\"]", ""));
+        f.gw.signal("HUP");
+        eventually("the reload", || (f.gw.metric("isogate_config_generation") == Some(2.0)).then_some(()));
+        let e = connect(f.prod, &user).await.unwrap_err();
+        assert_eq!(sqlstate(&e), SqlState::INSUFFICIENT_PRIVILEGE.code(), "{e}");
+        // The session admitted before the reload goes on.
+        assert_eq!(column(&before, "SELECT v FROM notes").await.unwrap(), ["acme-secret"]);
+    });
+}
+
+#[test]
+fn no_escape_attempt_reaches_another_tenants_schema_or_rows() {
+    let f = front("");
+    runtime().block_on(async {
+        let client = connect(f.prod, &tenant_token("prod", "acme")).await.unwrap();
+        let forbidden = [
+            "SET ROLE tenant_globex",
+            "SET SESSION AUTHORIZATION tenant_globex",
+            "SELECT set_config('role', 'tenant_globex', false)",
+            "SET ROLE postgres",
+            "SELECT v FROM company_globex.notes",
+        ];
+        for sql in forbidden {
+            let e = client.simple_query(sql).await.expect_err(sql);
+            assert_eq!(sqlstate(&e), SqlState::INSUFFICIENT_PRIVILEGE.code(), "{sql}: {e}");
+        }
+        // Each of these is allowed to run; none of them changes whose data is reachable.
+        let attempts = [
+            "RESET ROLE",
+            "RESET ALL",
+            "DISCARD ALL",
+            "SET search_path = company_globex, public",
+            "SELECT set_config('search_path', 'company_globex', false)",
+            "SELECT set_config('request.jwt.claims', '{\"tenant\":\"globex\"}', false)",
+            "SET app.tenant_id = 'globex'",
+            "SET ROLE isogate_tenants",
+        ];
+        for sql in attempts {
+            client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let e = client.simple_query("SELECT v FROM company_globex.notes").await.expect_err(sql);
+            assert_eq!(sqlstate(&e), SqlState::INSUFFICIENT_PRIVILEGE.code(), "after {sql}: {e}");
+            let orders = column(&client, "SELECT item FROM shared.orders").await.unwrap();
+            assert_eq!(orders, ["acme-order"], "after {sql}");
+            assert_eq!(column(&client, "SELECT session_user").await.unwrap(), ["tenant_acme"], "after {sql}");
+        }
+        let e = client.simple_query("INSERT INTO shared.orders VALUES ('globex', 'planted')").await.unwrap_err();
+        assert_eq!(sqlstate(&e), SqlState::INSUFFICIENT_PRIVILEGE.code(), "{e}");
+        // search_path pointing at another tenant's schema finds nothing there.
+        client.simple_query("SET search_path = company_globex").await.unwrap();
+        let e = client.simple_query("SELECT v FROM notes").await.unwrap_err();
+        assert_eq!(sqlstate(&e), SqlState::UNDEFINED_TABLE.code(), "{e}");
+    });
+    let globex = postgres().sql("app", "SELECT count(*) FROM shared.orders WHERE item = 'planted'");
+    assert_eq!(globex, "0");
+}
+
+#[test]
+fn a_stage_token_never_opens_a_prod_session() {
+    let f = front("");
+    runtime().block_on(async {
+        let e = connect(f.prod, &tenant_token("stage", "initech")).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "28000", "{e}");
+        let hint = e.as_db_error().and_then(|d| d.hint()).unwrap_or_default().to_owned();
+        assert!(hint.contains("prod"), "the hint names the listener's environment: {hint}");
+        // The stage listener takes it.
+        let client = connect(f.stage, &tenant_token("stage", "initech")).await.unwrap();
+        assert_eq!(column(&client, "SELECT v FROM notes").await.unwrap(), ["initech-secret"]);
+    });
+    let refused = db_audit(&f.gw, "db_session_start", 2);
+    let refused = refused.iter().find(|l| l["decision"] == "deny").unwrap();
+    assert_eq!(refused["reason"], "wrong_environment");
+    assert_eq!(refused["sqlstate"], "28000");
+    assert_eq!(refused["tenant"], "initech");
+    assert!(refused["server"].is_null(), "a refused session reaches no server: {refused}");
+}
+
+#[test]
+fn bad_tokens_are_refused_with_invalid_password() {
+    let f = front("");
+    let mut expired = claims("prod", "acme");
+    expired["exp"] = json!(now() - 3600);
+    expired["iat"] = json!(now() - 7200);
+    let good = tenant_token("prod", "acme");
+    let (head, _) = good.rsplit_once('.').unwrap();
+    let forged = format!("{head}.{}", "A".repeat(43));
+    runtime().block_on(async {
+        for (what, password) in
+            [("expired", token("HS256", expired)), ("forged", forged), ("not a token", "hunter2".into())]
+        {
+            let e = connect(f.prod, &password).await.expect_err(what);
+            assert_eq!(sqlstate(&e), SqlState::INVALID_PASSWORD.code(), "{what}: {e}");
+        }
+    });
+    // psql, the way a user sees it.
+    let e = postgres().psql_client(f.prod, "hunter2", "", "SELECT 1").unwrap_err();
+    assert!(e.contains("not an accepted token") && e.contains("HINT"), "{e}");
+    // Plain text is refused on a listener that does not allow it.
+    let e = postgres().psql_client(f.prod, &good, "sslmode=disable", "SELECT 1").unwrap_err();
+    assert!(e.contains("TLS connections only"), "{e}");
+    let reasons: Vec<Value> = db_audit(&f.gw, "db_session_start", 5).iter().map(|l| l["reason"].clone()).collect();
+    assert!(reasons.contains(&json!("token_expired")), "{reasons:?}");
+    assert!(reasons.contains(&json!("bad_signature")), "{reasons:?}");
+    assert!(reasons.contains(&json!("tls_required")), "{reasons:?}");
+}
+
+#[test]
+fn a_role_that_must_give_a_reason_gives_it_in_the_startup_options() {
+    let f = front("");
+    let mut admin = claims("prod", "acme");
+    admin["roles"] = json!(["admin"]);
+    let admin = token("HS256", admin);
+    let pg = postgres();
+    let e = pg.psql_client(f.prod, &admin, "", "SELECT 1").unwrap_err();
+    assert!(e.contains("access reason"), "{e}");
+    let out =
+        pg.psql_client(f.prod, &admin, "options='-c isogate.reason=ticket\\\\ 4242'", "SELECT v FROM notes").unwrap();
+    assert_eq!(out, "acme-secret");
+    let lines = db_audit(&f.gw, "db_session_start", 2);
+    assert_eq!(lines[0]["reason"], "reason_required");
+    assert_eq!(lines[0]["sqlstate"], "42501");
+    assert_eq!(lines[1]["access_reason"], "ticket 4242");
+}
+
+#[test]
+fn sessions_that_gave_a_reason_have_each_statement_audited() {
+    let f = front("audit_statements = true");
+    let mut admin = claims("prod", "acme");
+    admin["roles"] = json!(["admin"]);
+    let admin = token("HS256", admin);
+    let long = format!("SELECT '{}' AS padding", "x".repeat(2000));
+    runtime().block_on(async {
+        let reasoned = connect_with(f.prod, &admin, |c| {
+            c.options("-c isogate.reason=INC-7");
+        })
+        .await
+        .unwrap();
+        reasoned.simple_query("SELECT v FROM notes").await.unwrap();
+        reasoned.query_one("SELECT $1::text", &[&"bound"]).await.unwrap();
+        reasoned.simple_query(&long).await.unwrap();
+        drop(reasoned);
+        // A session without a reason writes no statement lines.
+        let plain = connect(f.prod, &tenant_token("prod", "acme")).await.unwrap();
+        plain.simple_query("SELECT 'unaudited'").await.unwrap();
+        drop(plain);
+    });
+    db_audit(&f.gw, "db_session_end", 2);
+    let lines = db_audit(&f.gw, "db_statement", 3);
+    let statements: Vec<&str> = lines.iter().map(|l| l["statement"].as_str().unwrap()).collect();
+    assert_eq!(&statements[..2], ["SELECT v FROM notes", "SELECT $1::text"]);
+    assert_eq!(lines[0]["access_reason"], "INC-7");
+    assert_eq!(lines[0]["tenant"], "acme");
+    assert_eq!(lines[0]["truncated"], false);
+    assert_eq!(statements[2].len(), 1024);
+    assert!(long.starts_with(statements[2]));
+    assert_eq!(lines[2]["truncated"], true);
+    assert_eq!(lines.len(), 3, "{statements:?}");
+}
+
+#[test]
+fn a_reused_server_connection_keeps_nothing_of_the_previous_session() {
+    let f = front("max_server_connections = 1\nqueue_timeout_ms = 500");
+    let acme = tenant_token("prod", "acme");
+    runtime().block_on(async {
+        let first = connect(f.prod, &acme).await.unwrap();
+        first
+            .batch_execute(
+                "CREATE TEMP TABLE leftover (v int); \
+                 PREPARE leftover_stmt AS SELECT 1; \
+                 SET work_mem = '7MB'; \
+                 SELECT set_config('app.leftover', 'yes', false); \
+                 SELECT pg_advisory_lock(4242); \
+                 LISTEN leftover_channel; \
+                 BEGIN; DECLARE leftover_cursor CURSOR WITH HOLD FOR SELECT 1; COMMIT; \
+                 SET ROLE isogate_tenants; \
+                 BEGIN; INSERT INTO shared.orders VALUES ('acme', 'uncommitted');",
+            )
+            .await
+            .unwrap();
+        let pid = column(&first, "SELECT pg_backend_pid()").await.unwrap();
+        drop(first);
+        let end = db_audit(&f.gw, "db_session_end", 1);
+        assert_eq!(end[0]["server_kept"], true, "{}", end[0]);
+
+        let second = connect(f.prod, &acme).await.unwrap();
+        assert_eq!(column(&second, "SELECT pg_backend_pid()").await.unwrap(), pid, "the connection was reused");
+        let checks = [
+            ("SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema()", "0"),
+            ("SELECT count(*) FROM pg_prepared_statements", "0"),
+            ("SELECT current_setting('work_mem')", "4MB"),
+            ("SELECT coalesce(current_setting('app.leftover', true), '')", ""),
+            ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()", "0"),
+            ("SELECT count(*) FROM pg_listening_channels()", "0"),
+            ("SELECT count(*) FROM pg_cursors", "0"),
+            ("SELECT current_user", "tenant_acme"),
+            ("SELECT count(*) FROM shared.orders WHERE item = 'uncommitted'", "0"),
+        ];
+        for (sql, want) in checks {
+            assert_eq!(column(&second, sql).await.unwrap(), [want], "{sql}");
+        }
+        // With the only connection lent, another tenant waits its queue time, then is
+        // told the database is busy.
+        let start = std::time::Instant::now();
+        let e = connect(f.prod, &tenant_token("prod", "globex")).await.unwrap_err();
+        assert_eq!(sqlstate(&e), SqlState::TOO_MANY_CONNECTIONS.code(), "{e}");
+        assert!(start.elapsed() >= Duration::from_millis(400), "{:?}", start.elapsed());
+        drop(second);
+        // Once it is back, the other tenant's session closes it and signs in as itself.
+        db_audit(&f.gw, "db_session_end", 2);
+        let globex = connect(f.prod, &tenant_token("prod", "globex")).await.unwrap();
+        assert_eq!(column(&globex, "SELECT current_user").await.unwrap(), ["tenant_globex"]);
+        assert_ne!(column(&globex, "SELECT pg_backend_pid()").await.unwrap(), pid);
+    });
+}
+
+#[test]
+fn a_client_that_vanishes_mid_query_leaves_no_connection_to_reuse() {
+    let f = front("");
+    let acme = tenant_token("prod", "acme");
+    let pid = runtime().block_on(async {
+        let mut config = Config::new();
+        config.host("127.0.0.1").port(f.prod.port()).user("anyone").dbname("app");
+        config.password(acme.as_str()).ssl_mode(SslMode::Require);
+        let (client, connection) = config.connect(RustlsConnect::new()).await.unwrap();
+        let connection = tokio::spawn(connection);
+        let pid = column(&client, "SELECT pg_backend_pid()").await.unwrap();
+        let running = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The socket closes with the query still running and no Terminate sent.
+        connection.abort();
+        let _ = running.await;
+        let end = db_audit(&f.gw, "db_session_end", 1);
+        assert_eq!(end[0]["server_kept"], false, "{}", end[0]);
+        let next = connect(f.prod, &acme).await.unwrap();
+        assert_ne!(column(&next, "SELECT pg_backend_pid()").await.unwrap(), pid, "a fresh server connection");
+        pid
+    });
+    // The abandoned query was cancelled, so its backend ends long before its 30 s.
+    let gone = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {}", pid[0]);
+    eventually("the abandoned backend to end", || (postgres().sql("app", &gone) == "0").then_some(()));
+}
+
+#[test]
+fn a_cancel_reaches_its_own_query_only() {
+    let f = front("");
+    runtime().block_on(async {
+        let a = connect(f.prod, &tenant_token("prod", "acme")).await.unwrap();
+        let b = connect(f.prod, &tenant_token("prod", "acme")).await.unwrap();
+        let cancel = a.cancel_token();
+        let slow_a = tokio::spawn(async move { a.simple_query("SELECT pg_sleep(20)").await.map(|_| ()) });
+        let slow_b = tokio::spawn(async move { b.simple_query("SELECT pg_sleep(1.5)").await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cancel.cancel_query(RustlsConnect::new()).await.unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(5), slow_a).await.unwrap().unwrap().unwrap_err();
+        assert_eq!(sqlstate(&e), SqlState::QUERY_CANCELED.code(), "{e}");
+        slow_b.await.unwrap().unwrap();
+    });
+}
+
+#[test]
+fn extended_queries_copy_and_notices_pass_through() {
+    let f = front("");
+    runtime().block_on(async {
+        let mut config = Config::new();
+        config.host("127.0.0.1").port(f.prod.port()).user("anyone").dbname("app");
+        config.password(tenant_token("prod", "acme")).ssl_mode(SslMode::Require);
+        let (client, mut connection) = config.connect(RustlsConnect::new()).await.unwrap();
+        let (notices, mut received) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                if let Ok(tokio_postgres::AsyncMessage::Notice(n)) = message {
+                    let _ = notices.send(n.message().to_owned());
+                }
+            }
+        });
+        // Extended protocol: parse, bind with parameters, execute.
+        let row = client.query_one("SELECT $1::text || v FROM notes", &[&"seen: "]).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), "seen: acme-secret");
+        let statement = client.prepare("SELECT $1::int * 2").await.unwrap();
+        for n in [1i32, 21] {
+            assert_eq!(client.query_one(&statement, &[&n]).await.unwrap().get::<_, i32>(0), n * 2);
+        }
+        // COPY in and out.
+        client.batch_execute("CREATE TEMP TABLE copied (n int, s text)").await.unwrap();
+        let sink = client.copy_in("COPY copied FROM STDIN").await.unwrap();
+        let mut sink = std::pin::pin!(sink);
+        sink.send(bytes::Bytes::from_static(b"1\tone\n2\ttwo\n")).await.unwrap();
+        assert_eq!(sink.as_mut().finish().await.unwrap(), 2);
+        let out = client.copy_out("COPY (SELECT * FROM copied ORDER BY n) TO STDOUT").await.unwrap();
+        let mut out = std::pin::pin!(out);
+        let mut copied = Vec::new();
+        while let Some(chunk) = out.next().await {
+            copied.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(copied, b"1\tone\n2\ttwo\n");
+        // A notice raised by the server reaches the client.
+        client.batch_execute("DO $$ BEGIN RAISE NOTICE 'hello from %', current_user; END $$").await.unwrap();
+        let notice = tokio::time::timeout(Duration::from_secs(5), received.recv()).await.unwrap().unwrap();
+        assert_eq!(notice, "hello from tenant_acme");
+    });
+    let end = &db_audit(&f.gw, "db_session_end", 1)[0];
+    assert!(end["statements"].as_u64().unwrap() >= 6, "{end}");
+}
+
+#[test]
+fn the_server_connection_can_be_tls_verified_against_the_targets_ca() {
+    let ca = format!("{}/tests/fixtures/tls/ca.pem", env!("CARGO_MANIFEST_DIR"));
+    let f = front(&format!("tls = true\nca_file = \"{ca}\"\nserver_name = \"a.test\""));
+    let wrong = front(&format!("tls = true\nca_file = \"{ca}\"\nserver_name = \"b.test\""));
+    runtime().block_on(async {
+        let client = connect(f.prod, &tenant_token("prod", "acme")).await.unwrap();
+        let ssl = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+        assert_eq!(column(&client, ssl).await.unwrap(), ["t"]);
+        assert_eq!(column(&client, "SELECT v FROM notes").await.unwrap(), ["acme-secret"]);
+        // A certificate for another name is refused: no session, and no plain-text fallback.
+        let e = connect(wrong.prod, &tenant_token("prod", "acme")).await.unwrap_err();
+        assert_eq!(sqlstate(&e), SqlState::CONNECTION_FAILURE.code(), "{e}");
+    });
+}
+
+#[test]
+fn direct_tls_with_alpn_postgresql_is_served() {
+    let f = front("");
+    runtime().block_on(async {
+        let client = connect_with(f.prod, &tenant_token("prod", "acme"), |c| {
+            c.ssl_negotiation(SslNegotiation::Direct);
+        })
+        .await
+        .unwrap();
+        assert_eq!(column(&client, "SELECT v FROM notes").await.unwrap(), ["acme-secret"]);
+    });
+}
+
+/// Sends `packet` raw and returns the SQLSTATE of the `ErrorResponse` that comes back.
+fn raw_refusal(addr: SocketAddr, packet: &[u8], close_write: bool) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(packet).unwrap();
+    if close_write {
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    assert_eq!(answer.first(), Some(&b'E'), "an ErrorResponse: {answer:?}");
+    let at = answer.windows(1).position(|w| w == b"C").unwrap();
+    String::from_utf8_lossy(&answer[at + 1..at + 6]).into_owned()
+}
+
+#[test]
+fn malformed_startup_packets_get_a_protocol_error_and_the_gateway_keeps_serving() {
+    let f = front("");
+    let startup = |version: u32, body: &[u8]| {
+        let mut p = ((8 + body.len()) as u32).to_be_bytes().to_vec();
+        p.extend_from_slice(&version.to_be_bytes());
+        p.extend_from_slice(body);
+        p
+    };
+    // Oversized: a length word past 10000.
+    assert_eq!(raw_refusal(f.prod, &100_000u32.to_be_bytes(), false), "08P01");
+    // Truncated: the length promises more than comes.
+    let mut truncated = 64u32.to_be_bytes().to_vec();
+    truncated.extend_from_slice(&(3u32 << 16).to_be_bytes());
+    truncated.extend_from_slice(b"user\0");
+    assert_eq!(raw_refusal(f.prod, &truncated, true), "08P01");
+    // Protocol 2.0.
+    assert_eq!(raw_refusal(f.prod, &startup(2 << 16, b"user\0a\0\0"), false), "08P01");
+    // A well-formed startup in plain text on a TLS-only listener.
+    assert_eq!(raw_refusal(f.prod, &startup(3 << 16, b"user\0a\0\0"), false), "28000");
+    let reasons: Vec<Value> = db_audit(&f.gw, "db_session_start", 4).iter().map(|l| l["reason"].clone()).collect();
+    assert_eq!(reasons.iter().filter(|r| **r == "protocol_violation").count(), 3, "{reasons:?}");
+    let out = postgres().psql_client(f.prod, &tenant_token("prod", "acme"), "", "SELECT v FROM notes").unwrap();
+    assert_eq!(out, "acme-secret");
+}
