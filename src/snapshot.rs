@@ -68,7 +68,9 @@ pub struct Settings {
     pub database_listeners: Vec<SocketAddr>,
 }
 
-/// Everything the request path reads, compiled and validated.
+/// Everything the request path reads, compiled and validated. Other crates (the binary,
+/// benches, tests) see the settings and the stages they drive; the rest is the
+/// gateway's own.
 #[derive(Debug)]
 pub struct Snapshot {
     /// Start-time settings.
@@ -80,43 +82,43 @@ pub struct Snapshot {
     /// Environment names and host/listener bindings.
     pub binder: Binder,
     /// Per-environment access rules, indexed by `EnvId`.
-    pub policies: Box<[EnvironmentPolicy]>,
+    pub(crate) policies: Box<[EnvironmentPolicy]>,
     /// Per-environment tenant placement, indexed by `EnvId`.
-    pub tenancy: Box<[Tenancy]>,
+    pub(crate) tenancy: Box<[Tenancy]>,
     /// Routes in match order.
     pub routes: RouteTable,
     /// Upstream pools.
     pub pools: Pools,
     /// Per-pool database hint templates, indexed by `PoolId`.
-    pub pool_hints: Box<[DbHints]>,
+    pub(crate) pool_hints: Box<[DbHints]>,
     /// Access rules shared by every environment.
-    pub access: AccessRules,
+    pub(crate) access: AccessRules,
     /// Header carrying the access reason.
-    pub reason_header: http::HeaderName,
+    pub(crate) reason_header: http::HeaderName,
     /// Plans, indexed by `PlanId`.
-    pub plans: Box<[crate::ratelimit::Plan]>,
+    pub(crate) plans: Box<[crate::ratelimit::Plan]>,
     /// Per-environment plan assignment, indexed by `EnvId`.
-    pub plan_assignment: Box<[crate::ratelimit::PlanAssignment]>,
+    pub(crate) plan_assignment: Box<[crate::ratelimit::PlanAssignment]>,
     /// The rate limiter and quota counters.
-    pub limiter: std::sync::Arc<crate::ratelimit::Limiter>,
+    pub(crate) limiter: std::sync::Arc<crate::ratelimit::Limiter>,
     /// What a limit counts (tenant, or tenant and user).
-    pub limit_key: crate::config::file::LimitKey,
+    pub(crate) limit_key: crate::config::file::LimitKey,
     /// The `[rate_limit]` section the limiter was built from.
-    pub limiter_config: crate::config::file::RateLimit,
+    pub(crate) limiter_config: crate::config::file::RateLimit,
     /// Certificates for TLS listeners.
-    pub certificates: crate::tls::CertStore,
+    pub(crate) certificates: crate::tls::CertStore,
     /// Limits on the request head.
-    pub head_limits: crate::admission::HeadLimits,
+    pub(crate) head_limits: crate::admission::HeadLimits,
     /// Longest wait for the next piece of a request body.
-    pub body_read_timeout: Duration,
+    pub(crate) body_read_timeout: Duration,
     /// Forwarded headers: who is trusted to send them.
-    pub forwarded: crate::forwarded::ForwardedPolicy,
+    pub(crate) forwarded: crate::forwarded::ForwardedPolicy,
     /// Whether requests carry a W3C trace context upstream (see `trace`).
-    pub trace_context: bool,
+    pub(crate) trace_context: bool,
     /// The metric children requests count into, resolved on first use.
-    pub metric_cells: crate::metrics::MetricCells,
+    pub(crate) metric_cells: crate::metrics::MetricCells,
     /// Database targets and the database listeners' environments.
-    pub databases: crate::database::Databases,
+    pub(crate) databases: crate::database::Databases,
 }
 
 impl Snapshot {
