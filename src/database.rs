@@ -26,6 +26,9 @@ pub mod server_stream;
 mod session;
 pub mod target;
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -49,6 +52,35 @@ pub struct Front {
     pools: Pools,
     cancels: Arc<CancelKeys>,
     tls: tokio_rustls::TlsAcceptor,
+    sessions: OpenSessions,
+}
+
+/// Client sessions open on each database listener (the listeners are fixed at start).
+#[derive(Debug)]
+struct OpenSessions(HashMap<SocketAddr, AtomicUsize>);
+
+impl OpenSessions {
+    fn new(listeners: &[Listener]) -> Self {
+        Self(listeners.iter().map(|l| (l.address, AtomicUsize::new(0))).collect())
+    }
+
+    /// Counts a session in on `listener`, unless it already holds its `max_sessions`;
+    /// the count goes down when the returned guard is dropped.
+    fn enter(&self, listener: &Listener) -> Option<OpenSession<'_>> {
+        let open = self.0.get(&listener.address)?;
+        let held = open.fetch_add(1, Ordering::AcqRel);
+        let session = OpenSession(open);
+        (held < listener.max_sessions).then_some(session)
+    }
+}
+
+/// One counted client session.
+struct OpenSession<'a>(&'a AtomicUsize);
+
+impl Drop for OpenSession<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for Front {
@@ -82,7 +114,9 @@ impl Front {
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(crate::tls::SniResolver::new(Arc::clone(&snapshots))));
         config.alpn_protocols = vec![session::ALPN.to_vec()];
+        let sessions = OpenSessions::new(&snapshots.load().databases.listeners);
         Ok(Self {
+            sessions,
             snapshots,
             audit,
             metrics: FrontMetrics(metrics),

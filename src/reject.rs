@@ -86,6 +86,8 @@ pub enum Reject {
     NoDatabase,
     /// No server connection to the database target became free in time.
     DatabaseBusy,
+    /// A database listener already holds `max_sessions` client sessions.
+    TooManySessions,
 }
 
 impl Reject {
@@ -109,7 +111,7 @@ impl Reject {
             Reject::NoRoute | Reject::NoDatabase => 404,
             Reject::ProtocolViolation => 400,
             Reject::TlsRequired => 403,
-            Reject::DatabaseBusy => 503,
+            Reject::DatabaseBusy | Reject::TooManySessions => 503,
             Reject::MethodNotAllowed => 405,
             Reject::RequestTimeout => 408,
             Reject::BodyTooLarge => 413,
@@ -159,6 +161,7 @@ impl Reject {
             Reject::TlsRequired => "tls_required",
             Reject::NoDatabase => "no_database",
             Reject::DatabaseBusy => "database_busy",
+            Reject::TooManySessions => "too_many_sessions",
         }
     }
 
@@ -186,6 +189,7 @@ impl Reject {
             Reject::NoDatabase => "3D000",
             // too_many_connections.
             Reject::DatabaseBusy
+            | Reject::TooManySessions
             | Reject::RateLimited { .. }
             | Reject::QuotaExhausted { .. }
             | Reject::LimiterUnavailable
@@ -231,7 +235,8 @@ impl Reject {
             | Reject::AuditUnavailable
             | Reject::UpstreamUnreachable
             | Reject::UpstreamUnavailable
-            | Reject::DatabaseBusy => GrpcStatus::Unavailable,
+            | Reject::DatabaseBusy
+            | Reject::TooManySessions => GrpcStatus::Unavailable,
             Reject::UpstreamTimeout | Reject::RequestTimeout => GrpcStatus::DeadlineExceeded,
             Reject::NoRoute | Reject::MethodNotAllowed | Reject::NoDatabase => GrpcStatus::Unimplemented,
             Reject::BadRequest

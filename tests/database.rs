@@ -594,3 +594,34 @@ fn malformed_startup_packets_get_a_protocol_error_and_the_gateway_keeps_serving(
     let out = postgres().psql_client(f.prod, &tenant_token("prod", "acme"), "", "SELECT v FROM notes").unwrap();
     assert_eq!(out, "acme-secret");
 }
+
+#[test]
+fn a_listener_past_its_session_cap_refuses_before_reading_a_token() {
+    let (prod, stage) = (free_addr(), free_addr());
+    let text = config("", "").replace(
+        "address = \"@PGPROD@\"\nenvironment = \"prod\"\n",
+        "address = \"@PGPROD@\"\nenvironment = \"prod\"\nmax_sessions = 2\n",
+    );
+    assert!(text.contains("max_sessions = 2"), "the listener took the cap");
+    let gw = Gateway::start(&text, &[("@PGPROD@", prod), ("@PGSTAGE@", stage)]);
+    let acme = tenant_token("prod", "acme");
+    runtime().block_on(async {
+        let first = connect(prod, &acme).await.unwrap();
+        let second = connect(prod, &acme).await.unwrap();
+        let e = connect(prod, &acme).await.unwrap_err();
+        assert_eq!(sqlstate(&e), SqlState::TOO_MANY_CONNECTIONS.code(), "{e}");
+        // Another listener counts its own sessions.
+        let stage_session = connect(stage, &tenant_token("stage", "acme")).await.unwrap();
+        assert_eq!(column(&stage_session, "SELECT 1").await.unwrap(), ["1"]);
+        // Both sessions on the capped listener still work, and once one ends a new one
+        // is let in.
+        assert_eq!(column(&second, "SELECT current_user").await.unwrap(), ["tenant_acme"]);
+        drop(first);
+        db_audit(&gw, "db_session_end", 1);
+        let again = connect(prod, &acme).await.unwrap();
+        assert_eq!(column(&again, "SELECT current_user").await.unwrap(), ["tenant_acme"]);
+    });
+    let refused: Vec<Value> = gw.audit_lines().into_iter().filter(|l| l["reason"] == "too_many_sessions").collect();
+    assert_eq!(refused.len(), 1, "the refusal is audited once");
+    assert_eq!(refused[0]["decision"], "deny");
+}

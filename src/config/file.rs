@@ -1083,6 +1083,14 @@ pub struct DatabaseListener {
     /// Serve clients that do not ask for TLS (only on a loopback address).
     #[serde(default)]
     pub allow_plaintext: bool,
+    /// Client sessions open at once on this listener, from 1 to 100000; past it a
+    /// client is refused with SQLSTATE 53300 once its startup packet is read.
+    #[serde(default = "default_database_max_sessions")]
+    pub max_sessions: usize,
+}
+
+fn default_database_max_sessions() -> usize {
+    1000
 }
 
 /// How a database target's secret becomes the password isogate signs in with.

@@ -62,6 +62,10 @@ pub fn explain(reject: Reject, env: &str) -> (String, String) {
             "every server connection of the database is busy".into(),
             "retry later, or ask an operator to raise max_server_connections".into(),
         ),
+        Reject::TooManySessions => (
+            "this listener already holds as many client sessions as it may".into(),
+            "retry later, or ask an operator to raise database_listeners.max_sessions".into(),
+        ),
         Reject::UpstreamUnreachable | Reject::UpstreamUnavailable | Reject::UpstreamTimeout => (
             "the database server cannot be reached or refused the gateway".into(),
             "retry later; the gateway's log says why".into(),

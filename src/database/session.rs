@@ -133,6 +133,9 @@ impl Front {
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let began = Instant::now();
+        // Counted for the whole session; past the listener's cap the client is told so
+        // once its startup packet is read (as PostgreSQL does), before any token.
+        let open = self.sessions.enter(&peer.listener);
         let handshake = tokio::time::timeout(STARTUP_TIMEOUT, async {
             let params = match params {
                 Some(params) => params,
@@ -145,6 +148,9 @@ impl Front {
                     Startup::SslRequest | Startup::GssEncRequest => return Err(Early(Reject::ProtocolViolation)),
                 },
             };
+            if open.is_none() {
+                return Err(Early(Reject::TooManySessions));
+            }
             let mut out = Vec::with_capacity(64);
             if params.minor != 0 || params.protocol_options().next().is_some() {
                 codec::negotiate_protocol_version(&mut out, params.protocol_options());

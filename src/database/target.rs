@@ -136,6 +136,8 @@ pub struct Listener {
     pub env: EnvId,
     /// Whether clients may stay in plain text (loopback only).
     pub allow_plaintext: bool,
+    /// Client sessions open at once; more are refused.
+    pub max_sessions: usize,
 }
 
 /// Every database target and listener.

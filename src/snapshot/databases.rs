@@ -12,6 +12,9 @@ use crate::config::{file, ConfigError, EnvLookup, Source};
 use crate::database::{Databases, Listener, Target};
 use crate::template::{valid_schema, Template};
 
+/// Most client sessions one database listener may hold.
+const MAX_SESSIONS: usize = 100_000;
+
 /// Shortest master secret accepted for derived passwords, in bytes.
 const MIN_MASTER_SECRET_BYTES: usize = 32;
 
@@ -66,12 +69,25 @@ pub(super) fn databases(
                 "add a [[certificates]] entry",
             ));
         }
+        if !(1..=MAX_SESSIONS).contains(&l.max_sessions) {
+            errors.push(ConfigError::at(
+                l.address.span(),
+                format!("{key}.max_sessions"),
+                format!("{} client sessions is out of range", l.max_sessions),
+                format!("use 1 to {MAX_SESSIONS}"),
+            ));
+        }
         let Some(env_id) = find_env(l.environment.get_ref()) else {
             errors.push(unknown_env(&l.environment, &format!("{key}.environment"), &raw.environments));
             continue;
         };
         check_db_pool(raw, &l.environment, &key, errors);
-        listeners.push(Listener { address, env: env_id, allow_plaintext: l.allow_plaintext });
+        listeners.push(Listener {
+            address,
+            env: env_id,
+            allow_plaintext: l.allow_plaintext,
+            max_sessions: l.max_sessions,
+        });
     }
     let mut targets = Vec::new();
     for (name, d) in &raw.databases {
