@@ -625,3 +625,47 @@ fn a_listener_past_its_session_cap_refuses_before_reading_a_token() {
     assert_eq!(refused.len(), 1, "the refusal is audited once");
     assert_eq!(refused[0]["decision"], "deny");
 }
+
+#[test]
+fn with_a_database_per_tenant_each_tenant_lands_in_its_own() {
+    let pg = postgres();
+    for tenant in ["acme", "globex"] {
+        pg.sql("app", &format!("CREATE DATABASE {tenant}_db"));
+        pg.sql(
+            &format!("{tenant}_db"),
+            &format!(
+                "REVOKE ALL ON DATABASE {tenant}_db FROM PUBLIC; \
+                 GRANT CONNECT ON DATABASE {tenant}_db TO tenant_{tenant}; \
+                 CREATE TABLE secrets (v text); INSERT INTO secrets VALUES ('{tenant}-db-secret'); \
+                 GRANT SELECT ON secrets TO tenant_{tenant};"
+            ),
+        );
+    }
+    // The environment's db_pool renders one database target per tenant.
+    let per_tenant = ["acme", "globex"]
+        .map(|t| {
+            format!(
+                "[databases.db_{t}]\nhost = \"127.0.0.1\"\nport = {port}\ndatabase = \"{t}_db\"\n\
+                 user = \"tenant_{{tenant}}\"\npassword_file = \"{secret}\"\n",
+                port = pg.port,
+                secret = pg.dir.join("master.secret").display()
+            )
+        })
+        .join("");
+    let text = config("", "")
+        .replace("db_pool = \"pg\"\nreason_required_roles", "db_pool = \"db_{tenant}\"\nreason_required_roles")
+        + &per_tenant;
+    assert!(text.contains("db_pool = \"db_{tenant}\""), "the environment renders a database per tenant");
+    let (prod, stage) = (free_addr(), free_addr());
+    let _gw = Gateway::start(&text, &[("@PGPROD@", prod), ("@PGSTAGE@", stage)]);
+    runtime().block_on(async {
+        for tenant in ["acme", "globex"] {
+            let client = connect(prod, &tenant_token("prod", tenant)).await.unwrap();
+            let seen = column(&client, "SELECT current_database() || '|' || v FROM public.secrets").await.unwrap();
+            assert_eq!(seen, [format!("{tenant}_db|{tenant}-db-secret")]);
+        }
+        // A tenant whose rendered target does not exist gets no database at all.
+        let e = connect(prod, &tenant_token("prod", "initech")).await.unwrap_err();
+        assert_eq!(sqlstate(&e), SqlState::INVALID_CATALOG_NAME.code(), "{e}");
+    });
+}
