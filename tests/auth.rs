@@ -198,16 +198,8 @@ algorithms = ["RS256"]
 public_key_file = "@KEYS@/rsa.pub.pem"
 {rsa_extra}
 {HMAC_ISSUER}
-[environments.prod]
-hosts = ["prod.test"]
-default_pool = "prod-shared"
-[pools.prod-shared]
-servers = ["{}"]
-[[routes]]
-name = "api"
-path_prefix = "/api"
-"#,
-        ups.get("prod-shared").addr
+{prod_api}"#,
+        prod_api = prod_api(ups.get("prod-shared").addr)
     );
     Gateway::start(&config, &[])
 }

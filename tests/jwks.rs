@@ -53,16 +53,8 @@ algorithms = ["RS256", "PS256"]
 {source}
 {settings}
 {more_issuers}
-[environments.prod]
-hosts = ["prod.test"]
-default_pool = "prod-shared"
-[pools.prod-shared]
-servers = ["{}"]
-[[routes]]
-name = "api"
-path_prefix = "/api"
-"#,
-        ups.get("prod-shared").addr
+{prod_api}"#,
+        prod_api = prod_api(ups.get("prod-shared").addr)
     );
     let gw = Gateway::start(&config, &[]);
     std::mem::forget(ups); // the upstream runtime lives as long as the test process

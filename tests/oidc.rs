@@ -191,16 +191,8 @@ audiences = ["{API}", "{USER_CLIENT}"]
 algorithms = ["RS256"]
 discovery_url = "{issuer}/.well-known/openid-configuration"
 {settings}
-[environments.prod]
-hosts = ["prod.test"]
-default_pool = "prod-shared"
-[pools.prod-shared]
-servers = ["{}"]
-[[routes]]
-name = "api"
-path_prefix = "/api"
-"#,
-            ups.get("prod-shared").addr
+{prod_api}"#,
+            prod_api = prod_api(ups.get("prod-shared").addr)
         );
         let gw = Gateway::start(&config, &[]);
         eventually("the provider's keys", || (readyz(&gw) == 200).then_some(()));

@@ -157,16 +157,8 @@ fn prometheus_scrapes_the_request_counter_and_evaluates_the_alert_rules() {
     let config = format!(
         r#"
 {PREAMBLE}{RSA_ISSUER}
-[environments.prod]
-hosts = ["prod.test"]
-default_pool = "prod-shared"
-[pools.prod-shared]
-servers = ["{}"]
-[[routes]]
-name = "api"
-path_prefix = "/api"
-"#,
-        ups.get("prod-shared").addr
+{prod_api}"#,
+        prod_api = prod_api(ups.get("prod-shared").addr)
     );
     let gw = Gateway::start(&config, &[]);
     let prometheus = Prometheus::start(gw.admin);

@@ -365,6 +365,22 @@ algorithms = ["RS256", "PS256"]
 public_key_file = "@KEYS@/rsa.pub.pem"
 "#;
 
+/// A prod environment on `prod.test` whose one pool is `upstream`, and an `/api` route:
+/// the tail of the small configurations that test one feature.
+pub fn prod_api(upstream: SocketAddr) -> String {
+    format!(
+        r#"[environments.prod]
+hosts = ["prod.test"]
+default_pool = "prod-shared"
+[pools.prod-shared]
+servers = ["{upstream}"]
+[[routes]]
+name = "api"
+path_prefix = "/api"
+"#
+    )
+}
+
 /// The config every isolation test runs with: three environments, six issuers (one per
 /// fixture key family), silo and shared pools, host- and listener-bound environments.
 /// Upstream addresses are filled from `ups`; `@DEV@` is the dev listener.
