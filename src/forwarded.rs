@@ -15,7 +15,6 @@
 //! is not a trusted proxy. Spellings with `_` for `-` are always removed, since app
 //! servers read them as the same variable.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use bytes::Bytes;
@@ -23,6 +22,7 @@ use http::header::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
 
+use crate::addr_text::push_ip;
 use crate::admission::Connection;
 use crate::config::{file, ConfigError};
 
@@ -135,7 +135,7 @@ impl ForwardedPolicy {
         let peer_text = (xff || real_ip).then(|| text(address(peer))).transpose()?;
         if let Some(peer_text) = peer_text.as_ref().filter(|_| xff) {
             let value = match &chain {
-                Some(c) => text(format!("{c}, {peer}"))?,
+                Some(c) => text(format!("{c}, {peer}").into_bytes())?,
                 None => peer_text.clone(),
             };
             set(req, 0, value)?;
@@ -145,11 +145,12 @@ impl ForwardedPolicy {
             set(req, 3, if client == peer { peer_text } else { text(address(client))? })?;
         }
         if forwarded {
-            let element = forwarded_element(peer, proto, host.and_then(|h| h.to_str().ok()));
-            let value = match prior {
-                Some(p) => format!("{p}, {element}"),
-                None => element,
-            };
+            let mut value = Vec::with_capacity(96);
+            if let Some(p) = prior {
+                value.extend_from_slice(p.as_bytes());
+                value.extend_from_slice(b", ");
+            }
+            push_forwarded_element(&mut value, peer, proto, host.and_then(|h| h.to_str().ok()));
             set(req, 4, text(value)?)?;
         }
         Ok(())
@@ -177,31 +178,37 @@ fn set(req: &mut RequestHeader, index: usize, value: HeaderValue) -> pingora::Re
     req.insert_header(Bytes::from_static(SETTABLE[index].as_bytes()), value)
 }
 
-/// An address as text, in one allocation (`to_string` grows its buffer several times).
-fn address(ip: IpAddr) -> String {
-    let mut out = String::with_capacity(48);
-    let _ = write!(out, "{ip}");
+/// An address as text, in one allocation.
+fn address(ip: IpAddr) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48);
+    push_ip(&mut out, ip);
     out
 }
 
 /// A header value from text the gateway made (addresses, quoted hosts).
-fn text(value: String) -> pingora::Result<HeaderValue> {
+fn text(value: Vec<u8>) -> pingora::Result<HeaderValue> {
     use pingora::OrErr;
     HeaderValue::try_from(value).or_err(pingora::ErrorType::InternalError, "forwarded header value")
 }
 
-/// This hop's RFC 7239 element: `for` (IPv6 quoted and bracketed), `proto`, and `host`
-/// when it can be quoted as it is.
-fn forwarded_element(peer: IpAddr, proto: &str, host: Option<&str>) -> String {
-    let mut element = String::with_capacity(64);
-    let _ = match peer {
-        IpAddr::V4(v4) => write!(element, "for={v4};proto={proto}"),
-        IpAddr::V6(v6) => write!(element, "for=\"[{v6}]\";proto={proto}"),
-    };
-    if let Some(h) = host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')) {
-        let _ = write!(element, ";host=\"{h}\"");
+/// Appends this hop's RFC 7239 element: `for` (IPv6 quoted and bracketed), `proto`,
+/// and `host` when it can be quoted as it is.
+fn push_forwarded_element(out: &mut Vec<u8>, peer: IpAddr, proto: &str, host: Option<&str>) {
+    out.extend_from_slice(b"for=");
+    if peer.is_ipv6() {
+        out.extend_from_slice(b"\"[");
+        push_ip(out, peer);
+        out.extend_from_slice(b"]\"");
+    } else {
+        push_ip(out, peer);
     }
-    element
+    out.extend_from_slice(b";proto=");
+    out.extend_from_slice(proto.as_bytes());
+    if let Some(h) = host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')) {
+        out.extend_from_slice(b";host=\"");
+        out.extend_from_slice(h.as_bytes());
+        out.push(b'"');
+    }
 }
 
 /// Every value of `name`, joined with `, ` (a proxy chain may span several lines).
