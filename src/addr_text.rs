@@ -27,13 +27,25 @@ pub(crate) fn push_socket(out: &mut Vec<u8>, addr: SocketAddr) {
 }
 
 fn push_v4(out: &mut Vec<u8>, ip: Ipv4Addr) {
-    let mut digits = itoa::Buffer::new();
+    let mut text = [0u8; 15];
+    let mut len = 0;
     for (i, octet) in ip.octets().into_iter().enumerate() {
         if i > 0 {
-            out.push(b'.');
+            text[len] = b'.';
+            len += 1;
         }
-        out.extend_from_slice(digits.format(octet).as_bytes());
+        if octet >= 100 {
+            text[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            text[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + octet % 10;
+        len += 1;
     }
+    out.extend_from_slice(&text[..len]);
 }
 
 #[cfg(test)]
@@ -42,7 +54,16 @@ mod tests {
 
     #[test]
     fn addresses_are_what_display_writes() {
-        for a in ["0.0.0.0:0", "255.255.255.255:65535", "10.1.2.3:8080", "[::1]:443", "[2001:db8::7]:1", "[::ffff:1.2.3.4]:9"] {
+        for a in [
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.1.2.3:8080",
+            "100.99.9.199:1",
+            "1.10.100.0:10",
+            "[::1]:443",
+            "[2001:db8::7]:1",
+            "[::ffff:1.2.3.4]:9",
+        ] {
             let addr: SocketAddr = a.parse().unwrap();
             let mut out = Vec::new();
             push_socket(&mut out, addr);
