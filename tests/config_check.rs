@@ -350,6 +350,16 @@ fn example_database_front_is_valid_and_its_mistakes_are_named() {
             "max_server_connections = 0",
             "databases.prod-eu-1.max_server_connections: 0 is out of range",
         ),
+        (
+            "server_idle_timeout_seconds = 600",
+            "server_idle_timeout_seconds = 0",
+            "databases.prod-eu-1.server_idle_timeout_seconds: 0 seconds is out of range",
+        ),
+        (
+            "server_lifetime_seconds = 3600",
+            "server_lifetime_seconds = 604801",
+            "databases.prod-eu-1.server_lifetime_seconds: 604801 seconds is out of range",
+        ),
         ("tls = true", "tls = false", "databases.prod-eu-1: ca_file or server_name is set but tls is not enabled"),
         ("ca_file = \"tls/db-ca.pem\"", "", "databases.prod-eu-1.ca_file: TLS to the server needs the CA"),
     ];

@@ -1133,6 +1133,13 @@ pub struct Database {
     /// TCP connect and sign-in timeout, in ms.
     #[serde(default = "default_database_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// An idle pooled server connection is closed after this many seconds unused.
+    #[serde(default = "default_database_server_idle_timeout_seconds")]
+    pub server_idle_timeout_seconds: u64,
+    /// A server connection older than this many seconds is closed when its session
+    /// ends, instead of going back to the pool.
+    #[serde(default = "default_database_server_lifetime_seconds")]
+    pub server_lifetime_seconds: u64,
     /// One audit line per statement of the sessions that gave an access reason.
     #[serde(default)]
     pub audit_statements: bool,
@@ -1156,4 +1163,10 @@ fn default_database_queue_timeout_ms() -> u64 {
 }
 fn default_database_connect_timeout_ms() -> u64 {
     5000
+}
+fn default_database_server_idle_timeout_seconds() -> u64 {
+    600
+}
+fn default_database_server_lifetime_seconds() -> u64 {
+    3600
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
+use sha2::Digest;
 use toml::Spanned;
 
 use super::compile::unknown_env;
@@ -14,6 +15,11 @@ use crate::template::{valid_schema, Template};
 
 /// Most client sessions one database listener may hold.
 const MAX_SESSIONS: usize = 100_000;
+
+/// Longest idle timeout of a pooled server connection, in seconds (a day).
+const MAX_SERVER_IDLE_TIMEOUT_SECONDS: u64 = 86_400;
+/// Longest lifetime of a server connection, in seconds (a week).
+const MAX_SERVER_LIFETIME_SECONDS: u64 = 604_800;
 
 /// Shortest master secret accepted for derived passwords, in bytes.
 const MIN_MASTER_SECRET_BYTES: usize = 32;
@@ -187,6 +193,22 @@ fn target(
             "use a value above 0 (default 5000)",
         );
     }
+    if !(1..=MAX_SERVER_IDLE_TIMEOUT_SECONDS).contains(&raw.server_idle_timeout_seconds) {
+        problem(
+            0..0,
+            "server_idle_timeout_seconds",
+            format!("{} seconds is out of range", raw.server_idle_timeout_seconds),
+            &format!("use 1 to {MAX_SERVER_IDLE_TIMEOUT_SECONDS} (default 600)"),
+        );
+    }
+    if !(1..=MAX_SERVER_LIFETIME_SECONDS).contains(&raw.server_lifetime_seconds) {
+        problem(
+            0..0,
+            "server_lifetime_seconds",
+            format!("{} seconds is out of range", raw.server_lifetime_seconds),
+            &format!("use 1 to {MAX_SERVER_LIFETIME_SECONDS} (default 3600)"),
+        );
+    }
     let secret = secret(raw, &key, source, env, errors);
     let tls = server_tls(raw, &key, source, errors);
     if errors.len() > before {
@@ -209,7 +231,11 @@ fn target(
             limits,
         )
         .with_statement_audit(raw.audit_statements)
-        .with_tls(tls),
+        .with_tls(tls)
+        .with_server_lifetimes(
+            Duration::from_secs(raw.server_idle_timeout_seconds),
+            Duration::from_secs(raw.server_lifetime_seconds),
+        ),
     )
 }
 
@@ -313,11 +339,13 @@ fn server_tls(
     };
     let path = source.resolve(ca.get_ref());
     let mut roots = rustls::RootCertStore::empty();
+    let mut trust = sha2::Sha256::new();
     let certs = rustls::pki_types::CertificateDer::pem_file_iter(&path)
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(|e| e.to_string())
         .and_then(|certs| {
             for c in certs {
+                trust.update(&c);
                 roots.add(c).map_err(|e| e.to_string())?;
             }
             if roots.is_empty() {
@@ -350,7 +378,11 @@ fn server_tls(
         .with_safe_default_protocol_versions()
         .map(|b| b.with_root_certificates(roots).with_no_client_auth());
     match config {
-        Ok(config) => Some(crate::database::server_stream::ServerTls { config: std::sync::Arc::new(config), name }),
+        Ok(config) => Some(crate::database::server_stream::ServerTls {
+            config: std::sync::Arc::new(config),
+            name,
+            trust: trust.finalize().into(),
+        }),
         Err(e) => {
             errors.push(ConfigError::at(ca.span(), format!("{key}.tls"), e.to_string(), "report this as a bug"));
             None
