@@ -758,3 +758,58 @@ fn a_reload_that_changes_a_target_closes_its_old_connections_and_keeps_unchanged
         assert_eq!(column(&client, "SELECT pg_backend_pid()").await.unwrap(), [warm_pid], "reused after the reload");
     });
 }
+
+/// A `CancelRequest` for process id `pid` and `secret`, as a client sends it.
+fn cancel_request(pid: i32, secret: i32) -> Vec<u8> {
+    [16i32, 80_877_102, pid, secret].iter().flat_map(|w| w.to_be_bytes()).collect()
+}
+
+#[test]
+fn a_cancel_sent_to_another_gateway_process_is_forwarded_to_the_one_serving_the_query() {
+    let [a_prod, a_stage, b_prod, b_stage] = free_addrs::<4>();
+    let peered = |own: u8, other: u8, at: SocketAddr| {
+        format!("{}\n[database_cancel]\npeer_id = {own}\npeers = {{ {other} = \"{at}\" }}\n", config("", ""))
+    };
+    let a = Gateway::start(&peered(1, 2, b_prod), &[("@PGPROD@", a_prod), ("@PGSTAGE@", a_stage)]);
+    let b = Gateway::start(&peered(2, 1, a_prod), &[("@PGPROD@", b_prod), ("@PGSTAGE@", b_stage)]);
+    let cancels =
+        |gw: &Gateway, result: &str| gw.metric(&format!("isogate_db_cancel_requests_total{{result=\"{result}\"}}"));
+    runtime().block_on(async {
+        // Prefer: the session is over TLS, and the token's cancel goes in plain text.
+        let client = connect_with(a_prod, &tenant_token("prod", "acme"), |c| {
+            c.ssl_mode(SslMode::Prefer);
+        })
+        .await
+        .unwrap();
+        let token = client.cancel_token();
+        let slow = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(20)").await.map(|_| ()) });
+        // The key gateway A handed out, read from what tokio-postgres sends.
+        let capture = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to_capture = tokio::net::TcpStream::connect(capture.local_addr().unwrap()).await.unwrap();
+        token.cancel_query_raw(to_capture, tokio_postgres::NoTls).await.unwrap();
+        let mut request = [0u8; 16];
+        tokio::io::AsyncReadExt::read_exact(&mut capture.accept().await.unwrap().0, &mut request).await.unwrap();
+        let word = |i: usize| i32::from_be_bytes(request[i..i + 4].try_into().unwrap());
+        let (pid, secret) = (word(8), word(12));
+        assert_eq!(pid >> 23, 1, "the key carries gateway A's peer id: {pid:x}");
+        // Gateway B forwards a wrong secret too (only A can tell), and A drops it; a key
+        // of a peer B does not know is dropped by B.
+        for raw in [cancel_request(pid, secret.wrapping_add(1)), cancel_request((9 << 23) | (pid & 0x7f_ffff), secret)]
+        {
+            let mut s = tokio::net::TcpStream::connect(b_prod).await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut s, &raw).await.unwrap();
+        }
+        eventually("A to drop the wrong secret", || (cancels(&a, "unknown_key") == Some(1.0)).then_some(()));
+        assert_eq!(cancels(&b, "unknown_peer"), Some(1.0));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!slow.is_finished(), "a wrong key cancels nothing");
+        // tokio-postgres' own cancel, sent to gateway B.
+        let to_b = tokio::net::TcpStream::connect(b_prod).await.unwrap();
+        token.cancel_query_raw(to_b, tokio_postgres::NoTls).await.unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(5), slow).await.unwrap().unwrap().unwrap_err();
+        assert_eq!(sqlstate(&e), SqlState::QUERY_CANCELED.code(), "{e}");
+    });
+    assert_eq!(cancels(&b, "forwarded"), Some(2.0));
+    assert_eq!(cancels(&a, "sent"), Some(1.0));
+    assert_eq!(cancels(&b, "sent"), Some(0.0));
+}

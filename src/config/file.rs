@@ -78,6 +78,8 @@ pub struct File {
     /// PostgreSQL targets by name, chosen by the rendered `db_pool` of a session.
     #[serde(default)]
     pub databases: BTreeMap<Spanned<String>, Database>,
+    /// Cancel requests across several gateway processes behind one address.
+    pub database_cancel: Option<DatabaseCancel>,
 }
 
 /// `[server]`
@@ -1091,6 +1093,18 @@ pub struct DatabaseListener {
 
 fn default_database_max_sessions() -> usize {
     1000
+}
+
+/// `[database_cancel]`: several gateway processes behind one address, each handing out
+/// cancel keys that carry its peer id and forwarding the others' cancel requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct DatabaseCancel {
+    /// This process's peer id, from 1 to 255, unique among the peers.
+    pub peer_id: Spanned<u64>,
+    /// The other peers' database listener addresses (`ip:port`), keyed by peer id.
+    #[serde(default)]
+    pub peers: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
 /// How a database target's secret becomes the password isogate signs in with.

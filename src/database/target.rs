@@ -196,6 +196,8 @@ pub struct Databases {
     pub listeners: Box<[Listener]>,
     targets: Box<[Target]>,
     by_name: HashMap<Box<str>, TargetId>,
+    /// Where cancel requests for other gateway processes go.
+    pub peering: super::cancel::Peering,
 }
 
 impl Databases {
@@ -206,7 +208,13 @@ impl Databases {
             .enumerate()
             .filter_map(|(i, t)| Some((t.name.clone(), TargetId(u16::try_from(i).ok()?))))
             .collect();
-        Self { listeners: listeners.into(), targets: targets.into(), by_name }
+        Self { listeners: listeners.into(), targets: targets.into(), by_name, peering: Default::default() }
+    }
+
+    /// The same table, with this process's peer id and its peers.
+    pub fn with_peering(mut self, peering: super::cancel::Peering) -> Self {
+        self.peering = peering;
+        self
     }
 
     /// The target named `name`.

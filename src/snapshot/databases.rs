@@ -10,6 +10,7 @@ use toml::Spanned;
 use super::compile::unknown_env;
 use crate::bind::EnvId;
 use crate::config::{file, ConfigError, EnvLookup, Source};
+use crate::database::cancel::Peering;
 use crate::database::{Databases, Listener, Target};
 use crate::template::{valid_schema, Template};
 
@@ -102,7 +103,51 @@ pub(super) fn databases(
         }
     }
     let listen = listeners.iter().map(|l| l.address).collect();
-    Compiled { databases: Databases::new(listeners, targets), listen }
+    let peering = raw.database_cancel.as_ref().map(|c| peering(c, errors)).unwrap_or_default();
+    Compiled { databases: Databases::new(listeners, targets).with_peering(peering), listen }
+}
+
+/// `[database_cancel]`: a peer id from 1 to 255, and the other peers' addresses.
+fn peering(raw: &file::DatabaseCancel, errors: &mut Vec<ConfigError>) -> Peering {
+    let id = u8::try_from(*raw.peer_id.get_ref()).ok().filter(|id| *id != 0);
+    if id.is_none() {
+        errors.push(ConfigError::at(
+            raw.peer_id.span(),
+            "database_cancel.peer_id",
+            format!("{} is out of range", raw.peer_id.get_ref()),
+            "give each gateway process its own peer id from 1 to 255",
+        ));
+    }
+    let mut peers = std::collections::HashMap::new();
+    for (key, address) in &raw.peers {
+        let field = format!("database_cancel.peers.{}", key.get_ref());
+        match key.get_ref().parse::<u8>().ok().filter(|p| *p != 0) {
+            None => errors.push(ConfigError::at(
+                key.span(),
+                field.clone(),
+                format!("`{}` is not a peer id", key.get_ref()),
+                "key each peer by its peer_id, from 1 to 255, e.g. peers = { 2 = \"10.0.0.2:6432\" }",
+            )),
+            Some(peer) if Some(peer) == id => errors.push(ConfigError::at(
+                key.span(),
+                field.clone(),
+                format!("peer {peer} is this process's own peer_id"),
+                "list only the other gateway processes",
+            )),
+            Some(peer) => match address.get_ref().parse::<SocketAddr>() {
+                Ok(address) => {
+                    peers.insert(peer, address);
+                }
+                Err(_) => errors.push(ConfigError::at(
+                    address.span(),
+                    field,
+                    format!("`{}` is not an ip:port address", address.get_ref()),
+                    "write the peer's database listener address, e.g. \"10.0.0.2:6432\"",
+                )),
+            },
+        }
+    }
+    Peering { id, peers }
 }
 
 /// An environment served by a database listener must render `db_pool`, from its own
