@@ -67,11 +67,6 @@ impl Pools {
         Arc::clone(&pool)
     }
 
-    /// Server connections open, over every target.
-    pub fn open(&self) -> usize {
-        usize::try_from(self.open.get()).unwrap_or(0)
-    }
-
     /// Retires the pools of targets that `databases` no longer has as they were
     /// (changed or removed), then closes idle connections past their idle timeout or
     /// lifetime.
@@ -104,7 +99,6 @@ impl Pools {
 /// One target's connections.
 #[derive(Debug)]
 pub struct TargetPool {
-    max: usize,
     idle_timeout: Duration,
     lifetime: Duration,
     permits: Arc<Semaphore>,
@@ -166,18 +160,12 @@ fn idle_key(role: &str, schema: Option<&str>) -> Box<str> {
 impl TargetPool {
     fn new(target: &Target, gauge: IntGauge) -> Self {
         Self {
-            max: target.max_server_connections,
             idle_timeout: target.server_idle_timeout,
             lifetime: target.server_lifetime,
             permits: Arc::new(Semaphore::new(target.max_server_connections)),
             gauge,
             idle: Mutex::new(IdleConns::default()),
         }
-    }
-
-    /// Server connections open (lent or idle).
-    pub fn open(&self) -> usize {
-        self.max - self.permits.available_permits()
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, IdleConns> {
