@@ -81,7 +81,12 @@ impl Pools {
             current
         });
         for pool in retired {
-            pool.retire();
+            let closed = pool.retire();
+            log::info!(
+                target: "isogate::database",
+                "database `{}`: its server connection settings changed or it is gone: retired its pool ({closed} idle connection(s) closed, lent ones close when their session ends)",
+                pool.name
+            );
         }
         for pool in self.by_target.iter() {
             pool.close_expired(now);
@@ -99,6 +104,7 @@ impl Pools {
 /// One target's connections.
 #[derive(Debug)]
 pub struct TargetPool {
+    name: Box<str>,
     idle_timeout: Duration,
     lifetime: Duration,
     permits: Arc<Semaphore>,
@@ -160,6 +166,7 @@ fn idle_key(role: &str, schema: Option<&str>) -> Box<str> {
 impl TargetPool {
     fn new(target: &Target, gauge: IntGauge) -> Self {
         Self {
+            name: target.name.clone(),
             idle_timeout: target.server_idle_timeout,
             lifetime: target.server_lifetime,
             permits: Arc::new(Semaphore::new(target.max_server_connections)),
@@ -232,14 +239,14 @@ impl TargetPool {
         true
     }
 
-    /// Closes every idle connection and keeps none from now on.
-    fn retire(&self) {
+    /// Closes every idle connection and keeps none from now on; how many it closed.
+    fn retire(&self) -> usize {
         let closed = {
             let mut idle = self.idle();
             idle.retired = true;
             std::mem::take(&mut idle.by_key)
         };
-        drop(closed);
+        closed.values().map(Vec::len).sum()
     }
 
     /// Closes the idle connections past their idle timeout or lifetime.
