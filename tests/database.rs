@@ -721,7 +721,7 @@ fn a_server_connection_past_its_lifetime_is_closed_instead_of_pooled() {
 }
 
 #[test]
-fn a_reload_that_changes_a_target_closes_its_old_connections_and_keeps_unchanged_ones() {
+fn a_reload_that_changes_or_removes_a_target_closes_its_old_connections_and_keeps_unchanged_ones() {
     let f = front("");
     let ca = format!("{}/tests/fixtures/tls/ca.pem", env!("CARGO_MANIFEST_DIR"));
     let over_tls = format!("tls = true\nca_file = \"{ca}\"\nserver_name = \"a.test\"");
@@ -755,7 +755,22 @@ fn a_reload_that_changes_a_target_closes_its_old_connections_and_keeps_unchanged
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(backend_role(&warm_pid).is_some(), "the pooled connection stays open");
         let client = connect(f.prod, &tenant_token("prod", "acme")).await.unwrap();
-        assert_eq!(column(&client, "SELECT pg_backend_pid()").await.unwrap(), [warm_pid], "reused after the reload");
+        assert_eq!(
+            column(&client, "SELECT pg_backend_pid()").await.unwrap(),
+            std::slice::from_ref(&warm_pid),
+            "reused"
+        );
+        drop(client);
+        assert_eq!(db_audit(&f.gw, "db_session_end", 5)[4]["server_kept"], true);
+        // A reload that removes the target (the same server, now named pg2) closes its pool.
+        let renamed = config("", &over_tls).replace("\"pg\"", "\"pg2\"").replace("[databases.pg]", "[databases.pg2]");
+        assert!(!renamed.contains("\"pg\"") && renamed.contains("[databases.pg2]"), "pg is gone");
+        f.gw.write_config(&renamed);
+        f.gw.signal("HUP");
+        eventually("the reload", || (f.gw.metric("isogate_config_generation") == Some(4.0)).then_some(()));
+        eventually("the removed target's connection to close", || backend_role(&warm_pid).is_none().then_some(()));
+        let client = connect(f.prod, &tenant_token("prod", "acme")).await.unwrap();
+        assert_eq!(column(&client, "SELECT v FROM notes").await.unwrap(), ["acme-secret"]);
     });
 }
 
