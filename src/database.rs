@@ -132,7 +132,7 @@ impl Front {
 
     /// Starts the sweeper on the first session (on the runtime serving the listeners).
     fn start_sweeper(self: &Arc<Self>) {
-        if !self.sweeping.swap(true, Ordering::AcqRel) {
+        if !self.sweeping.load(Ordering::Relaxed) && !self.sweeping.swap(true, Ordering::AcqRel) {
             tokio::spawn(sweep_pools(Arc::downgrade(self), self.snapshots.watch()));
         }
     }
