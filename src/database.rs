@@ -28,8 +28,8 @@ pub mod target;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
@@ -49,10 +49,12 @@ pub struct Front {
     snapshots: Arc<SnapshotCell>,
     audit: Arc<AuditSink>,
     metrics: FrontMetrics,
-    pools: Pools,
+    pools: Arc<Pools>,
     cancels: Arc<CancelKeys>,
     tls: tokio_rustls::TlsAcceptor,
     sessions: OpenSessions,
+    /// Whether the task closing expired and retired server connections runs.
+    sweeping: AtomicBool,
 }
 
 /// Client sessions open on each database listener (the listeners are fixed at start).
@@ -115,19 +117,44 @@ impl Front {
             .with_cert_resolver(Arc::new(crate::tls::SniResolver::new(Arc::clone(&snapshots))));
         config.alpn_protocols = vec![session::ALPN.to_vec()];
         let sessions = OpenSessions::new(&snapshots.load().databases.listeners);
+        let pools = Arc::new(Pools::new(metrics.db_server_connections.clone()));
         Ok(Self {
             sessions,
             snapshots,
             audit,
             metrics: FrontMetrics(metrics),
-            pools: Pools::default(),
+            pools,
             cancels: Arc::new(CancelKeys::default()),
             tls: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            sweeping: AtomicBool::new(false),
         })
     }
 
-    fn update_gauges(&self) {
-        self.metrics.0.db_server_connections.set(i64::try_from(self.pools.open()).unwrap_or(i64::MAX));
+    /// Starts the sweeper on the first session (on the runtime serving the listeners).
+    fn start_sweeper(self: &Arc<Self>) {
+        if !self.sweeping.load(Ordering::Relaxed) && !self.sweeping.swap(true, Ordering::AcqRel) {
+            tokio::spawn(sweep_pools(Arc::downgrade(self), self.snapshots.watch()));
+        }
+    }
+}
+
+/// Sweeps the pools after each reload and every `Pools::sweep_every` (reckoned again
+/// when a pool is made), until the front is gone.
+async fn sweep_pools(front: Weak<Front>, mut reloads: tokio::sync::watch::Receiver<u64>) {
+    loop {
+        let Some(pools) = front.upgrade().map(|f| Arc::clone(&f.pools)) else { return };
+        tokio::select! {
+            () = tokio::time::sleep(pools.sweep_every()) => {}
+            () = pools.added.notified() => continue,
+            changed = reloads.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        let Some(front) = front.upgrade() else { return };
+        let snap = front.snapshots.load();
+        front.pools.sweep(&snap.databases);
     }
 }
 
@@ -141,8 +168,8 @@ impl ServerApp for Front {
         let snap = self.snapshots.load();
         let listener = local.and_then(|l| snap.databases.listener(l)).copied()?;
         drop(snap);
+        self.start_sweeper();
         self.serve(stream, session::Peer { client, listener }).await;
-        self.update_gauges();
         None
     }
 }

@@ -311,9 +311,10 @@ fn example_database_front_is_valid_and_its_mistakes_are_named() {
     std::fs::create_dir_all(dir.join("tls")).expect("create tls/");
     std::fs::copy(root().join("tests/fixtures/tls/ca.pem"), dir.join("tls/db-ca.pem")).expect("copy the CA");
     let tls = root().join("tests/fixtures/tls");
-    let front = ["# [[database_listeners]]", "# [databases.prod-eu-1]", "# [databases.prod-globex-db]"]
-        .iter()
-        .fold(example, |text, header| uncomment_block(&text, header));
+    let front =
+        ["# [[database_listeners]]", "# [databases.prod-eu-1]", "# [databases.prod-globex-db]", "# [database_cancel]"]
+            .iter()
+            .fold(example, |text, header| uncomment_block(&text, header));
     let certificate = format!(
         "\n[[certificates]]\ncert_file = \"{}\"\nkey_file = \"{}\"\nserver_names = [\"a.test\"]\n",
         tls.join("a.pem").display(),
@@ -350,7 +351,28 @@ fn example_database_front_is_valid_and_its_mistakes_are_named() {
             "max_server_connections = 0",
             "databases.prod-eu-1.max_server_connections: 0 is out of range",
         ),
+        (
+            "server_idle_timeout_seconds = 600",
+            "server_idle_timeout_seconds = 0",
+            "databases.prod-eu-1.server_idle_timeout_seconds: 0 seconds is out of range",
+        ),
+        (
+            "server_lifetime_seconds = 3600",
+            "server_lifetime_seconds = 604801",
+            "databases.prod-eu-1.server_lifetime_seconds: 604801 seconds is out of range",
+        ),
         ("tls = true", "tls = false", "databases.prod-eu-1: ca_file or server_name is set but tls is not enabled"),
+        ("peer_id = 1", "peer_id = 0", "database_cancel.peer_id: 0 is out of range"),
+        (
+            "peers = { 2 = \"10.0.0.2:6432\", 3 = \"10.0.0.3:6432\" }",
+            "peers = { 1 = \"10.0.0.2:6432\", x = \"10.0.0.3:6432\" }",
+            "database_cancel.peers.1: peer 1 is this process's own peer_id",
+        ),
+        (
+            "peers = { 2 = \"10.0.0.2:6432\", 3 = \"10.0.0.3:6432\" }",
+            "peers = { 2 = \"10.0.0.2\" }",
+            "database_cancel.peers.2: `10.0.0.2` is not an ip:port address",
+        ),
         ("ca_file = \"tls/db-ca.pem\"", "", "databases.prod-eu-1.ca_file: TLS to the server needs the CA"),
     ];
     for (from, to, message) in mistakes {

@@ -78,6 +78,8 @@ pub struct File {
     /// PostgreSQL targets by name, chosen by the rendered `db_pool` of a session.
     #[serde(default)]
     pub databases: BTreeMap<Spanned<String>, Database>,
+    /// Cancel requests across several gateway processes behind one address.
+    pub database_cancel: Option<DatabaseCancel>,
 }
 
 /// `[server]`
@@ -1093,6 +1095,18 @@ fn default_database_max_sessions() -> usize {
     1000
 }
 
+/// `[database_cancel]`: several gateway processes behind one address, each handing out
+/// cancel keys that carry its peer id and forwarding the others' cancel requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct DatabaseCancel {
+    /// This process's peer id, from 1 to 255, unique among the peers.
+    pub peer_id: Spanned<u64>,
+    /// The other peers' database listener addresses (`ip:port`), keyed by peer id.
+    #[serde(default)]
+    pub peers: BTreeMap<Spanned<String>, Spanned<String>>,
+}
+
 /// How a database target's secret becomes the password isogate signs in with.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -1133,6 +1147,13 @@ pub struct Database {
     /// TCP connect and sign-in timeout, in ms.
     #[serde(default = "default_database_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// An idle pooled server connection is closed after this many seconds unused.
+    #[serde(default = "default_database_server_idle_timeout_seconds")]
+    pub server_idle_timeout_seconds: u64,
+    /// A server connection older than this many seconds is closed when its session
+    /// ends, instead of going back to the pool.
+    #[serde(default = "default_database_server_lifetime_seconds")]
+    pub server_lifetime_seconds: u64,
     /// One audit line per statement of the sessions that gave an access reason.
     #[serde(default)]
     pub audit_statements: bool,
@@ -1156,4 +1177,10 @@ fn default_database_queue_timeout_ms() -> u64 {
 }
 fn default_database_connect_timeout_ms() -> u64 {
     5000
+}
+fn default_database_server_idle_timeout_seconds() -> u64 {
+    600
+}
+fn default_database_server_lifetime_seconds() -> u64 {
+    3600
 }

@@ -19,6 +19,8 @@ pub struct ServerTls {
     pub config: Arc<rustls::ClientConfig>,
     /// The name the server's certificate must carry.
     pub name: rustls::pki_types::ServerName<'static>,
+    /// SHA-256 of the trusted CA certificates, to tell a changed trust store on reload.
+    pub trust: [u8; 32],
 }
 
 impl std::fmt::Debug for ServerTls {

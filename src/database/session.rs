@@ -98,9 +98,7 @@ impl Front {
                     None => self.refused_early(&snap, peer, &session_id, true, Reject::ProtocolViolation),
                 }
             }
-            Ok(Startup::Cancel(key)) => {
-                self.cancels.cancel(key).await;
-            }
+            Ok(Startup::Cancel(key)) => self.cancel(key, &snap).await,
             Ok(Startup::Start(params)) if peer.listener.allow_plaintext => {
                 self.start(stream, Some(params), false, snap, peer, &session_id).await;
             }
@@ -142,7 +140,7 @@ impl Front {
                 None => match read_startup(&mut client).await? {
                     Startup::Start(params) => params,
                     Startup::Cancel(key) => {
-                        self.cancels.cancel(key).await;
+                        self.cancel(key, &snap).await;
                         return Ok(None);
                     }
                     Startup::SslRequest | Startup::GssEncRequest => return Err(Early(Reject::ProtocolViolation)),
@@ -233,8 +231,9 @@ impl Front {
             }
         };
         let audit_statements = target.audit_statements && admitted.permit.access_reason().is_some();
+        let peer_id = snap.databases.peering.id;
         drop(snap);
-        let registration = self.cancels.register(lease.conn.addr, lease.conn.key);
+        let registration = self.cancels.register(lease.conn.addr, lease.conn.key, peer_id);
         let mut out = Vec::with_capacity(512);
         codec::authentication_ok(&mut out);
         for (name, value) in &lease.conn.params {
@@ -272,7 +271,7 @@ impl Front {
         if !end.server_idle {
             // The client left with a query possibly still running: cancel it, so the
             // backend does not work on for nobody, then close the connection.
-            super::cancel::cancel_backend(lease.conn.addr, lease.conn.key).await;
+            super::cancel::send_cancel(lease.conn.addr, lease.conn.key).await;
         }
         let kept = end.server_idle && tokio::time::timeout(RESET_TIMEOUT, pool.checkin(lease)).await.unwrap_or(false);
         record.ts = SystemTime::now();
@@ -283,6 +282,12 @@ impl Front {
         record.statements = Some(end.statements);
         record.server_kept = Some(kept);
         self.audit(&record);
+    }
+
+    /// Handles a `CancelRequest` (see `cancel`) and counts what became of it.
+    async fn cancel(&self, key: codec::BackendKey, snap: &Snapshot) {
+        let outcome = self.cancels.cancel(key, &snap.databases.peering).await;
+        self.metrics.0.db_cancel_requests.with_label_values(&[outcome.label()]).inc();
     }
 
     /// Writes the refusal and its audit line, for a refusal before any token was read.

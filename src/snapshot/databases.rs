@@ -4,16 +4,23 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
+use sha2::Digest;
 use toml::Spanned;
 
 use super::compile::unknown_env;
 use crate::bind::EnvId;
 use crate::config::{file, ConfigError, EnvLookup, Source};
+use crate::database::cancel::Peering;
 use crate::database::{Databases, Listener, Target};
 use crate::template::{valid_schema, Template};
 
 /// Most client sessions one database listener may hold.
 const MAX_SESSIONS: usize = 100_000;
+
+/// Longest idle timeout of a pooled server connection, in seconds (a day).
+const MAX_SERVER_IDLE_TIMEOUT_SECONDS: u64 = 86_400;
+/// Longest lifetime of a server connection, in seconds (a week).
+const MAX_SERVER_LIFETIME_SECONDS: u64 = 604_800;
 
 /// Shortest master secret accepted for derived passwords, in bytes.
 const MIN_MASTER_SECRET_BYTES: usize = 32;
@@ -96,7 +103,51 @@ pub(super) fn databases(
         }
     }
     let listen = listeners.iter().map(|l| l.address).collect();
-    Compiled { databases: Databases::new(listeners, targets), listen }
+    let peering = raw.database_cancel.as_ref().map(|c| peering(c, errors)).unwrap_or_default();
+    Compiled { databases: Databases::new(listeners, targets).with_peering(peering), listen }
+}
+
+/// `[database_cancel]`: a peer id from 1 to 255, and the other peers' addresses.
+fn peering(raw: &file::DatabaseCancel, errors: &mut Vec<ConfigError>) -> Peering {
+    let id = u8::try_from(*raw.peer_id.get_ref()).ok().filter(|id| *id != 0);
+    if id.is_none() {
+        errors.push(ConfigError::at(
+            raw.peer_id.span(),
+            "database_cancel.peer_id",
+            format!("{} is out of range", raw.peer_id.get_ref()),
+            "give each gateway process its own peer id from 1 to 255",
+        ));
+    }
+    let mut peers = std::collections::HashMap::new();
+    for (key, address) in &raw.peers {
+        let field = format!("database_cancel.peers.{}", key.get_ref());
+        match key.get_ref().parse::<u8>().ok().filter(|p| *p != 0) {
+            None => errors.push(ConfigError::at(
+                key.span(),
+                field.clone(),
+                format!("`{}` is not a peer id", key.get_ref()),
+                "key each peer by its peer_id, from 1 to 255, e.g. peers = { 2 = \"10.0.0.2:6432\" }",
+            )),
+            Some(peer) if Some(peer) == id => errors.push(ConfigError::at(
+                key.span(),
+                field.clone(),
+                format!("peer {peer} is this process's own peer_id"),
+                "list only the other gateway processes",
+            )),
+            Some(peer) => match address.get_ref().parse::<SocketAddr>() {
+                Ok(address) => {
+                    peers.insert(peer, address);
+                }
+                Err(_) => errors.push(ConfigError::at(
+                    address.span(),
+                    field,
+                    format!("`{}` is not an ip:port address", address.get_ref()),
+                    "write the peer's database listener address, e.g. \"10.0.0.2:6432\"",
+                )),
+            },
+        }
+    }
+    Peering { id, peers }
 }
 
 /// An environment served by a database listener must render `db_pool`, from its own
@@ -187,6 +238,22 @@ fn target(
             "use a value above 0 (default 5000)",
         );
     }
+    if !(1..=MAX_SERVER_IDLE_TIMEOUT_SECONDS).contains(&raw.server_idle_timeout_seconds) {
+        problem(
+            0..0,
+            "server_idle_timeout_seconds",
+            format!("{} seconds is out of range", raw.server_idle_timeout_seconds),
+            &format!("use 1 to {MAX_SERVER_IDLE_TIMEOUT_SECONDS} (default 600)"),
+        );
+    }
+    if !(1..=MAX_SERVER_LIFETIME_SECONDS).contains(&raw.server_lifetime_seconds) {
+        problem(
+            0..0,
+            "server_lifetime_seconds",
+            format!("{} seconds is out of range", raw.server_lifetime_seconds),
+            &format!("use 1 to {MAX_SERVER_LIFETIME_SECONDS} (default 3600)"),
+        );
+    }
     let secret = secret(raw, &key, source, env, errors);
     let tls = server_tls(raw, &key, source, errors);
     if errors.len() > before {
@@ -209,7 +276,11 @@ fn target(
             limits,
         )
         .with_statement_audit(raw.audit_statements)
-        .with_tls(tls),
+        .with_tls(tls)
+        .with_server_lifetimes(
+            Duration::from_secs(raw.server_idle_timeout_seconds),
+            Duration::from_secs(raw.server_lifetime_seconds),
+        ),
     )
 }
 
@@ -313,11 +384,13 @@ fn server_tls(
     };
     let path = source.resolve(ca.get_ref());
     let mut roots = rustls::RootCertStore::empty();
+    let mut trust = sha2::Sha256::new();
     let certs = rustls::pki_types::CertificateDer::pem_file_iter(&path)
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(|e| e.to_string())
         .and_then(|certs| {
             for c in certs {
+                trust.update(&c);
                 roots.add(c).map_err(|e| e.to_string())?;
             }
             if roots.is_empty() {
@@ -350,7 +423,11 @@ fn server_tls(
         .with_safe_default_protocol_versions()
         .map(|b| b.with_root_certificates(roots).with_no_client_auth());
     match config {
-        Ok(config) => Some(crate::database::server_stream::ServerTls { config: std::sync::Arc::new(config), name }),
+        Ok(config) => Some(crate::database::server_stream::ServerTls {
+            config: std::sync::Arc::new(config),
+            name,
+            trust: trust.finalize().into(),
+        }),
         Err(e) => {
             errors.push(ConfigError::at(ca.span(), format!("{key}.tls"), e.to_string(), "report this as a bug"));
             None
