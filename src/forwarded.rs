@@ -15,6 +15,7 @@
 //! is not a trusted proxy. Spellings with `_` for `-` are always removed, since app
 //! servers read them as the same variable.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 
 use bytes::Bytes;
@@ -132,7 +133,7 @@ impl ForwardedPolicy {
         };
         // The peer's address as text, made once: `X-Forwarded-For` and `X-Real-IP`
         // share it (a header value clone only counts a reference).
-        let peer_text = (xff || real_ip).then(|| text(address(peer))).transpose()?;
+        let peer_text = (xff || real_ip).then(|| peer_text(peer)).transpose()?;
         if let Some(peer_text) = peer_text.as_ref().filter(|_| xff) {
             let value = match &chain {
                 Some(c) => text(format!("{c}, {peer}").into_bytes())?,
@@ -145,13 +146,18 @@ impl ForwardedPolicy {
             set(req, 3, if client == peer { peer_text } else { text(address(client))? })?;
         }
         if forwarded {
-            let mut value = Vec::with_capacity(96);
-            if let Some(p) = prior {
-                value.extend_from_slice(p.as_bytes());
-                value.extend_from_slice(b", ");
-            }
-            push_forwarded_element(&mut value, peer, proto, host.and_then(|h| h.to_str().ok()));
-            set(req, 4, text(value)?)?;
+            let host = host.and_then(|h| h.to_str().ok());
+            let value = match prior {
+                Some(p) => {
+                    let mut value = Vec::with_capacity(p.len() + 96);
+                    value.extend_from_slice(p.as_bytes());
+                    value.extend_from_slice(b", ");
+                    push_forwarded_element(&mut value, peer, proto, host);
+                    text(value)?
+                }
+                None => forwarded_element(peer, proto, host)?,
+            };
+            set(req, 4, value)?;
         }
         Ok(())
     }
@@ -176,6 +182,54 @@ impl ForwardedPolicy {
 /// Sets `SETTABLE[index]`; the name is static, so setting it copies nothing.
 fn set(req: &mut RequestHeader, index: usize, value: HeaderValue) -> pingora::Result<()> {
     req.insert_header(Bytes::from_static(SETTABLE[index].as_bytes()), value)
+}
+
+/// The last peer's values, per worker thread. Behind a load balancer, or on a
+/// keep-alive connection, the next request mostly comes from the same address with the
+/// same host, so its values are made once and then shared (cloning a header value
+/// counts a reference).
+struct LastPeer {
+    ip: IpAddr,
+    text: HeaderValue,
+    /// This hop's `Forwarded` element, with the proto and host it was made for.
+    element: Option<(&'static str, Vec<u8>, HeaderValue)>,
+}
+
+thread_local! {
+    static LAST_PEER: RefCell<Option<LastPeer>> = const { RefCell::new(None) };
+}
+
+/// `ip` as a header value, shared with the requests before it from the same address.
+fn peer_text(ip: IpAddr) -> pingora::Result<HeaderValue> {
+    LAST_PEER.with_borrow_mut(|last| {
+        if let Some(last) = last.as_ref().filter(|l| l.ip == ip) {
+            return Ok(last.text.clone());
+        }
+        let text = text(address(ip))?;
+        *last = Some(LastPeer { ip, text: text.clone(), element: None });
+        Ok(text)
+    })
+}
+
+/// This hop's `Forwarded` element as a header value, shared with the requests before it
+/// from the same address, over the same scheme, for the same host.
+fn forwarded_element(ip: IpAddr, proto: &'static str, host: Option<&str>) -> pingora::Result<HeaderValue> {
+    let host_bytes = host.unwrap_or_default().as_bytes();
+    LAST_PEER.with_borrow_mut(|last| {
+        let cached = last.as_ref().filter(|l| l.ip == ip).and_then(|l| l.element.as_ref());
+        if let Some((_, _, element)) = cached.filter(|(p, h, _)| *p == proto && h == host_bytes) {
+            return Ok(element.clone());
+        }
+        let mut value = Vec::with_capacity(96);
+        push_forwarded_element(&mut value, ip, proto, host);
+        let element = text(value)?;
+        let entry = (proto, host_bytes.to_vec(), element.clone());
+        match last.as_mut().filter(|l| l.ip == ip) {
+            Some(l) => l.element = Some(entry),
+            None => *last = Some(LastPeer { ip, text: text(address(ip))?, element: Some(entry) }),
+        }
+        Ok(element)
+    })
 }
 
 /// An address as text, in one allocation.
