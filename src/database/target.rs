@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -127,17 +128,52 @@ pub fn derived_password(secret: &[u8], role: &str) -> String {
     })
 }
 
+/// Where the sessions of a database listener get their environment.
+#[derive(Debug, Clone)]
+pub enum ListenerEnvironment {
+    /// Every session belongs to this one.
+    Fixed(EnvId),
+    /// Each session belongs to the environment of the TLS server name (SNI) its client
+    /// sent; the names are lowercase.
+    ByServerName(Arc<HashMap<Box<str>, EnvId>>),
+}
+
+impl ListenerEnvironment {
+    /// The environment of a session whose TLS handshake named `server_name`; `None`
+    /// when the listener goes by server name and the client sent none or an unknown one.
+    pub fn of(&self, server_name: Option<&str>) -> Option<EnvId> {
+        match self {
+            Self::Fixed(env) => Some(*env),
+            Self::ByServerName(names) => names.get(server_name?.to_ascii_lowercase().as_str()).copied(),
+        }
+    }
+}
+
 /// A `[[database_listeners]]` entry, compiled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Listener {
     /// Where it listens.
     pub address: SocketAddr,
     /// The environment of its sessions.
-    pub env: EnvId,
+    pub environment: ListenerEnvironment,
     /// Whether clients may stay in plain text (loopback only).
     pub allow_plaintext: bool,
     /// Client sessions open at once; more are refused.
     pub max_sessions: usize,
+    /// TLS with the listener's own certificate; `None`: `[[certificates]]` by SNI.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("address", &self.address)
+            .field("environment", &self.environment)
+            .field("allow_plaintext", &self.allow_plaintext)
+            .field("max_sessions", &self.max_sessions)
+            .field("own_certificate", &self.tls.is_some())
+            .finish()
+    }
 }
 
 /// Every database target and listener.
