@@ -421,7 +421,7 @@ fn example_database_front_is_valid_and_its_mistakes_are_named() {
         (
             vec![
                 (client_pair.to_owned(), client_live.clone()),
-                ("plain text). Default: false.\ntls = true\n".to_owned(), "plain text).\ntls = false\n".to_owned()),
+                ("08006).\n# Default: false.\ntls = true\n".to_owned(), "08006).\ntls = false\n".to_owned()),
             ],
             "databases.prod-eu-1.client_cert_file: client_cert_file is set but tls is not enabled",
         ),

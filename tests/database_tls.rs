@@ -1,8 +1,8 @@
 //! The database front's TLS on both sides, and how it signs in to the server, against a
 //! real PostgreSQL server (one per test file) with psql and tokio-postgres as clients:
 //! a listener that takes each session's environment from the TLS server name, a
-//! listener with its own certificate, and a client certificate the server requires
-//! (`clientcert=verify-ca`).
+//! listener with its own certificate, a client certificate the server requires
+//! (`clientcert=verify-ca`), and sign-in by MD5 and by cleartext password (only over TLS).
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 
@@ -253,4 +253,27 @@ fn the_gateway_presents_its_client_certificate_where_the_server_requires_one() {
     assert_eq!(refused[1]["database"], "db_nocert");
     assert_eq!(refused[1]["reason"], "upstream_unreachable");
     assert!(gw.stderr().contains("certificate"), "the log says what the server said: {}", gw.stderr());
+}
+
+#[test]
+fn the_gateway_signs_in_with_md5_and_with_a_cleartext_password_over_tls() {
+    let (gw, addr) = prod_listener();
+    let pg = postgres();
+    let stored = pg.sql("app", "SELECT left(rolpassword, 3) FROM pg_authid WHERE rolname = 'md5_user'");
+    assert_eq!(stored, "md5", "the role's password is an MD5 hash, so the server asks for MD5");
+    runtime().block_on(async {
+        let client = connect_tls(addr, &tenant_token("prod", "md5"), RustlsConnect::new(), |_| {}).await.unwrap();
+        assert_eq!(column(&client, "SELECT current_user").await.unwrap(), ["md5_user"]);
+        let client = connect_tls(addr, &tenant_token("prod", "cleartext"), RustlsConnect::new(), |_| {}).await.unwrap();
+        let seen = "SELECT current_user || '|' || ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+        assert_eq!(column(&client, seen).await.unwrap(), ["cleartext_user|true"]);
+        // Over plain TCP the gateway does not send the password in clear text.
+        let e =
+            connect_tls(addr, &tenant_token("prod", "plaincleartext"), RustlsConnect::new(), |_| {}).await.unwrap_err();
+        assert_eq!(sqlstate(&e), SqlState::CONNECTION_FAILURE.code(), "{e}");
+    });
+    let starts = db_audit(&gw, "db_session_start", 3);
+    assert_eq!(starts[2]["database"], "db_plaincleartext");
+    assert_eq!(starts[2]["decision"], "deny");
+    assert!(gw.stderr().contains("clear text"), "the log says why: {}", gw.stderr());
 }
