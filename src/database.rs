@@ -146,10 +146,11 @@ impl ServerApp for Front {
         let inet = |a: Option<&pingora::protocols::l4::socket::SocketAddr>| a.and_then(|a| a.as_inet()).copied();
         let client = inet(digest.as_ref().and_then(|d| d.peer_addr()));
         let local = inet(digest.as_ref().and_then(|d| d.local_addr()));
+        // One snapshot from the listener's lookup on, so the environment ids it holds
+        // are read against the table they index.
         let snap = self.snapshots.load();
         let listener = local.and_then(|l| snap.databases.listener(l)).cloned()?;
-        drop(snap);
-        self.serve(stream, session::Peer::new(client, listener)).await;
+        self.serve(stream, snap, session::Peer::new(client, listener)).await;
         self.update_gauges();
         None
     }

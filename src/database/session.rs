@@ -64,12 +64,11 @@ impl From<std::io::Error> for Early {
 }
 
 impl Front {
-    /// Serves one client connection.
-    pub(super) async fn serve<S>(self: &Arc<Self>, mut stream: S, peer: Peer)
+    /// Serves one client connection of `peer`'s listener in `snap`.
+    pub(super) async fn serve<S>(self: &Arc<Self>, mut stream: S, snap: Arc<Snapshot>, peer: Peer)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let snap = self.snapshots.load();
         let session_id = format!("{:016x}", rand::random::<u64>());
         let mut first = [0u8; 1];
         let opened = match tokio::time::timeout(STARTUP_TIMEOUT, stream.read_exact(&mut first)).await {

@@ -229,6 +229,21 @@ mod tests {
     }
 
     #[test]
+    fn a_server_name_chooses_its_environment_without_case_and_nothing_else_does() {
+        let (stage, prod) = (EnvId(1), EnvId(2));
+        let names = HashMap::from([("db.stage.test".into(), stage), ("db.prod.test".into(), prod)]);
+        let by_name = ListenerEnvironment::ByServerName(Arc::new(names));
+        assert_eq!(by_name.of(Some("db.stage.test")), Some(stage));
+        assert_eq!(by_name.of(Some("DB.Prod.Test")), Some(prod));
+        assert_eq!(by_name.of(Some("db.dev.test")), None);
+        assert_eq!(by_name.of(Some("stage.test")), None);
+        assert_eq!(by_name.of(None), None);
+        let fixed = ListenerEnvironment::Fixed(prod);
+        assert_eq!(fixed.of(None), Some(prod));
+        assert_eq!(fixed.of(Some("db.stage.test")), Some(prod));
+    }
+
+    #[test]
     fn login_role_must_be_a_plain_identifier() {
         let t = Target::new(
             "db",

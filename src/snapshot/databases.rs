@@ -135,7 +135,7 @@ fn listener_environment(
     let lookup = |name: &Spanned<String>, field: &str, errors: &mut Vec<ConfigError>| {
         let found = find_env(name.get_ref());
         match found {
-            Some(_) => check_db_pool(raw, name, key, errors),
+            Some(_) => check_db_pool(raw, name, &format!("{key}.{field}"), errors),
             None => errors.push(unknown_env(name, &format!("{key}.{field}"), &raw.environments)),
         }
         found
@@ -200,7 +200,7 @@ fn listener_environment(
 /// An environment served by a database listener must render `db_pool`, from its own
 /// setting or its pools' (default and inline tenants); a literal one must name a
 /// database target. Pools of the tenant map file are checked when a session uses them.
-fn check_db_pool(raw: &file::File, env_name: &Spanned<String>, key: &str, errors: &mut Vec<ConfigError>) {
+fn check_db_pool(raw: &file::File, env_name: &Spanned<String>, field: &str, errors: &mut Vec<ConfigError>) {
     let Some(environment) = raw.environments.get(env_name.get_ref().as_str()) else { return };
     let pool_names =
         environment.default_pool.iter().map(|p| p.get_ref()).chain(environment.tenants.values().map(|p| p.get_ref()));
@@ -221,7 +221,7 @@ fn check_db_pool(raw: &file::File, env_name: &Spanned<String>, key: &str, errors
     if !any {
         errors.push(ConfigError::at(
             env_name.span(),
-            format!("{key}.environment"),
+            field,
             format!("environment `{}` sets no db_pool, so its sessions have no database", env_name.get_ref()),
             format!("set environments.{}.db_pool to a [databases.NAME]", env_name.get_ref()),
         ));
