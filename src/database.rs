@@ -3,10 +3,10 @@
 //!
 //! A client connects with TLS (`SSLRequest`, or direct TLS with ALPN `postgresql`) and
 //! gives its token as the password. The session passes the same stages as an HTTP
-//! request (identify, bind to the listener's environment, authorise, place), then the
-//! rendered `db_pool` names a `[databases.NAME]` target and the target's `user` template
-//! names the login role the gateway signs in as, with a password derived from a master
-//! secret. The tenant is bound by PostgreSQL's own privileges on that role, so nothing a
+//! request (identify, bind to the listener's environment or the one its TLS server name
+//! maps to, authorise, place), then the rendered `db_pool` names a `[databases.NAME]`
+//! target and the target's `user` template names the login role the gateway signs in
+//! as, with a password derived from a master secret. The tenant is bound by PostgreSQL's own privileges on that role, so nothing a
 //! client sends can undo it (docs/DATABASE.md gives the threat model).
 //!
 //! `codec` parses and writes the wire format without I/O; `session` owns a client
@@ -36,7 +36,7 @@ use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
-pub use target::{derived_password, Databases, Listener, Target, TargetId};
+pub use target::{derived_password, Databases, Listener, ListenerEnvironment, Target, TargetId};
 
 use crate::audit::AuditSink;
 use crate::metrics::Metrics;
@@ -108,14 +108,9 @@ impl FrontMetrics {
 
 impl Front {
     /// A front reading the snapshot in force; certificates come from `[[certificates]]`
-    /// by SNI, as on the HTTP listeners.
+    /// by SNI, as on the HTTP listeners, unless a listener has its own.
     pub fn new(snapshots: Arc<SnapshotCell>, audit: Arc<AuditSink>, metrics: Metrics) -> Result<Self, rustls::Error> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(crate::tls::SniResolver::new(Arc::clone(&snapshots))));
-        config.alpn_protocols = vec![session::ALPN.to_vec()];
+        let tls = tls_acceptor(Arc::new(crate::tls::SniResolver::new(Arc::clone(&snapshots))))?;
         let sessions = OpenSessions::new(&snapshots.load().databases.listeners);
         let pools = Arc::new(Pools::new(metrics.db_server_connections.clone()));
         Ok(Self {
@@ -125,7 +120,7 @@ impl Front {
             metrics: FrontMetrics(metrics),
             pools,
             cancels: Arc::new(CancelKeys::default()),
-            tls: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            tls,
             sweeping: AtomicBool::new(false),
         })
     }
@@ -158,6 +153,19 @@ async fn sweep_pools(front: Weak<Front>, mut reloads: tokio::sync::watch::Receiv
     }
 }
 
+/// TLS for database clients: ALPN `postgresql`, certificates from `certificates`.
+pub fn tls_acceptor(
+    certificates: Arc<dyn rustls::server::ResolvesServerCert>,
+) -> Result<tokio_rustls::TlsAcceptor, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(certificates);
+    config.alpn_protocols = vec![session::ALPN.to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
 #[async_trait]
 impl ServerApp for Front {
     async fn process_new(self: &Arc<Self>, stream: Stream, _shutdown: &ShutdownWatch) -> Option<Stream> {
@@ -165,11 +173,12 @@ impl ServerApp for Front {
         let inet = |a: Option<&pingora::protocols::l4::socket::SocketAddr>| a.and_then(|a| a.as_inet()).copied();
         let client = inet(digest.as_ref().and_then(|d| d.peer_addr()));
         let local = inet(digest.as_ref().and_then(|d| d.local_addr()));
+        // One snapshot from the listener's lookup on, so the environment ids it holds
+        // are read against the table they index.
         let snap = self.snapshots.load();
-        let listener = local.and_then(|l| snap.databases.listener(l)).copied()?;
-        drop(snap);
+        let listener = local.and_then(|l| snap.databases.listener(l)).cloned()?;
         self.start_sweeper();
-        self.serve(stream, session::Peer { client, listener }).await;
+        self.serve(stream, snap, session::Peer::new(client, listener)).await;
         None
     }
 }

@@ -14,23 +14,21 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::jws::{claims, now, token};
+use common::postgres::{column, connect, connect_with, db_audit, derived_password, runtime, sqlstate};
 use common::postgres::{Postgres, RustlsConnect};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use tokio_postgres::config::{SslMode, SslNegotiation};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Config};
+use tokio_postgres::Config;
 
 const MASTER_SECRET: &str = "a-master-secret-of-at-least-32-bytes-for-tests";
 const TENANTS: [&str; 3] = ["acme", "globex", "initech"];
 
 /// The password the gateway derives for `role`, computed here on its own.
 fn role_password(role: &str) -> String {
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(MASTER_SECRET.as_bytes()).unwrap();
-    mac.update(role.as_bytes());
-    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    derived_password(MASTER_SECRET, role)
 }
 
 /// The shared server, set up with the shipped SQL (deploy/postgres) for every tenant:
@@ -142,53 +140,6 @@ password_file = "{secret}"
 
 fn tenant_token(env: &str, tenant: &str) -> String {
     token("HS256", claims(env, tenant))
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    // Two workers: connection tasks go on while a test waits for audit lines.
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-async fn connect_with(
-    addr: SocketAddr,
-    password: &str,
-    tune: impl FnOnce(&mut Config),
-) -> Result<Client, tokio_postgres::Error> {
-    let mut config = Config::new();
-    config.host("127.0.0.1").port(addr.port()).user("anyone").dbname("app").password(password);
-    config.ssl_mode(SslMode::Require).connect_timeout(Duration::from_secs(10));
-    tune(&mut config);
-    let (client, connection) = config.connect(RustlsConnect::new()).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
-async fn connect(addr: SocketAddr, password: &str) -> Result<Client, tokio_postgres::Error> {
-    connect_with(addr, password, |_| {}).await
-}
-
-/// The first column of every row, as text.
-async fn column(client: &Client, sql: &str) -> Result<Vec<String>, tokio_postgres::Error> {
-    let rows = client.simple_query(sql).await?;
-    Ok(rows
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_owned()),
-            _ => None,
-        })
-        .collect())
-}
-
-fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_owned()).unwrap_or_else(|| format!("no SQLSTATE: {e}"))
-}
-
-/// The database audit lines with `event`, waiting until `count` are written.
-fn db_audit(gw: &Gateway, event: &str, count: usize) -> Vec<Value> {
-    eventually(&format!("{count} {event} audit line(s)"), || {
-        let lines: Vec<Value> = gw.audit_lines().into_iter().filter(|l| l["event"] == event).collect();
-        (lines.len() >= count).then_some(lines)
-    })
 }
 
 #[test]

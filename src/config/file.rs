@@ -1080,8 +1080,15 @@ fn default_forward_authorization() -> bool {
 pub struct DatabaseListener {
     /// `ip:port` to accept PostgreSQL clients on.
     pub address: Spanned<String>,
-    /// The environment every session on this listener belongs to.
-    pub environment: Spanned<String>,
+    /// The environment every session on this listener belongs to (or `server_names`).
+    pub environment: Option<Spanned<String>>,
+    /// The environment of each session chosen by the TLS server name (SNI) the client
+    /// sent, instead of one `environment`: lowercase name to environment.
+    pub server_names: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+    /// PEM certificate chain this listener serves, instead of `[[certificates]]` by SNI.
+    pub cert_file: Option<Spanned<String>>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<Spanned<String>>,
     /// Serve clients that do not ask for TLS (only on a loopback address).
     #[serde(default)]
     pub allow_plaintext: bool,
@@ -1164,6 +1171,10 @@ pub struct Database {
     pub ca_file: Option<Spanned<String>>,
     /// The name the server's certificate must carry (default: `host`).
     pub server_name: Option<Spanned<String>>,
+    /// PEM certificate chain isogate presents to the server (`clientcert=` in pg_hba.conf).
+    pub client_cert_file: Option<Spanned<String>>,
+    /// PEM private key of `client_cert_file`.
+    pub client_key_file: Option<Spanned<String>>,
 }
 
 fn default_database_port() -> u16 {

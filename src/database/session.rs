@@ -20,6 +20,7 @@ use super::server::{ServerError, SignIn};
 use super::target::Listener;
 use super::Front;
 use crate::admission::Refused;
+use crate::bind::EnvId;
 use crate::reject::Reject;
 use crate::snapshot::Snapshot;
 
@@ -31,10 +32,26 @@ const MAX_PASSWORD_BYTES: usize = 65_536 + 1;
 pub(super) const ALPN: &[u8] = b"postgresql";
 
 /// What is known of the client's connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct Peer {
     pub(super) client: Option<SocketAddr>,
     pub(super) listener: Listener,
+    /// The session's environment: the listener's own, or the one its TLS server name
+    /// maps to (`None` until the handshake names a known one).
+    env: Option<EnvId>,
+}
+
+impl Peer {
+    pub(super) fn new(client: Option<SocketAddr>, listener: Listener) -> Self {
+        let env = listener.environment.of(None);
+        Self { client, listener, env }
+    }
+
+    /// The same client after a TLS handshake that named `server_name`.
+    fn named(mut self, server_name: Option<&str>) -> Self {
+        self.env = self.listener.environment.of(server_name);
+        self
+    }
 }
 
 /// A session refused before admission: why, and what the client is told.
@@ -47,12 +64,11 @@ impl From<std::io::Error> for Early {
 }
 
 impl Front {
-    /// Serves one client connection.
-    pub(super) async fn serve<S>(self: &Arc<Self>, mut stream: S, peer: Peer)
+    /// Serves one client connection of `peer`'s listener in `snap`.
+    pub(super) async fn serve<S>(self: &Arc<Self>, mut stream: S, snap: Arc<Snapshot>, peer: Peer)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let snap = self.snapshots.load();
         let session_id = format!("{:016x}", rand::random::<u64>());
         let mut first = [0u8; 1];
         let opened = match tokio::time::timeout(STARTUP_TIMEOUT, stream.read_exact(&mut first)).await {
@@ -61,9 +77,12 @@ impl Front {
         };
         if opened == TLS_HANDSHAKE {
             let prefixed = Prefixed::new(vec![TLS_HANDSHAKE], stream);
-            match self.tls_accept(prefixed, true).await {
-                Some(tls) => self.start(tls, None, true, snap, peer, &session_id).await,
-                None => self.refused_early(&snap, peer, &session_id, true, Reject::ProtocolViolation),
+            match self.tls_accept(prefixed, &peer, true).await {
+                Some(tls) => {
+                    let peer = peer.named(tls.get_ref().1.server_name());
+                    self.start(tls, None, true, snap, &peer, &session_id).await;
+                }
+                None => self.refused_early(&snap, &peer, &session_id, true, Reject::ProtocolViolation),
             }
             return;
         }
@@ -93,27 +112,32 @@ impl Front {
                 if stream.write_all(b"S").await.is_err() || stream.flush().await.is_err() {
                     return;
                 }
-                match self.tls_accept(stream, false).await {
-                    Some(tls) => self.start(tls, None, true, snap, peer, &session_id).await,
-                    None => self.refused_early(&snap, peer, &session_id, true, Reject::ProtocolViolation),
+                match self.tls_accept(stream, &peer, false).await {
+                    Some(tls) => {
+                        let peer = peer.named(tls.get_ref().1.server_name());
+                        self.start(tls, None, true, snap, &peer, &session_id).await;
+                    }
+                    None => self.refused_early(&snap, &peer, &session_id, true, Reject::ProtocolViolation),
                 }
             }
             Ok(Startup::Cancel(key)) => self.cancel(key, &snap).await,
             Ok(Startup::Start(params)) if peer.listener.allow_plaintext => {
-                self.start(stream, Some(params), false, snap, peer, &session_id).await;
+                self.start(stream, Some(params), false, snap, &peer, &session_id).await;
             }
-            Ok(Startup::Start(_)) => self.refuse(stream, &snap, peer, &session_id, false, Reject::TlsRequired).await,
+            Ok(Startup::Start(_)) => self.refuse(stream, &snap, &peer, &session_id, false, Reject::TlsRequired).await,
             Ok(Startup::GssEncRequest) => {}
-            Err(Early(reject)) => self.refuse(stream, &snap, peer, &session_id, false, reject).await,
+            Err(Early(reject)) => self.refuse(stream, &snap, &peer, &session_id, false, reject).await,
         }
     }
 
-    /// The TLS handshake; a direct-TLS client must have negotiated ALPN `postgresql`.
-    async fn tls_accept<S>(&self, stream: S, direct: bool) -> Option<tokio_rustls::server::TlsStream<S>>
+    /// The TLS handshake, with the listener's own certificate or `[[certificates]]` by
+    /// SNI; a direct-TLS client must have negotiated ALPN `postgresql`.
+    async fn tls_accept<S>(&self, stream: S, peer: &Peer, direct: bool) -> Option<tokio_rustls::server::TlsStream<S>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let accepted = tokio::time::timeout(STARTUP_TIMEOUT, self.tls.accept(stream)).await.ok()?.ok()?;
+        let acceptor = peer.listener.tls.as_ref().unwrap_or(&self.tls);
+        let accepted = tokio::time::timeout(STARTUP_TIMEOUT, acceptor.accept(stream)).await.ok()?.ok()?;
         let alpn_ok = accepted.get_ref().1.alpn_protocol() == Some(ALPN);
         (alpn_ok || !direct).then_some(accepted)
     }
@@ -125,7 +149,7 @@ impl Front {
         params: Option<StartupParams>,
         tls: bool,
         snap: Arc<Snapshot>,
-        peer: Peer,
+        peer: &Peer,
         session_id: &str,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -149,6 +173,8 @@ impl Front {
             if open.is_none() {
                 return Err(Early(Reject::TooManySessions));
             }
+            // Told once the startup packet is read, so the client is sure to see it.
+            let Some(env) = peer.env else { return Err(Early(Reject::UnknownServerName)) };
             let mut out = Vec::with_capacity(64);
             if params.minor != 0 || params.protocol_options().next().is_some() {
                 codec::negotiate_protocol_version(&mut out, params.protocol_options());
@@ -157,21 +183,21 @@ impl Front {
             client.write_all(&out).await?;
             client.flush().await?;
             let token = read_password(&mut client).await?;
-            Ok(Some((params, token)))
+            Ok(Some((params, token, env)))
         })
         .await
         .unwrap_or(Err(Early(Reject::ProtocolViolation)));
-        let (params, token) = match handshake {
+        let (params, token, env) = match handshake {
             Ok(Some(found)) => found,
             Ok(None) => return,
             Err(Early(reject)) => return self.refuse(client, &snap, peer, session_id, tls, reject).await,
         };
         let reason = params.access_reason();
-        let admitted = match admit(&snap, peer.listener.env, &token, reason.as_deref()).await {
+        let admitted = match admit(&snap, env, &token, reason.as_deref()).await {
             Ok(admitted) => admitted,
             Err(refused) => {
                 self.audit(&self.refusal_record(&snap, peer, session_id, tls, &refused));
-                return write_fatal(client, refused.reject, snap.binder.name(peer.listener.env)).await;
+                return write_fatal(client, refused.reject, Some(snap.binder.name(env))).await;
             }
         };
         drop(token);
@@ -186,7 +212,7 @@ impl Front {
         self: &Arc<Self>,
         mut client: S,
         snap: Arc<Snapshot>,
-        peer: Peer,
+        peer: &Peer,
         session_id: &str,
         tls: bool,
         admitted: &Admitted,
@@ -196,7 +222,7 @@ impl Front {
     {
         let target = snap.databases.get(admitted.target);
         let names = Names {
-            environment: snap.binder.name(peer.listener.env).into(),
+            environment: snap.binder.name(admitted.env).into(),
             issuer: snap.auth.issuer(admitted.identity.issuer).name.clone(),
             database: target.name.clone(),
         };
@@ -227,7 +253,7 @@ impl Front {
                 record.reason = reject.reason();
                 record.sqlstate = Some(reject.sqlstate());
                 self.audit(&record);
-                return write_fatal(client, reject, &names.environment).await;
+                return write_fatal(client, reject, Some(&names.environment)).await;
             }
         };
         let audit_statements = target.audit_statements && admitted.permit.access_reason().is_some();
@@ -291,23 +317,23 @@ impl Front {
     }
 
     /// Writes the refusal and its audit line, for a refusal before any token was read.
-    async fn refuse<S>(&self, client: S, snap: &Snapshot, peer: Peer, session_id: &str, tls: bool, reject: Reject)
+    async fn refuse<S>(&self, client: S, snap: &Snapshot, peer: &Peer, session_id: &str, tls: bool, reject: Reject)
     where
         S: AsyncWrite + Unpin,
     {
         self.refused_early(snap, peer, session_id, tls, reject);
-        write_fatal(client, reject, snap.binder.name(peer.listener.env)).await;
+        write_fatal(client, reject, peer.env.map(|env| snap.binder.name(env))).await;
     }
 
-    fn refused_early(&self, snap: &Snapshot, peer: Peer, session_id: &str, tls: bool, reject: Reject) {
-        let refused = Refused { env: Some(peer.listener.env), ..Refused::early(reject) };
+    fn refused_early(&self, snap: &Snapshot, peer: &Peer, session_id: &str, tls: bool, reject: Reject) {
+        let refused = Refused { env: peer.env, ..Refused::early(reject) };
         self.audit(&self.refusal_record(snap, peer, session_id, tls, &refused));
     }
 
     fn refusal_record<'a>(
         &self,
         snap: &'a Snapshot,
-        peer: Peer,
+        peer: &Peer,
         session_id: &'a str,
         tls: bool,
         refused: &'a Refused,
@@ -323,7 +349,7 @@ impl Front {
             decision: "deny",
             reason: refused.reject.reason(),
             sqlstate: Some(refused.reject.sqlstate()),
-            ..blank(snap.binder.name(peer.listener.env), peer, session_id, tls)
+            ..blank(refused.env.map(|env| snap.binder.name(env)), peer, session_id, tls)
         }
     }
 
@@ -344,7 +370,7 @@ struct Names {
 
 fn admitted_record<'a>(
     names: &'a Names,
-    peer: Peer,
+    peer: &Peer,
     session_id: &'a str,
     tls: bool,
     admitted: &'a Admitted,
@@ -361,17 +387,17 @@ fn admitted_record<'a>(
         database: Some(&names.database),
         login_role: Some(&admitted.role),
         db_schema: admitted.placement.db_schema.as_deref(),
-        ..blank(&names.environment, peer, session_id, tls)
+        ..blank(Some(&names.environment), peer, session_id, tls)
     }
 }
 
 /// A start line with only the connection's facts.
-fn blank<'a>(environment: &'a str, peer: Peer, session_id: &'a str, tls: bool) -> SessionRecord<'a> {
+fn blank<'a>(environment: Option<&'a str>, peer: &Peer, session_id: &'a str, tls: bool) -> SessionRecord<'a> {
     SessionRecord {
         ts: SystemTime::now(),
         event: "db_session_start",
         session_id,
-        environment: Some(environment),
+        environment,
         tenant: None,
         user: None,
         roles: &[],
@@ -424,9 +450,10 @@ async fn read_password<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, 
     Ok(password.to_vec())
 }
 
-/// Writes a refusal as a `FATAL` `ErrorResponse` and closes.
-async fn write_fatal<S: AsyncWrite + Unpin>(mut client: S, reject: Reject, env: &str) {
-    let (text, hint) = super::refusal::explain(reject, env);
+/// Writes a refusal as a `FATAL` `ErrorResponse` and closes; `env` is the session's
+/// environment, once known.
+async fn write_fatal<S: AsyncWrite + Unpin>(mut client: S, reject: Reject, env: Option<&str>) {
+    let (text, hint) = super::refusal::explain(reject, env.unwrap_or_default());
     let mut out = Vec::with_capacity(256);
     codec::fatal(&mut out, reject.sqlstate(), &text, &hint);
     let _ = client.write_all(&out).await;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -176,17 +177,52 @@ pub fn derived_password(secret: &[u8], role: &str) -> String {
     hex_lower(&mac.finalize().into_bytes())
 }
 
+/// Where the sessions of a database listener get their environment.
+#[derive(Debug, Clone)]
+pub enum ListenerEnvironment {
+    /// Every session belongs to this one.
+    Fixed(EnvId),
+    /// Each session belongs to the environment of the TLS server name (SNI) its client
+    /// sent; the names are lowercase.
+    ByServerName(Arc<HashMap<Box<str>, EnvId>>),
+}
+
+impl ListenerEnvironment {
+    /// The environment of a session whose TLS handshake named `server_name`; `None`
+    /// when the listener goes by server name and the client sent none or an unknown one.
+    pub fn of(&self, server_name: Option<&str>) -> Option<EnvId> {
+        match self {
+            Self::Fixed(env) => Some(*env),
+            Self::ByServerName(names) => names.get(server_name?.to_ascii_lowercase().as_str()).copied(),
+        }
+    }
+}
+
 /// A `[[database_listeners]]` entry, compiled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Listener {
     /// Where it listens.
     pub address: SocketAddr,
     /// The environment of its sessions.
-    pub env: EnvId,
+    pub environment: ListenerEnvironment,
     /// Whether clients may stay in plain text (loopback only).
     pub allow_plaintext: bool,
     /// Client sessions open at once; more are refused.
     pub max_sessions: usize,
+    /// TLS with the listener's own certificate; `None`: `[[certificates]]` by SNI.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("address", &self.address)
+            .field("environment", &self.environment)
+            .field("allow_plaintext", &self.allow_plaintext)
+            .field("max_sessions", &self.max_sessions)
+            .field("own_certificate", &self.tls.is_some())
+            .finish()
+    }
 }
 
 /// Every database target and listener.
@@ -276,6 +312,21 @@ mod tests {
         assert!(databases.has_pool(&key));
         assert!(!databases.has_pool(shorter.pool_key()));
         assert!(!databases.has_pool("other\u{0}00"));
+    }
+
+    #[test]
+    fn a_server_name_chooses_its_environment_without_case_and_nothing_else_does() {
+        let (stage, prod) = (EnvId(1), EnvId(2));
+        let names = HashMap::from([("db.stage.test".into(), stage), ("db.prod.test".into(), prod)]);
+        let by_name = ListenerEnvironment::ByServerName(Arc::new(names));
+        assert_eq!(by_name.of(Some("db.stage.test")), Some(stage));
+        assert_eq!(by_name.of(Some("DB.Prod.Test")), Some(prod));
+        assert_eq!(by_name.of(Some("db.dev.test")), None);
+        assert_eq!(by_name.of(Some("stage.test")), None);
+        assert_eq!(by_name.of(None), None);
+        let fixed = ListenerEnvironment::Fixed(prod);
+        assert_eq!(fixed.of(None), Some(prod));
+        assert_eq!(fixed.of(Some("db.stage.test")), Some(prod));
     }
 
     #[test]

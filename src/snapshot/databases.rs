@@ -1,9 +1,11 @@
 //! Compiling `[[database_listeners]]` and `[databases.NAME]`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
+use rustls::sign::SingleCertAndKey;
 use sha2::Digest;
 use toml::Spanned;
 
@@ -11,7 +13,7 @@ use super::compile::unknown_env;
 use crate::bind::EnvId;
 use crate::config::{file, ConfigError, EnvLookup, Source};
 use crate::database::cancel::Peering;
-use crate::database::{Databases, Listener, Target};
+use crate::database::{Databases, Listener, ListenerEnvironment, Target};
 use crate::template::{valid_schema, Template};
 
 /// Most client sessions one database listener may hold.
@@ -68,12 +70,16 @@ pub(super) fn databases(
                 "listen on 127.0.0.1 or ::1, or remove allow_plaintext",
             ));
         }
-        if !l.allow_plaintext && raw.certificates.is_empty() {
+        let fields = crate::tls::PemPair::fields(&key, "cert_file", "key_file");
+        let before = errors.len();
+        let own = fields.load_optional(l.cert_file.as_ref(), l.key_file.as_ref(), source, errors);
+        let own_given = l.cert_file.is_some() || l.key_file.is_some();
+        if !l.allow_plaintext && !own_given && raw.certificates.is_empty() {
             errors.push(ConfigError::at(
                 l.address.span(),
                 key.clone(),
                 "a database listener needs TLS, but no certificate is configured",
-                "add a [[certificates]] entry",
+                "set cert_file and key_file on the listener, or add a [[certificates]] entry",
             ));
         }
         if !(1..=MAX_SESSIONS).contains(&l.max_sessions) {
@@ -84,16 +90,34 @@ pub(super) fn databases(
                 format!("use 1 to {MAX_SESSIONS}"),
             ));
         }
-        let Some(env_id) = find_env(l.environment.get_ref()) else {
-            errors.push(unknown_env(&l.environment, &format!("{key}.environment"), &raw.environments));
-            continue;
+        let Some(environment) = listener_environment(raw, l, &key, find_env, errors) else { continue };
+        let tls = match own {
+            Some(certified) => {
+                let resolver = std::sync::Arc::new(SingleCertAndKey::from(certified));
+                match crate::database::tls_acceptor(resolver) {
+                    Ok(acceptor) => Some(acceptor),
+                    Err(e) => {
+                        errors.push(ConfigError::at(
+                            l.address.span(),
+                            format!("{key}.cert_file"),
+                            e.to_string(),
+                            "use an RSA, ECDSA or Ed25519 certificate",
+                        ));
+                        None
+                    }
+                }
+            }
+            None => None,
         };
-        check_db_pool(raw, &l.environment, &key, errors);
+        if errors.len() > before {
+            continue;
+        }
         listeners.push(Listener {
             address,
-            env: env_id,
+            environment,
             allow_plaintext: l.allow_plaintext,
             max_sessions: l.max_sessions,
+            tls,
         });
     }
     let mut targets = Vec::new();
@@ -150,10 +174,84 @@ fn peering(raw: &file::DatabaseCancel, errors: &mut Vec<ConfigError>) -> Peering
     Peering { id, peers }
 }
 
+/// The listener's environment: `environment`, or the `server_names` map (exactly one);
+/// every environment it names must exist and render a `db_pool`.
+fn listener_environment(
+    raw: &file::File,
+    l: &file::DatabaseListener,
+    key: &str,
+    find_env: &dyn Fn(&str) -> Option<EnvId>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<ListenerEnvironment> {
+    let lookup = |name: &Spanned<String>, field: &str, errors: &mut Vec<ConfigError>| {
+        let found = find_env(name.get_ref());
+        match found {
+            Some(_) => check_db_pool(raw, name, &format!("{key}.{field}"), errors),
+            None => errors.push(unknown_env(name, &format!("{key}.{field}"), &raw.environments)),
+        }
+        found
+    };
+    match (&l.environment, &l.server_names) {
+        (Some(name), None) => Some(ListenerEnvironment::Fixed(lookup(name, "environment", errors)?)),
+        (None, Some(names)) => {
+            if names.is_empty() {
+                errors.push(ConfigError::at(
+                    l.address.span(),
+                    format!("{key}.server_names"),
+                    "the map names no server name",
+                    "map at least one name, e.g. { \"db.prod.example.com\" = \"prod\" }, or set environment",
+                ));
+            }
+            if l.allow_plaintext {
+                errors.push(ConfigError::at(
+                    l.address.span(),
+                    format!("{key}.allow_plaintext"),
+                    "a plain-text client sends no server name, so it could never be given an environment",
+                    "remove allow_plaintext, or set environment instead of server_names",
+                ));
+            }
+            let mut map = HashMap::with_capacity(names.len());
+            for (name, env_name) in names {
+                let field = format!("server_names.\"{}\"", name.get_ref());
+                let text = name.get_ref();
+                if text.is_empty() || !text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+                    errors.push(ConfigError::at(
+                        name.span(),
+                        format!("{key}.{field}"),
+                        format!("`{text}` is not a DNS name"),
+                        "write the name clients connect to (host=...), e.g. \"db.prod.example.com\"",
+                    ));
+                }
+                let env = lookup(env_name, &field, errors);
+                if let Some(env) = env {
+                    if map.insert(text.to_ascii_lowercase().into_boxed_str(), env).is_some() {
+                        errors.push(ConfigError::at(
+                            name.span(),
+                            format!("{key}.{field}"),
+                            format!("`{text}` is listed twice (names are compared without case)"),
+                            "list each server name once",
+                        ));
+                    }
+                }
+            }
+            Some(ListenerEnvironment::ByServerName(std::sync::Arc::new(map)))
+        }
+        (Some(_), Some(_)) | (None, None) => {
+            errors.push(ConfigError::at(
+                l.address.span(),
+                key,
+                "a database listener needs exactly one of environment and server_names",
+                "set environment = \"prod\" to bind every session, or server_names = { \"db.prod.example.com\" = \"prod\" } to choose it by the TLS server name",
+            ));
+            None
+        }
+    }
+}
+
 /// An environment served by a database listener must render `db_pool`, from its own
 /// setting or its pools' (default and inline tenants); a literal one must name a
 /// database target. Pools of the tenant map file are checked when a session uses them.
-fn check_db_pool(raw: &file::File, env_name: &Spanned<String>, key: &str, errors: &mut Vec<ConfigError>) {
+fn check_db_pool(raw: &file::File, env_name: &Spanned<String>, field: &str, errors: &mut Vec<ConfigError>) {
     let Some(environment) = raw.environments.get(env_name.get_ref().as_str()) else { return };
     let pool_names =
         environment.default_pool.iter().map(|p| p.get_ref()).chain(environment.tenants.values().map(|p| p.get_ref()));
@@ -174,7 +272,7 @@ fn check_db_pool(raw: &file::File, env_name: &Spanned<String>, key: &str, errors
     if !any {
         errors.push(ConfigError::at(
             env_name.span(),
-            format!("{key}.environment"),
+            field,
             format!("environment `{}` sets no db_pool, so its sessions have no database", env_name.get_ref()),
             format!("set environments.{}.db_pool to a [databases.NAME]", env_name.get_ref()),
         ));
@@ -354,8 +452,8 @@ fn secret(
     Some(value)
 }
 
-/// TLS to the server: the CA file (required, so verification is never skipped) and the
-/// name to verify (default: `host`).
+/// TLS to the server: the CA file (required, so verification is never skipped), the
+/// name to verify (default: `host`), and the client certificate isogate presents, if any.
 fn server_tls(
     raw: &file::Database,
     key: &str,
@@ -363,14 +461,31 @@ fn server_tls(
     errors: &mut Vec<ConfigError>,
 ) -> Option<crate::database::server_stream::ServerTls> {
     if !raw.tls {
-        if raw.ca_file.is_some() || raw.server_name.is_some() {
-            errors.push(ConfigError::at(
-                raw.host.span(),
-                key,
-                "ca_file or server_name is set but tls is not enabled",
-                "set tls = true, or remove ca_file and server_name",
-            ));
+        let tls_only = [
+            ("ca_file", &raw.ca_file),
+            ("server_name", &raw.server_name),
+            ("client_cert_file", &raw.client_cert_file),
+            ("client_key_file", &raw.client_key_file),
+        ];
+        for (field, value) in tls_only {
+            if let Some(value) = value {
+                errors.push(ConfigError::at(
+                    value.span(),
+                    format!("{key}.{field}"),
+                    format!("{field} is set but tls is not enabled"),
+                    format!("set tls = true, or remove {field}"),
+                ));
+            }
         }
+        return None;
+    }
+    let client = crate::tls::PemPair::fields(key, "client_cert_file", "client_key_file").load_optional(
+        raw.client_cert_file.as_ref(),
+        raw.client_key_file.as_ref(),
+        source,
+        errors,
+    );
+    if client.is_none() && (raw.client_cert_file.is_some() || raw.client_key_file.is_some()) {
         return None;
     }
     let Some(ca) = &raw.ca_file else {
@@ -418,10 +533,19 @@ fn server_tls(
         ));
         return None;
     };
+    // The client certificate is part of what a connection was made with, as the CA is.
+    trust.update(b"client certificate");
+    for cert in client.iter().flat_map(|c| c.cert.iter()) {
+        trust.update(cert);
+    }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth());
+    let config = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().map(|b| {
+        let b = b.with_root_certificates(roots);
+        match client {
+            Some(certified) => b.with_client_cert_resolver(std::sync::Arc::new(SingleCertAndKey::from(certified))),
+            None => b.with_no_client_auth(),
+        }
+    });
     match config {
         Ok(config) => Some(crate::database::server_stream::ServerTls {
             config: std::sync::Arc::new(config),
@@ -432,5 +556,30 @@ fn server_tls(
             errors.push(ConfigError::at(ca.span(), format!("{key}.tls"), e.to_string(), "report this as a bug"));
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The trust digest of a TLS target over the test CA, with or without a client
+    /// certificate.
+    fn trust(client: &str) -> [u8; 32] {
+        let source = Source::embedded(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/isogate.toml"), "");
+        let text = format!("host = \"db.test\"\ndatabase = \"app\"\nuser = \"t_{{tenant}}\"\npassword_env = \"X\"\ntls = true\nca_file = \"ca.pem\"\n{client}");
+        let raw: file::Database = toml::from_str(&text).unwrap();
+        let mut errors = Vec::new();
+        let tls = server_tls(&raw, "databases.db", &source, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        tls.unwrap().trust
+    }
+
+    #[test]
+    fn a_changed_client_certificate_changes_what_connections_are_made_with() {
+        let none = trust("");
+        let client = trust("client_cert_file = \"client.pem\"\nclient_key_file = \"client.key\"\n");
+        assert_ne!(none, client);
+        assert_eq!(none, trust(""));
     }
 }
