@@ -288,15 +288,32 @@ fn single<'r>(req: &'r RequestHeader, name: &HeaderName) -> Option<&'r str> {
     all.next().is_none().then(|| v.to_str().ok()).flatten()
 }
 
+/// For each name length, which of `ADDRESS_HEADERS` have it (bit `i` for entry `i`):
+/// most client headers are ruled out by their length alone.
+const ADDRESS_HEADERS_BY_LENGTH: [u16; 32] = {
+    let mut by_length = [0u16; 32];
+    let mut i = 0;
+    while i < ADDRESS_HEADERS.len() {
+        by_length[ADDRESS_HEADERS[i].len()] |= 1 << i;
+        i += 1;
+    }
+    by_length
+};
+
 /// Whether a client header name spells one of the address headers (`_` as `-`);
 /// returns whether it is the exact name of a header kept from trusted proxies.
 fn address_header(name: &str) -> Option<bool> {
     let n = name.as_bytes();
-    ADDRESS_HEADERS.iter().enumerate().find_map(|(i, h)| {
-        let h = h.as_bytes();
-        let same = n.len() == h.len() && n.iter().zip(h).all(|(a, b)| a == b || (*a == b'_' && *b == b'-'));
-        same.then_some(i < CHAIN_HEADERS && n == h)
-    })
+    let mut candidates = ADDRESS_HEADERS_BY_LENGTH.get(n.len()).copied().unwrap_or(0);
+    while candidates != 0 {
+        let i = candidates.trailing_zeros() as usize;
+        candidates &= candidates - 1;
+        let h = ADDRESS_HEADERS[i].as_bytes();
+        if n.iter().zip(h).all(|(a, b)| a == b || (*a == b'_' && *b == b'-')) {
+            return Some(i < CHAIN_HEADERS && n == h);
+        }
+    }
+    None
 }
 
 /// Removes the client's address headers: all of them from an untrusted client, the

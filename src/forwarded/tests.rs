@@ -142,3 +142,22 @@ fn values_made_for_one_peer_are_never_given_to_another_request_that_differs() {
         }
     }
 }
+
+#[test]
+fn every_address_header_is_known_in_both_spellings_and_nothing_near_it_is() {
+    for (i, name) in ADDRESS_HEADERS.iter().enumerate() {
+        assert_eq!(address_header(name), Some(i < CHAIN_HEADERS), "{name}");
+        if name.contains('-') {
+            assert_eq!(address_header(&name.replace('-', "_")), Some(false), "{name}");
+        }
+        assert_eq!(address_header(&format!("{name}s")), None, "{name}");
+        assert_eq!(address_header(&name[1..]), None, "{name}");
+        assert_eq!(
+            address_header(&name.replace('o', "0")),
+            if name.contains('o') { None } else { Some(i < CHAIN_HEADERS) }
+        );
+    }
+    for other in ["", "host", "x-forwarded", "x-forwarded-for-x", &"x".repeat(40), "accept-encoding"] {
+        assert_eq!(address_header(other), None, "{other}");
+    }
+}
