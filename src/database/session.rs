@@ -1,6 +1,6 @@
 //! One client connection to a database listener, from its first byte to its end:
-//! TLS (`SSLRequest` or direct, ALPN `postgresql`), the startup packet, the token as the
-//! password, admission, a server connection from the pool, the relay, and the audit
+//! TLS (`SSLRequest` or direct, ALPN `postgresql`), the startup packet, the token (as
+//! the password or by SASL OAUTHBEARER, see `client_auth`), admission, a server connection from the pool, the relay, and the audit
 //! lines. Every refusal is a `FATAL` `ErrorResponse` and a `deny` audit line, and
 //! reaches no server.
 
@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::admit::{admit, Admitted};
 use super::audit::{SessionRecord, StatementRecord};
+use super::client_auth;
 use super::codec::{self, Startup, StartupParams, TLS_HANDSHAKE};
 use super::pool::{CheckoutError, RESET_TIMEOUT};
 use super::prefixed::Prefixed;
@@ -20,13 +21,12 @@ use super::server::{ServerError, SignIn};
 use super::target::Listener;
 use super::Front;
 use crate::admission::Refused;
+use crate::config::file::ClientAuth;
 use crate::reject::Reject;
 use crate::snapshot::Snapshot;
 
 /// Longest time from the first byte to the end of the password exchange.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest `PasswordMessage` body read: the largest token `token.max_bytes` allows.
-const MAX_PASSWORD_BYTES: usize = 65_536 + 1;
 /// The ALPN protocol of PostgreSQL over TLS.
 pub(super) const ALPN: &[u8] = b"postgresql";
 
@@ -38,7 +38,7 @@ pub(super) struct Peer {
 }
 
 /// A session refused before admission: why, and what the client is told.
-struct Early(Reject);
+pub(super) struct Early(pub(super) Reject);
 
 impl From<std::io::Error> for Early {
     fn from(_: std::io::Error) -> Self {
@@ -136,6 +136,8 @@ impl Front {
         // Counted for the whole session; past the listener's cap the client is told so
         // once its startup packet is read (as PostgreSQL does), before any token.
         let open = self.sessions.enter(&peer.listener);
+        let how = peer.listener.client_auth;
+        let challenge = snap.databases.oauth_challenge(peer.listener.address);
         let handshake = tokio::time::timeout(STARTUP_TIMEOUT, async {
             let params = match params {
                 Some(params) => params,
@@ -155,10 +157,7 @@ impl Front {
             if params.minor != 0 || params.protocol_options().next().is_some() {
                 codec::negotiate_protocol_version(&mut out, params.protocol_options());
             }
-            codec::cleartext_password_request(&mut out);
-            client.write_all(&out).await?;
-            client.flush().await?;
-            let token = read_password(&mut client).await?;
+            let token = client_auth::read_token(&mut client, out, how, challenge).await?;
             Ok(Some((params, token)))
         })
         .await
@@ -173,7 +172,14 @@ impl Front {
             Ok(admitted) => admitted,
             Err(refused) => {
                 self.audit(&self.refusal_record(&snap, peer, session_id, tls, &refused));
-                return write_fatal(client, refused.reject, snap.binder.name(peer.listener.env)).await;
+                if how == ClientAuth::OauthBearer && matches!(refused.reject, Reject::Unauthenticated(_)) {
+                    // A token that fails verification gets the RFC 7628 error exchange
+                    // first; refusals about what a verified token may do go out at once.
+                    // Whatever the client answers, the refusal follows.
+                    let _ =
+                        tokio::time::timeout(STARTUP_TIMEOUT, client_auth::fail_exchange(&mut client, challenge)).await;
+                }
+                return write_fatal(client, refused.reject, snap.binder.name(peer.listener.env), how).await;
             }
         };
         drop(token);
@@ -229,7 +235,7 @@ impl Front {
                 record.reason = reject.reason();
                 record.sqlstate = Some(reject.sqlstate());
                 self.audit(&record);
-                return write_fatal(client, reject, &names.environment).await;
+                return write_fatal(client, reject, &names.environment, peer.listener.client_auth).await;
             }
         };
         let audit_statements = target.audit_statements && admitted.permit.access_reason().is_some();
@@ -291,7 +297,7 @@ impl Front {
         S: AsyncWrite + Unpin,
     {
         self.refused_early(snap, peer, session_id, tls, reject);
-        write_fatal(client, reject, snap.binder.name(peer.listener.env)).await;
+        write_fatal(client, reject, snap.binder.name(peer.listener.env), peer.listener.client_auth).await;
     }
 
     fn refused_early(&self, snap: &Snapshot, peer: Peer, session_id: &str, tls: bool, reject: Reject) {
@@ -405,23 +411,9 @@ async fn read_startup_body<S: AsyncRead + Unpin>(stream: &mut S, word: [u8; 4]) 
     codec::parse_startup(&body).map_err(|_| Early(Reject::ProtocolViolation))
 }
 
-/// Reads the `PasswordMessage` and returns the password (the token).
-async fn read_password<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, Early> {
-    let mut header = [0u8; 5];
-    stream.read_exact(&mut header).await?;
-    let (tag, length) = codec::message_header(header).map_err(|_| Early(Reject::ProtocolViolation))?;
-    if tag != b'p' || length > MAX_PASSWORD_BYTES {
-        return Err(Early(Reject::ProtocolViolation));
-    }
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).await?;
-    let password = codec::password(&body).ok_or(Early(Reject::ProtocolViolation))?;
-    Ok(password.to_vec())
-}
-
 /// Writes a refusal as a `FATAL` `ErrorResponse` and closes.
-async fn write_fatal<S: AsyncWrite + Unpin>(mut client: S, reject: Reject, env: &str) {
-    let (text, hint) = super::refusal::explain(reject, env);
+async fn write_fatal<S: AsyncWrite + Unpin>(mut client: S, reject: Reject, env: &str, how: ClientAuth) {
+    let (text, hint) = super::refusal::explain(reject, env, how);
     let mut out = Vec::with_capacity(256);
     codec::fatal(&mut out, reject.sqlstate(), &text, &hint);
     let _ = client.write_all(&out).await;

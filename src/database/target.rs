@@ -9,7 +9,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::bind::EnvId;
-use crate::config::file::PasswordMode;
+use crate::config::file::{ClientAuth, PasswordMode};
 use crate::template::{valid_schema, Template, Values};
 
 /// Index of a target in the compiled snapshot.
@@ -138,26 +138,48 @@ pub struct Listener {
     pub allow_plaintext: bool,
     /// Client sessions open at once; more are refused.
     pub max_sessions: usize,
+    /// How clients hand their token over.
+    pub client_auth: ClientAuth,
 }
+
+/// The OAUTHBEARER error response that names nothing but the status.
+pub const OAUTH_STATUS_ONLY: &str = r#"{"status":"invalid_token"}"#;
 
 /// Every database target and listener.
 #[derive(Debug, Default)]
 pub struct Databases {
     /// Listeners.
     pub listeners: Box<[Listener]>,
+    /// The OAUTHBEARER error response of each listener, in the order of `listeners`.
+    oauth_challenges: Box<[Box<str>]>,
     targets: Box<[Target]>,
     by_name: HashMap<Box<str>, TargetId>,
 }
 
 impl Databases {
-    /// Builds the table; names must be unique (the on-disk map guarantees it).
-    pub fn new(listeners: Vec<Listener>, targets: Vec<Target>) -> Self {
+    /// Builds the table; names must be unique (the on-disk map guarantees it). Each
+    /// listener comes with the JSON its OAUTHBEARER clients get when their token fails.
+    pub fn new(listeners: Vec<(Listener, Box<str>)>, targets: Vec<Target>) -> Self {
         let by_name = targets
             .iter()
             .enumerate()
             .filter_map(|(i, t)| Some((t.name.clone(), TargetId(u16::try_from(i).ok()?))))
             .collect();
-        Self { listeners: listeners.into(), targets: targets.into(), by_name }
+        let (listeners, oauth_challenges): (Vec<_>, Vec<_>) = listeners.into_iter().unzip();
+        Self {
+            listeners: listeners.into(),
+            oauth_challenges: oauth_challenges.into(),
+            targets: targets.into(),
+            by_name,
+        }
+    }
+
+    /// The OAUTHBEARER error response (RFC 7628 section 3.2.2) of the listener on
+    /// `address`: `{"status":"invalid_token"}`, with the discovery document and scope
+    /// where configured.
+    pub fn oauth_challenge(&self, address: SocketAddr) -> &str {
+        let at = self.listeners.iter().position(|l| l.address == address);
+        at.and_then(|i| self.oauth_challenges.get(i)).map_or(OAUTH_STATUS_ONLY, |c| c)
     }
 
     /// The target named `name`.

@@ -45,7 +45,7 @@ pub(super) fn databases(
             ));
             continue;
         };
-        if taken.contains(&address) || listeners.iter().any(|x: &Listener| x.address == address) {
+        if taken.contains(&address) || listeners.iter().any(|(x, _): &(Listener, _)| x.address == address) {
             errors.push(ConfigError::at(
                 l.address.span(),
                 format!("{key}.address"),
@@ -82,12 +82,15 @@ pub(super) fn databases(
             continue;
         };
         check_db_pool(raw, &l.environment, &key, errors);
-        listeners.push(Listener {
+        let challenge = oauth_challenge(raw, l, &key, errors);
+        let listener = Listener {
             address,
             env: env_id,
             allow_plaintext: l.allow_plaintext,
             max_sessions: l.max_sessions,
-        });
+            client_auth: l.client_auth,
+        };
+        listeners.push((listener, challenge));
     }
     let mut targets = Vec::new();
     for (name, d) in &raw.databases {
@@ -95,8 +98,54 @@ pub(super) fn databases(
             targets.push(target);
         }
     }
-    let listen = listeners.iter().map(|l| l.address).collect();
+    let listen = listeners.iter().map(|(l, _)| l.address).collect();
     Compiled { databases: Databases::new(listeners, targets), listen }
+}
+
+/// The JSON an OAUTHBEARER client gets when its token fails (RFC 7628 section 3.2.2):
+/// the status, the discovery document of the first issuer the environment trusts that
+/// has a `discovery_url` (every issuer when it names none), and `oauth_scope` if set.
+fn oauth_challenge(raw: &file::File, l: &file::DatabaseListener, key: &str, errors: &mut Vec<ConfigError>) -> Box<str> {
+    let scope = l.oauth_scope.as_ref();
+    if let Some(scope) = scope {
+        if l.client_auth != file::ClientAuth::OauthBearer {
+            errors.push(ConfigError::at(
+                scope.span(),
+                format!("{key}.oauth_scope"),
+                "oauth_scope is only sent to OAUTHBEARER clients, and this listener asks for a password",
+                "set client_auth = \"oauthbearer\", or remove oauth_scope",
+            ));
+        } else if !valid_scope(scope.get_ref()) {
+            errors.push(ConfigError::at(
+                scope.span(),
+                format!("{key}.oauth_scope"),
+                format!("`{}` is not an OAuth scope", scope.get_ref()),
+                "write space-separated scope tokens of printable ASCII without `\"` or `\\`, e.g. \"openid\"",
+            ));
+        }
+    }
+    let trusted = raw.environments.get(l.environment.get_ref().as_str()).map(|e| &e.issuers);
+    let discovery = raw
+        .issuers
+        .iter()
+        .filter(|i| trusted.is_none_or(|t| t.is_empty() || t.iter().any(|n| n.get_ref() == i.name.get_ref())))
+        .find_map(|i| i.discovery_url.as_ref());
+    let mut body = serde_json::Map::new();
+    body.insert("status".into(), "invalid_token".into());
+    if let Some(url) = discovery {
+        body.insert("openid-configuration".into(), url.get_ref().as_str().into());
+    }
+    if let Some(scope) = scope {
+        body.insert("scope".into(), scope.get_ref().as_str().into());
+    }
+    serde_json::Value::Object(body).to_string().into()
+}
+
+/// RFC 6749 section 3.3: `scope-token *( SP scope-token )`, each token made of
+/// `%x21 / %x23-5B / %x5D-7E`.
+fn valid_scope(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope.split(' ').all(|t| !t.is_empty() && t.bytes().all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E)))
 }
 
 /// An environment served by a database listener must render `db_pool`, from its own
