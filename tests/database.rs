@@ -40,16 +40,7 @@ fn postgres() -> &'static Postgres {
     static PG: OnceLock<Postgres> = OnceLock::new();
     PG.get_or_init(|| {
         let pg = Postgres::start("SELECT 1");
-        let deploy = |file: &str, vars: &[(&str, &str)]| {
-            let path = format!("{}/deploy/postgres/{file}", env!("CARGO_MANIFEST_DIR"));
-            let mut args = vec!["-f".to_owned(), path];
-            for (k, v) in vars {
-                args.push("-v".to_owned());
-                args.push(format!("{k}={v}"));
-            }
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            pg.psql_superuser("app", &args).unwrap_or_else(|e| panic!("{file}: {e}"));
-        };
+        let deploy = |file: &str, vars: &[(&str, &str)]| pg.deploy(file, vars);
         deploy("00-database.sql", &[]);
         for tenant in TENANTS {
             let password = role_password(&format!("tenant_{tenant}"));

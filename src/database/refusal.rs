@@ -74,8 +74,7 @@ pub fn explain(reject: Reject, env: &str, how: ClientAuth) -> (String, String) {
         ),
         Reject::SaslMechanism => (
             "this listener takes the token by SASL OAUTHBEARER only".into(),
-            "connect with a PostgreSQL 18 client and a bearer token, or through a listener with client_auth = \"password\""
-                .into(),
+            "connect with a PostgreSQL 18 client and a bearer token, or to a listener taking it as the password".into(),
         ),
         Reject::SaslMalformed(e) => (
             format!("malformed OAUTHBEARER message: {e}"),

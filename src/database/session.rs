@@ -1,8 +1,8 @@
 //! One client connection to a database listener, from its first byte to its end:
 //! TLS (`SSLRequest` or direct, ALPN `postgresql`), the startup packet, the token (as
-//! the password or by SASL OAUTHBEARER, see `client_auth`), admission, a server connection from the pool, the relay, and the audit
-//! lines. Every refusal is a `FATAL` `ErrorResponse` and a `deny` audit line, and
-//! reaches no server.
+//! the password or by SASL OAUTHBEARER, see `client_auth`), admission, a server
+//! connection from the pool, the relay, and the audit lines. Every refusal is a
+//! `FATAL` `ErrorResponse` and a `deny` audit line, and reaches no server.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +25,8 @@ use crate::config::file::ClientAuth;
 use crate::reject::Reject;
 use crate::snapshot::Snapshot;
 
-/// Longest time from the first byte to the end of the password exchange.
+/// Longest time from the first byte to the client's token (and from a failed token to
+/// the end of the OAUTHBEARER error exchange).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The ALPN protocol of PostgreSQL over TLS.
 pub(super) const ALPN: &[u8] = b"postgresql";

@@ -140,6 +140,19 @@ impl Postgres {
         psql_result(&out)
     }
 
+    /// Runs the shipped provisioning script `deploy/postgres/{file}` as the superuser in
+    /// database `app`, with psql variables `vars`.
+    pub fn deploy(&self, file: &str, vars: &[(&str, &str)]) {
+        let path = format!("{}/deploy/postgres/{file}", env!("CARGO_MANIFEST_DIR"));
+        let mut args = vec!["-f".to_owned(), path];
+        for (k, v) in vars {
+            args.push("-v".to_owned());
+            args.push(format!("{k}={v}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.psql_superuser("app", &args).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+
     /// psql, the way a user runs it: to `addr` over TLS with `password` (the token).
     pub fn psql_client(
         &self,
