@@ -130,15 +130,14 @@ fn oauth_challenge(raw: &file::File, l: &file::DatabaseListener, key: &str, erro
         .iter()
         .filter(|i| trusted.is_none_or(|t| t.is_empty() || t.iter().any(|n| n.get_ref() == i.name.get_ref())))
         .find_map(|i| i.discovery_url.as_ref());
-    let mut body = serde_json::Map::new();
-    body.insert("status".into(), "invalid_token".into());
-    if let Some(url) = discovery {
-        body.insert("openid-configuration".into(), url.get_ref().as_str().into());
+    // In PostgreSQL's order: the status first.
+    let mut body = String::from(r#"{"status":"invalid_token""#);
+    let fields = [("openid-configuration", discovery), ("scope", scope)];
+    for (name, value) in fields.iter().filter_map(|(n, v)| Some((n, v.as_ref()?.get_ref().as_str()))) {
+        body.push_str(&format!(",\"{name}\":{}", serde_json::Value::from(value)));
     }
-    if let Some(scope) = scope {
-        body.insert("scope".into(), scope.get_ref().as_str().into());
-    }
-    serde_json::Value::Object(body).to_string().into()
+    body.push('}');
+    body.into()
 }
 
 /// RFC 6749 section 3.3: `scope-token *( SP scope-token )`, each token made of
@@ -403,6 +402,58 @@ fn server_tls(
         Err(e) => {
             errors.push(ConfigError::at(ca.span(), format!("{key}.tls"), e.to_string(), "report this as a bug"));
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn challenge_of(text: &str) -> (String, Vec<ConfigError>) {
+        let raw: file::File = toml::from_str(text).unwrap();
+        let mut errors = Vec::new();
+        let json = oauth_challenge(&raw, &raw.database_listeners[0], "database_listeners[0]", &mut errors);
+        (json.into(), errors)
+    }
+
+    const ISSUERS: &str = r#"
+[[issuers]]
+name = "partner"
+issuer = "https://partner.test"
+algorithms = ["HS256"]
+[[issuers]]
+name = "sso"
+issuer = "https://sso.test"
+algorithms = ["RS256"]
+discovery_url = "https://sso.test/.well-known/openid-configuration"
+"#;
+
+    #[test]
+    fn the_oauth_challenge_names_what_the_environment_trusts() {
+        let listener = "[[database_listeners]]\naddress = \"127.0.0.1:6432\"\nenvironment = \"prod\"\n";
+        let oauth = format!("{listener}client_auth = \"oauthbearer\"\noauth_scope = \"openid db\"\n");
+        // Every issuer trusted: the one with a discovery document is named.
+        let (json, errors) = challenge_of(&format!("{ISSUERS}[environments.prod]\n{oauth}"));
+        assert!(errors.is_empty());
+        assert_eq!(
+            json,
+            r#"{"status":"invalid_token","openid-configuration":"https://sso.test/.well-known/openid-configuration","scope":"openid db"}"#
+        );
+        // An environment that trusts only an issuer without one gets the status alone.
+        let only_partner = format!("{ISSUERS}[environments.prod]\nissuers = [\"partner\"]\n{listener}");
+        assert_eq!(challenge_of(&only_partner).0, crate::database::target::OAUTH_STATUS_ONLY);
+    }
+
+    #[test]
+    fn oauth_scope_must_be_a_scope_on_an_oauthbearer_listener() {
+        let listener = "[[database_listeners]]\naddress = \"127.0.0.1:6432\"\nenvironment = \"prod\"\n";
+        let (_, errors) = challenge_of(&format!("{listener}oauth_scope = \"openid\"\n"));
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].key, "database_listeners[0].oauth_scope");
+        for bad in ["", "a  b", "a\\\"b", "caf\u{e9}"] {
+            let text = format!("{listener}client_auth = \"oauthbearer\"\noauth_scope = \"{bad}\"\n");
+            assert_eq!(challenge_of(&text).1.len(), 1, "{bad:?}");
         }
     }
 }
