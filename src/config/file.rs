@@ -1099,14 +1099,14 @@ pub struct DatabaseListener {
 /// How a database client hands its token to a listener. The server names one method
 /// up front, so this is a listener setting; either way the token is the same JWT.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ClientAuth {
     /// `AuthenticationCleartextPassword`: the token is the password (any libpq client).
     #[default]
-    #[serde(rename = "password")]
     Password,
-    /// SASL `OAUTHBEARER` (RFC 7628), as PostgreSQL 18 clients speak it.
-    #[serde(rename = "oauthbearer")]
-    OauthBearer,
+    /// SASL `OAUTHBEARER` (RFC 7628), as PostgreSQL 18 clients speak it (the value is
+    /// the mechanism's name, `oauthbearer`).
+    Oauthbearer,
 }
 
 fn default_database_max_sessions() -> usize {

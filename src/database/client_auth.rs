@@ -31,7 +31,7 @@ where
 {
     match how {
         ClientAuth::Password => codec::cleartext_password_request(&mut out),
-        ClientAuth::OauthBearer => oauthbearer::authentication_sasl(&mut out),
+        ClientAuth::Oauthbearer => oauthbearer::authentication_sasl(&mut out),
     }
     client.write_all(&out).await?;
     client.flush().await?;
@@ -41,7 +41,7 @@ where
             let password = codec::password(&body).ok_or(Early(Reject::ProtocolViolation))?;
             Ok(password.to_vec())
         }
-        ClientAuth::OauthBearer => read_bearer_token(client, challenge).await,
+        ClientAuth::Oauthbearer => read_bearer_token(client, challenge).await,
     }
 }
 

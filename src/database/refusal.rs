@@ -9,7 +9,7 @@ use crate::reject::Reject;
 /// token as `how` says.
 pub fn explain(reject: Reject, env: &str, how: ClientAuth) -> (String, String) {
     let (text, hint): (String, String) = match reject {
-        Reject::Unauthenticated(e) if how == ClientAuth::OauthBearer => (
+        Reject::Unauthenticated(e) if how == ClientAuth::Oauthbearer => (
             format!("OAuth bearer authentication failed: the token is not accepted ({})", e.reason()),
             "sign in again and connect with a fresh JWT from a configured issuer".into(),
         ),

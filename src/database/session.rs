@@ -173,7 +173,7 @@ impl Front {
             Ok(admitted) => admitted,
             Err(refused) => {
                 self.audit(&self.refusal_record(&snap, peer, session_id, tls, &refused));
-                if how == ClientAuth::OauthBearer && matches!(refused.reject, Reject::Unauthenticated(_)) {
+                if how == ClientAuth::Oauthbearer && matches!(refused.reject, Reject::Unauthenticated(_)) {
                     // A token that fails verification gets the RFC 7628 error exchange
                     // first; refusals about what a verified token may do go out at once.
                     // Whatever the client answers, the refusal follows.

@@ -108,7 +108,7 @@ pub(super) fn databases(
 fn oauth_challenge(raw: &file::File, l: &file::DatabaseListener, key: &str, errors: &mut Vec<ConfigError>) -> Box<str> {
     let scope = l.oauth_scope.as_ref();
     if let Some(scope) = scope {
-        if l.client_auth != file::ClientAuth::OauthBearer {
+        if l.client_auth != file::ClientAuth::Oauthbearer {
             errors.push(ConfigError::at(
                 scope.span(),
                 format!("{key}.oauth_scope"),
