@@ -138,7 +138,10 @@ impl Front {
         // once its startup packet is read (as PostgreSQL does), before any token.
         let open = self.sessions.enter(&peer.listener);
         let how = peer.listener.client_auth;
-        let challenge = snap.databases.oauth_challenge(peer.listener.address);
+        let challenge = match how {
+            ClientAuth::Oauthbearer => snap.databases.oauth_challenge(peer.listener.address),
+            ClientAuth::Password => "",
+        };
         let handshake = tokio::time::timeout(STARTUP_TIMEOUT, async {
             let params = match params {
                 Some(params) => params,
