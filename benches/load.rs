@@ -27,6 +27,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use std::{env, fs, thread};
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use http::HeaderValue;
 
 #[path = "load/callgrind.rs"]
 mod callgrind;
@@ -142,6 +144,12 @@ enum Proxy {
     /// pingora with no stage at all (this harness with `--bare-proxy`): the floor of
     /// the framework isogate is built on.
     PingoraBare,
+    /// pingora setting what isogate sets, with fixed values and nothing else: the same
+    /// 12 upstream request headers (as isogate adds them: static names, no client
+    /// header-name case, room reserved), the response's `x-request-id` and the same
+    /// upstream timeouts (`--bare-proxy --headers`). What the framework charges for the
+    /// job's output alone.
+    PingoraHeaders,
     Haproxy(Alg, Tenants),
     Isogate(Alg, Tenants),
 }
@@ -151,7 +159,7 @@ impl Proxy {
     fn tokens(self) -> (Alg, Tenants) {
         match self {
             Proxy::Haproxy(alg, tenants) | Proxy::Isogate(alg, tenants) => (alg, tenants),
-            Proxy::Direct | Proxy::Nginx | Proxy::PingoraBare => (Alg::Hs256, Tenants::Many),
+            Proxy::Direct | Proxy::Nginx | Proxy::PingoraBare | Proxy::PingoraHeaders => (Alg::Hs256, Tenants::Many),
         }
     }
 }
@@ -167,6 +175,7 @@ const SCENARIOS: &[Scenario] = &[
     Scenario { name: "direct", proxy: Proxy::Direct, connections: None },
     Scenario { name: "nginx-proxy", proxy: Proxy::Nginx, connections: None },
     Scenario { name: "pingora-bare", proxy: Proxy::PingoraBare, connections: None },
+    Scenario { name: "pingora-headers", proxy: Proxy::PingoraHeaders, connections: None },
     Scenario { name: "haproxy-hs256", proxy: Proxy::Haproxy(Alg::Hs256, Tenants::Many), connections: None },
     Scenario { name: "isogate-hs256", proxy: Proxy::Isogate(Alg::Hs256, Tenants::Many), connections: None },
     Scenario { name: "haproxy-rs256", proxy: Proxy::Haproxy(Alg::Rs256, Tenants::Many), connections: None },
@@ -522,6 +531,10 @@ fn start_proxy_wrapped(work: &Workdir, proxy: Proxy, wrapper: &[String]) -> Opti
             let me = env::current_exe().expect("own path");
             spawn("pingora bare", &me.display().to_string(), &["--bare-proxy"], None)
         }
+        Proxy::PingoraHeaders => {
+            let me = env::current_exe().expect("own path");
+            spawn("pingora headers", &me.display().to_string(), &["--bare-proxy", "--headers"], None)
+        }
         Proxy::Nginx => {
             let conf = work.render("proxy.nginx.conf", "proxy.nginx.conf", &[]);
             spawn("nginx proxy", "nginx", &["-e", "stderr", "-c", &conf.display().to_string()], None)
@@ -678,8 +691,10 @@ fn run_callgrind(work: &Workdir, scenarios: &[Scenario]) {
             c.instructions, c.i1_misses, c.d1_misses, c.ll_misses, c.allocations
         );
     }
-    if find("pingora-bare").is_some() && find("isogate-hs256").is_some() {
-        differential(work, "isogate-hs256", "pingora-bare", requests as f64);
+    for floor in ["pingora-bare", "pingora-headers"] {
+        if find(floor).is_some() && find("isogate-hs256").is_some() {
+            differential(work, "isogate-hs256", floor, requests as f64);
+        }
     }
 }
 
@@ -711,7 +726,27 @@ fn differential(work: &Workdir, name: &str, floor: &str, requests: f64) {
 }
 
 /// A pingora proxy with no stage at all: every request goes to the prod upstream.
-struct BareProxy;
+/// A pingora proxy with no stage of its own; with `headers`, it sets what isogate's job
+/// sets upstream and downstream, as isogate sets them, with fixed values.
+struct BareProxy {
+    headers: bool,
+}
+
+/// The request headers isogate's HS256 job sets upstream (identity, forwarded, trace).
+const JOB_REQUEST_HEADERS: [(&str, &str); 12] = [
+    ("x-isogate-environment", "prod"),
+    ("x-isogate-tenant", "tenant-1"),
+    ("x-isogate-user", "user-1"),
+    ("x-isogate-roles", "user"),
+    ("x-isogate-pool", "prod"),
+    ("x-request-id", "0123456789abcdef0123456789abcdef"),
+    ("x-forwarded-for", "127.0.0.1"),
+    ("x-forwarded-proto", "http"),
+    ("x-forwarded-host", "127.0.0.1"),
+    ("x-real-ip", "127.0.0.1"),
+    ("forwarded", "for=127.0.0.1;proto=http;host=\"127.0.0.1\""),
+    ("traceparent", "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01"),
+];
 
 #[async_trait]
 impl ProxyHttp for BareProxy {
@@ -720,15 +755,57 @@ impl ProxyHttp for BareProxy {
     fn new_ctx(&self) {}
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(("127.0.0.1", PROD_PORT), false, String::new())))
+        let mut peer = Box::new(HttpPeer::new(("127.0.0.1", PROD_PORT), false, String::new()));
+        if self.headers {
+            // isogate's defaults for a pool.
+            peer.options.connection_timeout = Some(Duration::from_millis(1_000));
+            peer.options.read_timeout = Some(Duration::from_millis(30_000));
+        }
+        Ok(peer)
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        _ctx: &mut (),
+    ) -> Result<()> {
+        if self.headers {
+            // As isogate does: without the client's header-name case (pingora copies
+            // every added name into that second map) and with room for the added headers.
+            let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
+            let mut parts: http::request::Parts = std::mem::replace(upstream, placeholder).into();
+            parts.headers.reserve(JOB_REQUEST_HEADERS.len());
+            *upstream = RequestHeader::from(parts);
+            // Static names, as isogate passes them: pingora then copies each name once.
+            for (name, value) in JOB_REQUEST_HEADERS {
+                upstream.insert_header(Bytes::from_static(name.as_bytes()), HeaderValue::from_static(value))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        _ctx: &mut (),
+    ) -> Result<()> {
+        if self.headers {
+            response.insert_header(
+                Bytes::from_static(b"x-request-id"),
+                HeaderValue::from_static(JOB_REQUEST_HEADERS[5].1),
+            )?;
+        }
+        Ok(())
     }
 }
 
 /// Runs `BareProxy` with one worker thread on the proxy port, until killed.
-fn run_bare_proxy() {
+fn run_bare_proxy(headers: bool) {
     let conf = ServerConf { threads: 1, work_stealing: false, ..ServerConf::default() };
     let mut server = Server::new_with_opt_and_conf(None, conf);
-    let mut service = pingora::proxy::http_proxy_service(&server.configuration, BareProxy);
+    let mut service = pingora::proxy::http_proxy_service(&server.configuration, BareProxy { headers });
     service.add_tcp(&format!("127.0.0.1:{PROXY_PORT}"));
     server.add_service(service);
     server.run_forever();
@@ -736,7 +813,7 @@ fn run_bare_proxy() {
 
 fn main() {
     if env::args().any(|a| a == "--bare-proxy") {
-        run_bare_proxy();
+        run_bare_proxy(env::args().any(|a| a == "--headers"));
     }
     let work_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/load");
     if !env::args().any(|a| a == "--bench") {

@@ -3,10 +3,10 @@
 //!
 //! A client connects with TLS (`SSLRequest`, or direct TLS with ALPN `postgresql`) and
 //! gives its token as the password. The session passes the same stages as an HTTP
-//! request (identify, bind to the listener's environment, authorise, place), then the
-//! rendered `db_pool` names a `[databases.NAME]` target and the target's `user` template
-//! names the login role the gateway signs in as, with a password derived from a master
-//! secret. The tenant is bound by PostgreSQL's own privileges on that role, so nothing a
+//! request (identify, bind to the listener's environment or the one its TLS server name
+//! maps to, authorise, place), then the rendered `db_pool` names a `[databases.NAME]`
+//! target and the target's `user` template names the login role the gateway signs in
+//! as, with a password derived from a master secret. The tenant is bound by PostgreSQL's own privileges on that role, so nothing a
 //! client sends can undo it (docs/DATABASE.md gives the threat model).
 //!
 //! `codec` parses and writes the wire format without I/O; `session` owns a client
@@ -29,15 +29,15 @@ pub mod target;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
-pub use target::{derived_password, Databases, Listener, Target, TargetId};
+pub use target::{derived_password, Databases, Listener, ListenerEnvironment, Target, TargetId};
 
 use crate::audit::AuditSink;
 use crate::metrics::Metrics;
@@ -50,10 +50,12 @@ pub struct Front {
     snapshots: Arc<SnapshotCell>,
     audit: Arc<AuditSink>,
     metrics: FrontMetrics,
-    pools: Pools,
+    pools: Arc<Pools>,
     cancels: Arc<CancelKeys>,
     tls: tokio_rustls::TlsAcceptor,
     sessions: OpenSessions,
+    /// Whether the task closing expired and retired server connections runs.
+    sweeping: AtomicBool,
 }
 
 /// Client sessions open on each database listener (the listeners are fixed at start).
@@ -107,29 +109,62 @@ impl FrontMetrics {
 
 impl Front {
     /// A front reading the snapshot in force; certificates come from `[[certificates]]`
-    /// by SNI, as on the HTTP listeners.
+    /// by SNI, as on the HTTP listeners, unless a listener has its own.
     pub fn new(snapshots: Arc<SnapshotCell>, audit: Arc<AuditSink>, metrics: Metrics) -> Result<Self, rustls::Error> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(crate::tls::SniResolver::new(Arc::clone(&snapshots))));
-        config.alpn_protocols = vec![session::ALPN.to_vec()];
+        let tls = tls_acceptor(Arc::new(crate::tls::SniResolver::new(Arc::clone(&snapshots))))?;
         let sessions = OpenSessions::new(&snapshots.load().databases.listeners);
+        let pools = Arc::new(Pools::new(metrics.db_server_connections.clone()));
         Ok(Self {
             sessions,
             snapshots,
             audit,
             metrics: FrontMetrics(metrics),
-            pools: Pools::default(),
+            pools,
             cancels: Arc::new(CancelKeys::default()),
-            tls: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            tls,
+            sweeping: AtomicBool::new(false),
         })
     }
 
-    fn update_gauges(&self) {
-        self.metrics.0.db_server_connections.set(i64::try_from(self.pools.open()).unwrap_or(i64::MAX));
+    /// Starts the sweeper on the first session (on the runtime serving the listeners).
+    fn start_sweeper(self: &Arc<Self>) {
+        if !self.sweeping.load(Ordering::Relaxed) && !self.sweeping.swap(true, Ordering::AcqRel) {
+            tokio::spawn(sweep_pools(Arc::downgrade(self), self.snapshots.watch()));
+        }
     }
+}
+
+/// Sweeps the pools after each reload and every `Pools::sweep_every` (reckoned again
+/// when a pool is made), until the front is gone.
+async fn sweep_pools(front: Weak<Front>, mut reloads: tokio::sync::watch::Receiver<u64>) {
+    loop {
+        let Some(pools) = front.upgrade().map(|f| Arc::clone(&f.pools)) else { return };
+        tokio::select! {
+            () = tokio::time::sleep(pools.sweep_every()) => {}
+            () = pools.added.notified() => continue,
+            changed = reloads.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        let Some(front) = front.upgrade() else { return };
+        let snap = front.snapshots.load();
+        front.pools.sweep(&snap.databases);
+    }
+}
+
+/// TLS for database clients: ALPN `postgresql`, certificates from `certificates`.
+pub fn tls_acceptor(
+    certificates: Arc<dyn rustls::server::ResolvesServerCert>,
+) -> Result<tokio_rustls::TlsAcceptor, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(certificates);
+    config.alpn_protocols = vec![session::ALPN.to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 #[async_trait]
@@ -139,11 +174,12 @@ impl ServerApp for Front {
         let inet = |a: Option<&pingora::protocols::l4::socket::SocketAddr>| a.and_then(|a| a.as_inet()).copied();
         let client = inet(digest.as_ref().and_then(|d| d.peer_addr()));
         let local = inet(digest.as_ref().and_then(|d| d.local_addr()));
+        // One snapshot from the listener's lookup on, so the environment ids it holds
+        // are read against the table they index.
         let snap = self.snapshots.load();
-        let listener = local.and_then(|l| snap.databases.listener(l)).copied()?;
-        drop(snap);
-        self.serve(stream, session::Peer { client, listener }).await;
-        self.update_gauges();
+        let listener = local.and_then(|l| snap.databases.listener(l)).cloned()?;
+        self.start_sweeper();
+        self.serve(stream, snap, session::Peer::new(client, listener)).await;
         None
     }
 }

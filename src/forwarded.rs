@@ -15,7 +15,7 @@
 //! is not a trusted proxy. Spellings with `_` for `-` are always removed, since app
 //! servers read them as the same variable.
 
-use std::fmt::Write as _;
+use std::cell::RefCell;
 use std::net::IpAddr;
 
 use bytes::Bytes;
@@ -23,6 +23,7 @@ use http::header::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
 
+use crate::addr_text::push_ip;
 use crate::admission::Connection;
 use crate::config::{file, ConfigError};
 
@@ -132,10 +133,10 @@ impl ForwardedPolicy {
         };
         // The peer's address as text, made once: `X-Forwarded-For` and `X-Real-IP`
         // share it (a header value clone only counts a reference).
-        let peer_text = (xff || real_ip).then(|| text(address(peer))).transpose()?;
+        let peer_text = (xff || real_ip).then(|| peer_text(peer)).transpose()?;
         if let Some(peer_text) = peer_text.as_ref().filter(|_| xff) {
             let value = match &chain {
-                Some(c) => text(format!("{c}, {peer}"))?,
+                Some(c) => text(format!("{c}, {peer}").into_bytes())?,
                 None => peer_text.clone(),
             };
             set(req, 0, value)?;
@@ -145,12 +146,18 @@ impl ForwardedPolicy {
             set(req, 3, if client == peer { peer_text } else { text(address(client))? })?;
         }
         if forwarded {
-            let element = forwarded_element(peer, proto, host.and_then(|h| h.to_str().ok()));
+            let host = host.and_then(|h| h.to_str().ok());
             let value = match prior {
-                Some(p) => format!("{p}, {element}"),
-                None => element,
+                Some(p) => {
+                    let mut value = Vec::with_capacity(p.len() + 96);
+                    value.extend_from_slice(p.as_bytes());
+                    value.extend_from_slice(b", ");
+                    push_forwarded_element(&mut value, peer, proto, host);
+                    text(value)?
+                }
+                None => forwarded_element(peer, proto, host)?,
             };
-            set(req, 4, text(value)?)?;
+            set(req, 4, value)?;
         }
         Ok(())
     }
@@ -177,31 +184,85 @@ fn set(req: &mut RequestHeader, index: usize, value: HeaderValue) -> pingora::Re
     req.insert_header(Bytes::from_static(SETTABLE[index].as_bytes()), value)
 }
 
-/// An address as text, in one allocation (`to_string` grows its buffer several times).
-fn address(ip: IpAddr) -> String {
-    let mut out = String::with_capacity(48);
-    let _ = write!(out, "{ip}");
+/// The last peer's values, per worker thread. Behind a load balancer, or on a
+/// keep-alive connection, the next request mostly comes from the same address with the
+/// same host, so its values are made once and then shared (cloning a header value
+/// counts a reference).
+struct LastPeer {
+    ip: IpAddr,
+    text: HeaderValue,
+    /// This hop's `Forwarded` element, with the proto and host it was made for.
+    element: Option<(&'static str, Vec<u8>, HeaderValue)>,
+}
+
+thread_local! {
+    static LAST_PEER: RefCell<Option<LastPeer>> = const { RefCell::new(None) };
+}
+
+/// `ip` as a header value, shared with the requests before it from the same address.
+fn peer_text(ip: IpAddr) -> pingora::Result<HeaderValue> {
+    LAST_PEER.with_borrow_mut(|last| {
+        if let Some(last) = last.as_ref().filter(|l| l.ip == ip) {
+            return Ok(last.text.clone());
+        }
+        let text = text(address(ip))?;
+        *last = Some(LastPeer { ip, text: text.clone(), element: None });
+        Ok(text)
+    })
+}
+
+/// This hop's `Forwarded` element as a header value, shared with the requests before it
+/// from the same address, over the same scheme, for the same host.
+fn forwarded_element(ip: IpAddr, proto: &'static str, host: Option<&str>) -> pingora::Result<HeaderValue> {
+    let host_bytes = host.unwrap_or_default().as_bytes();
+    LAST_PEER.with_borrow_mut(|last| {
+        let cached = last.as_ref().filter(|l| l.ip == ip).and_then(|l| l.element.as_ref());
+        if let Some((_, _, element)) = cached.filter(|(p, h, _)| *p == proto && h == host_bytes) {
+            return Ok(element.clone());
+        }
+        let mut value = Vec::with_capacity(96);
+        push_forwarded_element(&mut value, ip, proto, host);
+        let element = text(value)?;
+        let entry = (proto, host_bytes.to_vec(), element.clone());
+        match last.as_mut().filter(|l| l.ip == ip) {
+            Some(l) => l.element = Some(entry),
+            None => *last = Some(LastPeer { ip, text: text(address(ip))?, element: Some(entry) }),
+        }
+        Ok(element)
+    })
+}
+
+/// An address as text, in one allocation.
+fn address(ip: IpAddr) -> Vec<u8> {
+    let mut out = Vec::with_capacity(48);
+    push_ip(&mut out, ip);
     out
 }
 
 /// A header value from text the gateway made (addresses, quoted hosts).
-fn text(value: String) -> pingora::Result<HeaderValue> {
+fn text(value: Vec<u8>) -> pingora::Result<HeaderValue> {
     use pingora::OrErr;
     HeaderValue::try_from(value).or_err(pingora::ErrorType::InternalError, "forwarded header value")
 }
 
-/// This hop's RFC 7239 element: `for` (IPv6 quoted and bracketed), `proto`, and `host`
-/// when it can be quoted as it is.
-fn forwarded_element(peer: IpAddr, proto: &str, host: Option<&str>) -> String {
-    let mut element = String::with_capacity(64);
-    let _ = match peer {
-        IpAddr::V4(v4) => write!(element, "for={v4};proto={proto}"),
-        IpAddr::V6(v6) => write!(element, "for=\"[{v6}]\";proto={proto}"),
-    };
-    if let Some(h) = host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')) {
-        let _ = write!(element, ";host=\"{h}\"");
+/// Appends this hop's RFC 7239 element: `for` (IPv6 quoted and bracketed), `proto`,
+/// and `host` when it can be quoted as it is.
+fn push_forwarded_element(out: &mut Vec<u8>, peer: IpAddr, proto: &str, host: Option<&str>) {
+    out.extend_from_slice(b"for=");
+    if peer.is_ipv6() {
+        out.extend_from_slice(b"\"[");
+        push_ip(out, peer);
+        out.extend_from_slice(b"]\"");
+    } else {
+        push_ip(out, peer);
     }
-    element
+    out.extend_from_slice(b";proto=");
+    out.extend_from_slice(proto.as_bytes());
+    if let Some(h) = host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')) {
+        out.extend_from_slice(b";host=\"");
+        out.extend_from_slice(h.as_bytes());
+        out.push(b'"');
+    }
 }
 
 /// Every value of `name`, joined with `, ` (a proxy chain may span several lines).
@@ -227,15 +288,32 @@ fn single<'r>(req: &'r RequestHeader, name: &HeaderName) -> Option<&'r str> {
     all.next().is_none().then(|| v.to_str().ok()).flatten()
 }
 
+/// For each name length, which of `ADDRESS_HEADERS` have it (bit `i` for entry `i`):
+/// most client headers are ruled out by their length alone.
+const ADDRESS_HEADERS_BY_LENGTH: [u16; 32] = {
+    let mut by_length = [0u16; 32];
+    let mut i = 0;
+    while i < ADDRESS_HEADERS.len() {
+        by_length[ADDRESS_HEADERS[i].len()] |= 1 << i;
+        i += 1;
+    }
+    by_length
+};
+
 /// Whether a client header name spells one of the address headers (`_` as `-`);
 /// returns whether it is the exact name of a header kept from trusted proxies.
 fn address_header(name: &str) -> Option<bool> {
     let n = name.as_bytes();
-    ADDRESS_HEADERS.iter().enumerate().find_map(|(i, h)| {
-        let h = h.as_bytes();
-        let same = n.len() == h.len() && n.iter().zip(h).all(|(a, b)| a == b || (*a == b'_' && *b == b'-'));
-        same.then_some(i < CHAIN_HEADERS && n == h)
-    })
+    let mut candidates = ADDRESS_HEADERS_BY_LENGTH.get(n.len()).copied().unwrap_or(0);
+    while candidates != 0 {
+        let i = candidates.trailing_zeros() as usize;
+        candidates &= candidates - 1;
+        let h = ADDRESS_HEADERS[i].as_bytes();
+        if n.iter().zip(h).all(|(a, b)| a == b || (*a == b'_' && *b == b'-')) {
+            return Some(i < CHAIN_HEADERS && n == h);
+        }
+    }
+    None
 }
 
 /// Removes the client's address headers: all of them from an untrusted client, the

@@ -165,18 +165,28 @@ impl HeaderPlan {
     }
 
     /// Removes every client-supplied identity header (all values of each); returns how many
-    /// values were removed. Allocates only when something is removed.
+    /// values were removed. The names are copied onto the stack, so a request that spoofs
+    /// a few short names costs no allocation; more or longer ones are cloned.
     pub fn strip(&self, req: &mut RequestHeader) -> usize {
-        let mut doomed: Vec<HeaderName> = Vec::new();
+        const NAMES: usize = 8;
+        const NAME_BYTES: usize = 64;
+        let mut copies = [[0u8; NAME_BYTES]; NAMES];
+        let mut lens = [0usize; NAMES];
+        let mut count = 0;
         for name in req.headers.keys().filter(|n| self.is_identity(n.as_str())) {
-            doomed.push(name.clone());
+            let text = name.as_str().as_bytes();
+            if count == NAMES || text.len() > NAME_BYTES {
+                let doomed: Vec<HeaderName> =
+                    req.headers.keys().filter(|n| self.is_identity(n.as_str())).cloned().collect();
+                return remove_all(req, doomed.iter().map(HeaderName::as_str));
+            }
+            copies[count][..text.len()].copy_from_slice(text);
+            lens[count] = text.len();
+            count += 1;
         }
-        let mut removed = 0;
-        for name in &doomed {
-            removed += req.headers.get_all(name).iter().count();
-            req.remove_header(name);
-        }
-        removed
+        // Header names are ASCII, so every copy is a str.
+        let names = copies.iter().zip(lens).take(count).filter_map(|(c, len)| std::str::from_utf8(&c[..len]).ok());
+        remove_all(req, names)
     }
 
     /// The client's request id, when exactly one is present and it is safe to keep.
@@ -221,6 +231,16 @@ impl HeaderPlan {
         }
         Ok(())
     }
+}
+
+/// Removes every value of each of `names`; returns how many values went.
+fn remove_all<'n>(req: &mut RequestHeader, names: impl Iterator<Item = &'n str>) -> usize {
+    let mut removed = 0;
+    for name in names {
+        removed += req.headers.get_all(name).iter().count();
+        req.remove_header(name);
+    }
+    removed
 }
 
 /// Whether two lowercase header names are the same with `_` and `-` read alike.

@@ -8,6 +8,7 @@
 //! `config` parses the file, `snapshot` compiles it, `proxy` and `admin` are the only
 //! pingora-facing modules, and `server` wires them into a process.
 
+mod addr_text;
 pub mod admin;
 pub mod admission;
 pub mod audit;

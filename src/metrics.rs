@@ -142,6 +142,9 @@ pub struct Metrics {
     pub db_sessions_ended: IntCounter,
     /// `isogate_db_server_connections`: server connections open to databases (lent or idle).
     pub db_server_connections: IntGauge,
+    /// `isogate_db_cancel_requests_total{result}`: database cancel requests received, by
+    /// what became of them.
+    pub db_cancel_requests: IntCounterVec,
 }
 
 /// Exports `diag`'s suppression counters: at each scrape the counter of each call site
@@ -239,6 +242,14 @@ impl Metrics {
             "Server connections open to database targets, lent to a session or idle.",
         )?;
         registry.register(Box::new(db_server_connections.clone()))?;
+        let db_cancel_requests = counter_vec(
+            "isogate_db_cancel_requests_total",
+            "Database cancel requests received, by result (sent to the server, forwarded to a peer, or dropped).",
+            &["result"],
+        )?;
+        for result in crate::database::cancel::CancelOutcome::LABELS {
+            db_cancel_requests.with_label_values(&[result]);
+        }
         Ok(Self {
             db_sessions: counter_vec(
                 "isogate_db_sessions_total",
@@ -250,6 +261,7 @@ impl Metrics {
                 "Admitted database sessions that ended.",
             )?,
             db_server_connections,
+            db_cancel_requests,
             registry: registry.clone(),
             requests: counter_vec(
                 "isogate_requests_total",

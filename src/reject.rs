@@ -83,6 +83,9 @@ pub enum Reject {
     ProtocolViolation,
     /// A database client did not ask for TLS on a listener that requires it.
     TlsRequired,
+    /// A database client's TLS handshake named no server name, or one its listener does
+    /// not map to an environment.
+    UnknownServerName,
     /// The session's rendered `db_pool` names no `[databases.NAME]`.
     NoDatabase,
     /// No server connection to the database target became free in time.
@@ -121,7 +124,7 @@ impl Reject {
             | Reject::CorsNotAllowed => 403,
             Reject::NoRoute | Reject::NoDatabase => 404,
             Reject::ProtocolViolation => 400,
-            Reject::TlsRequired => 403,
+            Reject::TlsRequired | Reject::UnknownServerName => 403,
             Reject::DatabaseBusy | Reject::TooManySessions => 503,
             Reject::MethodNotAllowed => 405,
             Reject::RequestTimeout => 408,
@@ -170,6 +173,7 @@ impl Reject {
             Reject::UpstreamTimeout => "upstream_timeout",
             Reject::ProtocolViolation => "protocol_violation",
             Reject::TlsRequired => "tls_required",
+            Reject::UnknownServerName => "unknown_server_name",
             Reject::NoDatabase => "no_database",
             Reject::DatabaseBusy => "database_busy",
             Reject::TooManySessions => "too_many_sessions",
@@ -190,6 +194,7 @@ impl Reject {
             | Reject::UnknownEnvironment
             | Reject::IssuerNotTrusted
             | Reject::TlsRequired
+            | Reject::UnknownServerName
             | Reject::SaslMechanism
             | Reject::OauthDiscovery => "28000",
             // insufficient_privilege: who the caller is was accepted, what they ask is not.
@@ -246,7 +251,8 @@ impl Reject {
             | Reject::TestAccountLifetime
             | Reject::UnsafeTenantValue
             | Reject::CorsNotAllowed
-            | Reject::TlsRequired => GrpcStatus::PermissionDenied,
+            | Reject::TlsRequired
+            | Reject::UnknownServerName => GrpcStatus::PermissionDenied,
             Reject::RateLimited { .. } | Reject::QuotaExhausted { .. } | Reject::BodyTooLarge => {
                 GrpcStatus::ResourceExhausted
             }

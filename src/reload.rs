@@ -3,8 +3,9 @@
 //! and reports every error (log, `isogate_config_reloads_total{result="error"}`).
 //!
 //! State survives where its configuration did not change: JWKS caches (and their keys),
-//! verified tokens (per issuer, see `Authenticator::adopt_cache`) and the rate
-//! limiter's counters. Listener, admin, thread and audit settings need a
+//! verified tokens (per issuer, see `Authenticator::adopt_cache`), the rate
+//! limiter's counters, and each database target's pooled server connections (while
+//! what they are made with is unchanged, see `database::pool`). Listener, admin, thread and audit settings need a
 //! restart; a reload that changes them keeps the running ones and says so.
 
 use std::path::{Path, PathBuf};

@@ -163,12 +163,18 @@ impl Snapshot {
 pub struct SnapshotCell {
     current: ArcSwap<Snapshot>,
     generation: std::sync::atomic::AtomicU64,
+    /// The generation in force, for tasks that act on a reload.
+    stored: tokio::sync::watch::Sender<u64>,
 }
 
 impl SnapshotCell {
     /// Starts with `snapshot` as generation 1.
     pub fn new(snapshot: Snapshot) -> Self {
-        Self { current: ArcSwap::from_pointee(snapshot), generation: std::sync::atomic::AtomicU64::new(1) }
+        Self {
+            current: ArcSwap::from_pointee(snapshot),
+            generation: std::sync::atomic::AtomicU64::new(1),
+            stored: tokio::sync::watch::Sender::new(1),
+        }
     }
 
     /// The current snapshot.
@@ -192,7 +198,14 @@ impl SnapshotCell {
         if let Err(e) = reaper {
             log::warn!(target: "isogate::reload", "cannot start the thread that frees the old configuration: {e}");
         }
-        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1
+        let generation = self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1;
+        self.stored.send_replace(generation);
+        generation
+    }
+
+    /// Changes each time a snapshot is stored.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.stored.subscribe()
     }
 
     /// The generation in force (1 for the configuration loaded at start).

@@ -13,6 +13,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use toml::Spanned;
 
 use crate::config::{file, ConfigError, Source};
 use crate::snapshot::SnapshotCell;
@@ -46,7 +47,8 @@ impl CertStore {
         let mut store = Self::default();
         for (i, c) in raw.iter().enumerate() {
             let key = format!("certificates[{i}]");
-            let Some(certified) = load(c, &key, source, errors) else { continue };
+            let fields = PemPair::fields(&key, "cert_file", "key_file");
+            let Some(certified) = fields.load(&c.cert_file, &c.key_file, source, errors) else { continue };
             let certified = Arc::new(certified);
             if c.server_names.is_empty() {
                 errors.push(ConfigError::at(
@@ -72,54 +74,114 @@ impl CertStore {
     }
 }
 
-fn load(c: &file::Certificate, key: &str, source: &Source, errors: &mut Vec<ConfigError>) -> Option<CertifiedKey> {
-    let cert_path = source.resolve(c.cert_file.get_ref());
-    let key_path = source.resolve(c.key_file.get_ref());
-    let certs = match read_certs(&cert_path) {
-        Ok(certs) => certs,
-        Err(e) => {
-            errors.push(ConfigError::at(
-                c.cert_file.span(),
-                format!("{key}.cert_file"),
-                format!("cannot use {}: {e}", cert_path.display()),
-                "point it at a PEM certificate chain (relative paths start at the config file's directory)",
-            ));
-            return None;
-        }
-    };
-    let private = match PrivateKeyDer::from_pem_file(&key_path) {
-        Ok(k) => k,
-        Err(e) => {
-            errors.push(ConfigError::at(
-                c.key_file.span(),
-                format!("{key}.key_file"),
-                format!("cannot read a private key from {}: {e}", key_path.display()),
-                "point it at the PEM private key of the certificate",
-            ));
-            return None;
-        }
-    };
-    let signing = any_supported_type(&private)
-        .map_err(|e| {
-            errors.push(ConfigError::at(
-                c.key_file.span(),
-                format!("{key}.key_file"),
-                format!("unsupported private key: {e}"),
-                "use an RSA, ECDSA or Ed25519 key",
-            ))
-        })
-        .ok()?;
-    let certified = CertifiedKey::new(certs, signing);
-    if certified.keys_match().is_err() {
-        errors.push(ConfigError::at(
-            c.key_file.span(),
-            format!("{key}.key_file"),
-            format!("{} does not belong to {}", key_path.display(), cert_path.display()),
-            "pair the certificate with its own private key",
-        ));
-        return None;
+/// The config keys of a certificate chain and its private key, which errors name.
+#[derive(Debug)]
+pub struct PemPair<'a> {
+    section: &'a str,
+    cert_field: &'static str,
+    key_field: &'static str,
+}
+
+impl<'a> PemPair<'a> {
+    /// The keys `section.cert_field` and `section.key_field`.
+    pub fn fields(section: &'a str, cert_field: &'static str, key_field: &'static str) -> Self {
+        Self { section, cert_field, key_field }
     }
-    Some(certified)
+
+    fn cert(&self) -> String {
+        format!("{}.{}", self.section, self.cert_field)
+    }
+
+    fn key(&self) -> String {
+        format!("{}.{}", self.section, self.key_field)
+    }
+
+    /// Loads the PEM chain at `cert_file` and the private key at `key_file` (relative to
+    /// the config file) and checks that they belong together.
+    pub fn load(
+        &self,
+        cert_file: &Spanned<String>,
+        key_file: &Spanned<String>,
+        source: &Source,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<CertifiedKey> {
+        let cert_path = source.resolve(cert_file.get_ref());
+        let key_path = source.resolve(key_file.get_ref());
+        let certs = match read_certs(&cert_path) {
+            Ok(certs) => certs,
+            Err(e) => {
+                errors.push(ConfigError::at(
+                    cert_file.span(),
+                    self.cert(),
+                    format!("cannot use {}: {e}", cert_path.display()),
+                    "point it at a PEM certificate chain (relative paths start at the config file's directory)",
+                ));
+                return None;
+            }
+        };
+        let private = match PrivateKeyDer::from_pem_file(&key_path) {
+            Ok(k) => k,
+            Err(e) => {
+                errors.push(ConfigError::at(
+                    key_file.span(),
+                    self.key(),
+                    format!("cannot read a private key from {}: {e}", key_path.display()),
+                    "point it at the PEM private key of the certificate",
+                ));
+                return None;
+            }
+        };
+        let signing = any_supported_type(&private)
+            .map_err(|e| {
+                errors.push(ConfigError::at(
+                    key_file.span(),
+                    self.key(),
+                    format!("unsupported private key: {e}"),
+                    "use an RSA, ECDSA or Ed25519 key",
+                ))
+            })
+            .ok()?;
+        let certified = CertifiedKey::new(certs, signing);
+        if certified.keys_match().is_err() {
+            errors.push(ConfigError::at(
+                key_file.span(),
+                self.key(),
+                format!("{} does not belong to {}", key_path.display(), cert_path.display()),
+                "pair the certificate with its own private key",
+            ));
+            return None;
+        }
+        Some(certified)
+    }
+
+    /// Like `load`, for a pair of optional keys where both or neither must be set:
+    /// `None` when neither is set, or on an error (pushed to `errors`).
+    pub fn load_optional(
+        &self,
+        cert_file: Option<&Spanned<String>>,
+        key_file: Option<&Spanned<String>>,
+        source: &Source,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<CertifiedKey> {
+        match (cert_file, key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => self.load(cert, key, source, errors),
+            (Some(given), None) | (None, Some(given)) => {
+                let (set, missing, key) = if cert_file.is_some() {
+                    (self.cert_field, self.key_field, self.key())
+                } else {
+                    (self.key_field, self.cert_field, self.cert())
+                };
+                errors.push(ConfigError::at(
+                    given.span(),
+                    key,
+                    format!("{set} is set without {missing}"),
+                    "set both the certificate and its private key, or neither",
+                ));
+                None
+            }
+        }
+    }
 }
 
 /// Chooses the certificate for each TLS handshake from the snapshot in force.
@@ -143,7 +205,7 @@ impl ResolvesServerCert for SniResolver {
 }
 
 /// Reads PEM certificates, checking each parses as X.509.
-fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn read_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> =
         CertificateDer::pem_file_iter(path).and_then(Iterator::collect).map_err(|e| e.to_string())?;
     if certs.is_empty() {

@@ -311,9 +311,10 @@ fn example_database_front_is_valid_and_its_mistakes_are_named() {
     std::fs::create_dir_all(dir.join("tls")).expect("create tls/");
     std::fs::copy(root().join("tests/fixtures/tls/ca.pem"), dir.join("tls/db-ca.pem")).expect("copy the CA");
     let tls = root().join("tests/fixtures/tls");
-    let front = ["# [[database_listeners]]", "# [databases.prod-eu-1]", "# [databases.prod-globex-db]"]
-        .iter()
-        .fold(example, |text, header| uncomment_block(&text, header));
+    let front =
+        ["# [[database_listeners]]", "# [databases.prod-eu-1]", "# [databases.prod-globex-db]", "# [database_cancel]"]
+            .iter()
+            .fold(example, |text, header| uncomment_block(&text, header));
     let certificate = format!(
         "\n[[certificates]]\ncert_file = \"{}\"\nkey_file = \"{}\"\nserver_names = [\"a.test\"]\n",
         tls.join("a.pem").display(),
@@ -355,7 +356,28 @@ fn example_database_front_is_valid_and_its_mistakes_are_named() {
             "max_server_connections = 0",
             "databases.prod-eu-1.max_server_connections: 0 is out of range",
         ),
-        ("tls = true", "tls = false", "databases.prod-eu-1: ca_file or server_name is set but tls is not enabled"),
+        (
+            "server_idle_timeout_seconds = 600",
+            "server_idle_timeout_seconds = 0",
+            "databases.prod-eu-1.server_idle_timeout_seconds: 0 seconds is out of range",
+        ),
+        (
+            "server_lifetime_seconds = 3600",
+            "server_lifetime_seconds = 604801",
+            "databases.prod-eu-1.server_lifetime_seconds: 604801 seconds is out of range",
+        ),
+        ("tls = true", "tls = false", "databases.prod-eu-1.ca_file: ca_file is set but tls is not enabled"),
+        ("peer_id = 1", "peer_id = 0", "database_cancel.peer_id: 0 is out of range"),
+        (
+            "peers = { 2 = \"10.0.0.2:6432\", 3 = \"10.0.0.3:6432\" }",
+            "peers = { 1 = \"10.0.0.2:6432\", x = \"10.0.0.3:6432\" }",
+            "database_cancel.peers.1: peer 1 is this process's own peer_id",
+        ),
+        (
+            "peers = { 2 = \"10.0.0.2:6432\", 3 = \"10.0.0.3:6432\" }",
+            "peers = { 2 = \"10.0.0.2\" }",
+            "database_cancel.peers.2: `10.0.0.2` is not an ip:port address",
+        ),
         ("ca_file = \"tls/db-ca.pem\"", "", "databases.prod-eu-1.ca_file: TLS to the server needs the CA"),
         (
             "client_auth = \"password\"",
@@ -375,6 +397,95 @@ fn example_database_front_is_valid_and_its_mistakes_are_named() {
         assert_eq!(run.code, Some(1), "{from} -> {to}: {run:#?}");
         assert!(run.stderr.contains(message), "{from} -> {to}: {run:#?}");
     }
+    // The listener's environment by server name, its own certificate, and the client
+    // certificate towards the server: each mistake named by its key. (Inside the
+    // uncommented blocks, `# # key` lines are `# key` lines.)
+    let listener = "\nenvironment = \"prod\"\n# Or:";
+    let by_name = |map: &str| format!("\nserver_names = {map}\n# Or:");
+    let tls_dir = dir.join("tls");
+    std::fs::copy(tls.join("client.pem"), tls_dir.join("isogate-client.pem")).expect("copy the client certificate");
+    std::fs::copy(tls.join("client.key"), tls_dir.join("isogate-client.key")).expect("copy its key");
+    let client_pair =
+        "# client_cert_file = \"tls/isogate-client.pem\"\n# client_key_file = \"tls/isogate-client.key\"\n";
+    let client_live = client_pair.replace("# ", "");
+    let prod_map = by_name("{ \"db.prod.example.com\" = \"prod\" }");
+    let one = |from: &str, to: &str| vec![(from.to_owned(), to.to_owned())];
+    let mistakes: Vec<(Vec<(String, String)>, &str)> = vec![
+        (
+            one(listener, &listener.replace("# Or:", "server_names = { \"db.prod.example.com\" = \"prod\" }\n# Or:")),
+            "database_listeners[0]: a database listener needs exactly one of environment and server_names",
+        ),
+        (
+            one(listener, "\n# Or:"),
+            "database_listeners[0]: a database listener needs exactly one of environment and server_names",
+        ),
+        (one(listener, &by_name("{}")), "database_listeners[0].server_names: the map names no server name"),
+        (
+            one(listener, &by_name("{ \"db.qa.example.com\" = \"qa\" }")),
+            "database_listeners[0].server_names.\"db.qa.example.com\": environment `qa` is not defined",
+        ),
+        (
+            one(listener, &by_name("{ \"\" = \"prod\" }")),
+            "database_listeners[0].server_names.\"\": `` is not a DNS name",
+        ),
+        (
+            one(listener, &by_name("{ \"db.prod.example.com\" = \"prod\", \"DB.prod.example.com\" = \"prod\" }")),
+            "is listed twice (names are compared without case)",
+        ),
+        (
+            vec![
+                (listener.to_owned(), prod_map),
+                ("allow_plaintext = false".to_owned(), "allow_plaintext = true".to_owned()),
+            ],
+            "database_listeners[0].allow_plaintext: a plain-text client sends no server name",
+        ),
+        (
+            one("# cert_file = \"tls/db.example.com.pem\"\n", "cert_file = \"tls/isogate-client.pem\"\n"),
+            "database_listeners[0].key_file: cert_file is set without key_file",
+        ),
+        (
+            one("# client_cert_file = \"tls/isogate-client.pem\"\n", "client_cert_file = \"tls/isogate-client.pem\"\n"),
+            "databases.prod-eu-1.client_key_file: client_cert_file is set without client_key_file",
+        ),
+        (
+            one(client_pair, &client_live.replace("isogate-client.pem", "missing.pem")),
+            "databases.prod-eu-1.client_cert_file: cannot use",
+        ),
+        (
+            one(client_pair, &client_live.replace("tls/isogate-client.key", "keys/db-master.secret")),
+            "databases.prod-eu-1.client_key_file: cannot read a private key",
+        ),
+        (
+            vec![
+                (client_pair.to_owned(), client_live.clone()),
+                ("08006).\n# Default: false.\ntls = true\n".to_owned(), "08006).\ntls = false\n".to_owned()),
+            ],
+            "databases.prod-eu-1.client_cert_file: client_cert_file is set but tls is not enabled",
+        ),
+    ];
+    for (edits, message) in mistakes {
+        let broken = edits.iter().fold(front.clone(), |text, (from, to)| {
+            assert_eq!(text.matches(from.as_str()).count(), 1, "{from:?} once in the example's database front");
+            text.replace(from.as_str(), to)
+        });
+        std::fs::write(dir.join("broken.toml"), format!("{broken}{certificate}")).expect("write broken.toml");
+        let run = check(&dir, "broken.toml", &env);
+        assert_eq!(run.code, Some(1), "{edits:?}: {run:#?}");
+        assert!(run.stderr.contains(message), "{edits:?}: {run:#?}");
+    }
+    // A listener with its own certificate needs no [[certificates]], and the client
+    // certificate pair is accepted.
+    let own = front
+        .replace(
+            listener,
+            &listener.replace(
+                "# Or:",
+                "cert_file = \"tls/isogate-client.pem\"\nkey_file = \"tls/isogate-client.key\"\n# Or:",
+            ),
+        )
+        .replace(client_pair, &client_live);
+    std::fs::write(dir.join("own-cert.toml"), &own).expect("write own-cert.toml");
+    assert_ok(&dir, "own-cert.toml", &env);
     // Without a certificate, a TLS database listener cannot start.
     std::fs::write(dir.join("no-cert.toml"), &front).expect("write no-cert.toml");
     let run = check(&dir, "no-cert.toml", &env);

@@ -15,23 +15,21 @@ use std::time::Duration;
 
 use common::idp::Idp;
 use common::jws::{claims, now, token};
+use common::postgres::{column, connect, connect_with, db_audit, derived_password, runtime, sqlstate};
 use common::postgres::{error_fields, Postgres, RawClient, RustlsConnect};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use tokio_postgres::config::{SslMode, SslNegotiation};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Config};
+use tokio_postgres::Config;
 
 const MASTER_SECRET: &str = "a-master-secret-of-at-least-32-bytes-for-tests";
 const TENANTS: [&str; 3] = ["acme", "globex", "initech"];
 
 /// The password the gateway derives for `role`, computed here on its own.
 fn role_password(role: &str) -> String {
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(MASTER_SECRET.as_bytes()).unwrap();
-    mac.update(role.as_bytes());
-    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    derived_password(MASTER_SECRET, role)
 }
 
 /// The shared server, set up with the shipped SQL (deploy/postgres) for every tenant:
@@ -134,53 +132,6 @@ password_file = "{secret}"
 
 fn tenant_token(env: &str, tenant: &str) -> String {
     token("HS256", claims(env, tenant))
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    // Two workers: connection tasks go on while a test waits for audit lines.
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-async fn connect_with(
-    addr: SocketAddr,
-    password: &str,
-    tune: impl FnOnce(&mut Config),
-) -> Result<Client, tokio_postgres::Error> {
-    let mut config = Config::new();
-    config.host("127.0.0.1").port(addr.port()).user("anyone").dbname("app").password(password);
-    config.ssl_mode(SslMode::Require).connect_timeout(Duration::from_secs(10));
-    tune(&mut config);
-    let (client, connection) = config.connect(RustlsConnect::new()).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
-async fn connect(addr: SocketAddr, password: &str) -> Result<Client, tokio_postgres::Error> {
-    connect_with(addr, password, |_| {}).await
-}
-
-/// The first column of every row, as text.
-async fn column(client: &Client, sql: &str) -> Result<Vec<String>, tokio_postgres::Error> {
-    let rows = client.simple_query(sql).await?;
-    Ok(rows
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_owned()),
-            _ => None,
-        })
-        .collect())
-}
-
-fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_owned()).unwrap_or_else(|| format!("no SQLSTATE: {e}"))
-}
-
-/// The database audit lines with `event`, waiting until `count` are written.
-fn db_audit(gw: &Gateway, event: &str, count: usize) -> Vec<Value> {
-    eventually(&format!("{count} {event} audit line(s)"), || {
-        let lines: Vec<Value> = gw.audit_lines().into_iter().filter(|l| l["event"] == event).collect();
-        (lines.len() >= count).then_some(lines)
-    })
 }
 
 #[test]
@@ -660,6 +611,165 @@ fn with_a_database_per_tenant_each_tenant_lands_in_its_own() {
         let e = connect(prod, &tenant_token("prod", "initech")).await.unwrap_err();
         assert_eq!(sqlstate(&e), SqlState::INVALID_CATALOG_NAME.code(), "{e}");
     });
+}
+
+/// Whether the server has a backend with process id `pid`, and if so its login role.
+fn backend_role(pid: &str) -> Option<String> {
+    let role = postgres().sql("app", &format!("SELECT usename FROM pg_stat_activity WHERE pid = {pid}"));
+    (!role.is_empty()).then_some(role)
+}
+
+/// The session's server backend, after the session ended and its connection was pooled.
+async fn pooled_backend(f: &Front, tenant: &str, ended_before: usize) -> String {
+    let client = connect(f.prod, &tenant_token("prod", tenant)).await.unwrap();
+    let pid = column(&client, "SELECT pg_backend_pid()").await.unwrap().remove(0);
+    drop(client);
+    let end = db_audit(&f.gw, "db_session_end", ended_before + 1);
+    assert_eq!(end[ended_before]["server_kept"], true, "{}", end[ended_before]);
+    pid
+}
+
+#[test]
+fn an_idle_server_connection_is_closed_after_the_idle_timeout() {
+    let f = front("server_idle_timeout_seconds = 1");
+    runtime().block_on(async {
+        let pid = pooled_backend(&f, "acme", 0).await;
+        // Pooled: the backend is still there, signed in as the tenant's role.
+        assert_eq!(backend_role(&pid).as_deref(), Some("tenant_acme"));
+        assert_eq!(f.gw.metric("isogate_db_server_connections"), Some(1.0));
+        eventually("the idle server connection to close", || backend_role(&pid).is_none().then_some(()));
+        assert_eq!(f.gw.metric("isogate_db_server_connections"), Some(0.0));
+        // The next session gets a fresh connection.
+        let next = connect(f.prod, &tenant_token("prod", "acme")).await.unwrap();
+        assert_ne!(column(&next, "SELECT pg_backend_pid()").await.unwrap(), [pid]);
+        assert_eq!(f.gw.metric("isogate_db_server_connections"), Some(1.0));
+    });
+}
+
+#[test]
+fn a_server_connection_past_its_lifetime_is_closed_instead_of_pooled() {
+    let f = front("server_lifetime_seconds = 1");
+    runtime().block_on(async {
+        let client = connect(f.prod, &tenant_token("prod", "acme")).await.unwrap();
+        let pid = column(&client, "SELECT pg_backend_pid()").await.unwrap().remove(0);
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        drop(client);
+        let end = db_audit(&f.gw, "db_session_end", 1);
+        assert_eq!(end[0]["server_kept"], false, "{}", end[0]);
+        let next = connect(f.prod, &tenant_token("prod", "acme")).await.unwrap();
+        assert_ne!(column(&next, "SELECT pg_backend_pid()").await.unwrap(), std::slice::from_ref(&pid), "not reused");
+        eventually("the old backend to end", || backend_role(&pid).is_none().then_some(()));
+        assert_eq!(f.gw.metric("isogate_db_server_connections"), Some(1.0));
+    });
+}
+
+#[test]
+fn a_reload_that_changes_or_removes_a_target_closes_its_old_connections_and_keeps_unchanged_ones() {
+    let f = front("");
+    let ca = format!("{}/tests/fixtures/tls/ca.pem", env!("CARGO_MANIFEST_DIR"));
+    let over_tls = format!("tls = true\nca_file = \"{ca}\"\nserver_name = \"a.test\"");
+    let ssl = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    runtime().block_on(async {
+        let idle = pooled_backend(&f, "acme", 0).await;
+        let busy = connect(f.prod, &tenant_token("prod", "globex")).await.unwrap();
+        let busy_pid = column(&busy, "SELECT pg_backend_pid()").await.unwrap().remove(0);
+        // The target now goes over TLS: connections made in plain text must not serve again.
+        f.gw.write_config(&config("", &over_tls));
+        f.gw.signal("HUP");
+        eventually("the reload", || (f.gw.metric("isogate_config_generation") == Some(2.0)).then_some(()));
+        eventually("the idle connection to close", || backend_role(&idle).is_none().then_some(()));
+        // The lent connection finishes its session, then closes instead of going back.
+        assert_eq!(column(&busy, "SELECT v FROM notes").await.unwrap(), ["globex-secret"]);
+        assert_eq!(backend_role(&busy_pid).as_deref(), Some("tenant_globex"));
+        drop(busy);
+        let end = db_audit(&f.gw, "db_session_end", 2);
+        assert_eq!(end[1]["server_kept"], false, "{}", end[1]);
+        eventually("the lent connection to close", || backend_role(&busy_pid).is_none().then_some(()));
+        let client = connect(f.prod, &tenant_token("prod", "acme")).await.unwrap();
+        assert_ne!(column(&client, "SELECT pg_backend_pid()").await.unwrap(), [idle]);
+        assert_eq!(column(&client, ssl).await.unwrap(), ["t"], "made with the new settings");
+        drop(client);
+        db_audit(&f.gw, "db_session_end", 3);
+        let warm_pid = pooled_backend(&f, "acme", 3).await;
+        // A reload that leaves the target's connections as they were keeps them warm.
+        f.gw.write_config(&config("", &format!("{over_tls}\nqueue_timeout_ms = 4000")));
+        f.gw.signal("HUP");
+        eventually("the reload", || (f.gw.metric("isogate_config_generation") == Some(3.0)).then_some(()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(backend_role(&warm_pid).is_some(), "the pooled connection stays open");
+        let client = connect(f.prod, &tenant_token("prod", "acme")).await.unwrap();
+        assert_eq!(
+            column(&client, "SELECT pg_backend_pid()").await.unwrap(),
+            std::slice::from_ref(&warm_pid),
+            "reused"
+        );
+        drop(client);
+        assert_eq!(db_audit(&f.gw, "db_session_end", 5)[4]["server_kept"], true);
+        // A reload that removes the target (the same server, now named pg2) closes its pool.
+        let renamed = config("", &over_tls).replace("\"pg\"", "\"pg2\"").replace("[databases.pg]", "[databases.pg2]");
+        assert!(!renamed.contains("\"pg\"") && renamed.contains("[databases.pg2]"), "pg is gone");
+        f.gw.write_config(&renamed);
+        f.gw.signal("HUP");
+        eventually("the reload", || (f.gw.metric("isogate_config_generation") == Some(4.0)).then_some(()));
+        eventually("the removed target's connection to close", || backend_role(&warm_pid).is_none().then_some(()));
+        let client = connect(f.prod, &tenant_token("prod", "acme")).await.unwrap();
+        assert_eq!(column(&client, "SELECT v FROM notes").await.unwrap(), ["acme-secret"]);
+    });
+}
+
+/// A `CancelRequest` for process id `pid` and `secret`, as a client sends it.
+fn cancel_request(pid: i32, secret: i32) -> Vec<u8> {
+    [16i32, 80_877_102, pid, secret].iter().flat_map(|w| w.to_be_bytes()).collect()
+}
+
+#[test]
+fn a_cancel_sent_to_another_gateway_process_is_forwarded_to_the_one_serving_the_query() {
+    let [a_prod, a_stage, b_prod, b_stage] = free_addrs::<4>();
+    let peered = |own: u8, other: u8, at: SocketAddr| {
+        format!("{}\n[database_cancel]\npeer_id = {own}\npeers = {{ {other} = \"{at}\" }}\n", config("", ""))
+    };
+    let a = Gateway::start(&peered(1, 2, b_prod), &[("@PGPROD@", a_prod), ("@PGSTAGE@", a_stage)]);
+    let b = Gateway::start(&peered(2, 1, a_prod), &[("@PGPROD@", b_prod), ("@PGSTAGE@", b_stage)]);
+    let cancels =
+        |gw: &Gateway, result: &str| gw.metric(&format!("isogate_db_cancel_requests_total{{result=\"{result}\"}}"));
+    runtime().block_on(async {
+        // Prefer: the session is over TLS, and the token's cancel goes in plain text.
+        let client = connect_with(a_prod, &tenant_token("prod", "acme"), |c| {
+            c.ssl_mode(SslMode::Prefer);
+        })
+        .await
+        .unwrap();
+        let token = client.cancel_token();
+        let slow = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(20)").await.map(|_| ()) });
+        // The key gateway A handed out, read from what tokio-postgres sends.
+        let capture = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to_capture = tokio::net::TcpStream::connect(capture.local_addr().unwrap()).await.unwrap();
+        token.cancel_query_raw(to_capture, tokio_postgres::NoTls).await.unwrap();
+        let mut request = [0u8; 16];
+        tokio::io::AsyncReadExt::read_exact(&mut capture.accept().await.unwrap().0, &mut request).await.unwrap();
+        let word = |i: usize| i32::from_be_bytes(request[i..i + 4].try_into().unwrap());
+        let (pid, secret) = (word(8), word(12));
+        assert_eq!(pid >> 23, 1, "the key carries gateway A's peer id: {pid:x}");
+        // Gateway B forwards a wrong secret too (only A can tell), and A drops it; a key
+        // of a peer B does not know is dropped by B.
+        for raw in [cancel_request(pid, secret.wrapping_add(1)), cancel_request((9 << 23) | (pid & 0x7f_ffff), secret)]
+        {
+            let mut s = tokio::net::TcpStream::connect(b_prod).await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut s, &raw).await.unwrap();
+        }
+        eventually("A to drop the wrong secret", || (cancels(&a, "unknown_key") == Some(1.0)).then_some(()));
+        assert_eq!(cancels(&b, "unknown_peer"), Some(1.0));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!slow.is_finished(), "a wrong key cancels nothing");
+        // tokio-postgres' own cancel, sent to gateway B.
+        let to_b = tokio::net::TcpStream::connect(b_prod).await.unwrap();
+        token.cancel_query_raw(to_b, tokio_postgres::NoTls).await.unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(5), slow).await.unwrap().unwrap().unwrap_err();
+        assert_eq!(sqlstate(&e), SqlState::QUERY_CANCELED.code(), "{e}");
+    });
+    assert_eq!(cancels(&b, "forwarded"), Some(2.0));
+    assert_eq!(cancels(&a, "sent"), Some(1.0));
+    assert_eq!(cancels(&b, "sent"), Some(0.0));
 }
 
 /// The front with its prod listener taking tokens by SASL OAUTHBEARER (scope `openid`),

@@ -32,6 +32,10 @@ pub(crate) fn print_targets(results: &[(Scenario, Sample)]) {
             Some(i <= 1.15 * b),
         );
     }
+    if let Some((iso, floor)) = pair("isogate-hs256", "pingora-headers") {
+        let (i, f) = (iso.cpu_us_per_request.unwrap_or(f64::NAN), floor.cpu_us_per_request.unwrap_or(f64::NAN));
+        println!("| for reference: HS256 proxy CPU against pingora-headers (pingora setting the job's headers only): {:.2}× ({i:.1} against {f:.1} µs) | - |", i / f);
+    }
     for (iso, peer, factor) in [
         ("isogate-hs256", "haproxy-hs256", 1.0),
         ("isogate-rs256", "haproxy-rs256", 1.5),

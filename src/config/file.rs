@@ -78,6 +78,8 @@ pub struct File {
     /// PostgreSQL targets by name, chosen by the rendered `db_pool` of a session.
     #[serde(default)]
     pub databases: BTreeMap<Spanned<String>, Database>,
+    /// Cancel requests across several gateway processes behind one address.
+    pub database_cancel: Option<DatabaseCancel>,
 }
 
 /// `[server]`
@@ -1078,8 +1080,15 @@ fn default_forward_authorization() -> bool {
 pub struct DatabaseListener {
     /// `ip:port` to accept PostgreSQL clients on.
     pub address: Spanned<String>,
-    /// The environment every session on this listener belongs to.
-    pub environment: Spanned<String>,
+    /// The environment every session on this listener belongs to (or `server_names`).
+    pub environment: Option<Spanned<String>>,
+    /// The environment of each session chosen by the TLS server name (SNI) the client
+    /// sent, instead of one `environment`: lowercase name to environment.
+    pub server_names: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+    /// PEM certificate chain this listener serves, instead of `[[certificates]]` by SNI.
+    pub cert_file: Option<Spanned<String>>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<Spanned<String>>,
     /// Serve clients that do not ask for TLS (only on a loopback address).
     #[serde(default)]
     pub allow_plaintext: bool,
@@ -1111,6 +1120,18 @@ pub enum ClientAuth {
 
 fn default_database_max_sessions() -> usize {
     1000
+}
+
+/// `[database_cancel]`: several gateway processes behind one address, each handing out
+/// cancel keys that carry its peer id and forwarding the others' cancel requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct DatabaseCancel {
+    /// This process's peer id, from 1 to 255, unique among the peers.
+    pub peer_id: Spanned<u64>,
+    /// The other peers' database listener addresses (`ip:port`), keyed by peer id.
+    #[serde(default)]
+    pub peers: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
 /// How a database target's secret becomes the password isogate signs in with.
@@ -1153,6 +1174,13 @@ pub struct Database {
     /// TCP connect and sign-in timeout, in ms.
     #[serde(default = "default_database_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// An idle pooled server connection is closed after this many seconds unused.
+    #[serde(default = "default_database_server_idle_timeout_seconds")]
+    pub server_idle_timeout_seconds: u64,
+    /// A server connection older than this many seconds is closed when its session
+    /// ends, instead of going back to the pool.
+    #[serde(default = "default_database_server_lifetime_seconds")]
+    pub server_lifetime_seconds: u64,
     /// One audit line per statement of the sessions that gave an access reason.
     #[serde(default)]
     pub audit_statements: bool,
@@ -1163,6 +1191,10 @@ pub struct Database {
     pub ca_file: Option<Spanned<String>>,
     /// The name the server's certificate must carry (default: `host`).
     pub server_name: Option<Spanned<String>>,
+    /// PEM certificate chain isogate presents to the server (`clientcert=` in pg_hba.conf).
+    pub client_cert_file: Option<Spanned<String>>,
+    /// PEM private key of `client_cert_file`.
+    pub client_key_file: Option<Spanned<String>>,
 }
 
 fn default_database_port() -> u16 {
@@ -1176,4 +1208,10 @@ fn default_database_queue_timeout_ms() -> u64 {
 }
 fn default_database_connect_timeout_ms() -> u64 {
     5000
+}
+fn default_database_server_idle_timeout_seconds() -> u64 {
+    600
+}
+fn default_database_server_lifetime_seconds() -> u64 {
+    3600
 }

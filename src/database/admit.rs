@@ -28,9 +28,11 @@ pub struct Admitted {
     pub target: TargetId,
     /// The login role the server connection signs in as.
     pub role: String,
+    /// The session's environment.
+    pub env: EnvId,
 }
 
-/// Admits a session on a listener bound to `env`, with `token` (the password) and the
+/// Admits a session of environment `env` (the listener's, or its TLS server name's), with `token` (the password) and the
 /// access reason from the startup parameters.
 pub async fn admit(snap: &Snapshot, env: EnvId, token: &[u8], reason: Option<&str>) -> Result<Admitted, Refused> {
     let refused = |reject| Refused { env: Some(env), ..Refused::early(reject) };
@@ -56,5 +58,5 @@ pub async fn admit(snap: &Snapshot, env: EnvId, token: &[u8], reason: Option<&st
         .ok_or_else(|| refused(Reject::NoDatabase))?;
     let values = Values { env: env_name, tenant: identity.tenant.as_deref(), sub: identity.user.as_deref() };
     let role = snap.databases.get(target).login_role(&values).ok_or_else(|| refused(Reject::UnsafeTenantValue))?;
-    Ok(Admitted { identity, permit, placement, target, role })
+    Ok(Admitted { identity, permit, placement, target, role, env })
 }

@@ -61,6 +61,13 @@ pub fn explain(reject: Reject, env: &str, how: ClientAuth) -> (String, String) {
             format!("no database is configured for this tenant in `{env}`"),
             "ask an operator to set db_pool to a [databases.NAME] entry".into(),
         ),
+        Reject::UnknownServerName => (
+            "this listener chooses the environment by the TLS server name, and the connection named none it serves"
+                .into(),
+            "connect with host=<the database's server name> (add hostaddr=<ip> if the name does not resolve) \
+             and keep sslsni=1"
+                .into(),
+        ),
         Reject::TlsRequired => {
             ("this listener serves TLS connections only".into(), "connect with sslmode=require (or verify-full)".into())
         }

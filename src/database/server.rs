@@ -1,6 +1,6 @@
 //! One connection from the gateway to a PostgreSQL server: signing in as a login role
-//! (SCRAM-SHA-256, MD5 or cleartext, as the server asks), and the reset that makes it
-//! fit for the next client of the same role.
+//! (SCRAM-SHA-256, MD5 or cleartext, as the server asks; cleartext only over TLS), and
+//! the reset that makes it fit for the next client of the same role.
 
 use std::net::SocketAddr;
 
@@ -33,6 +33,10 @@ pub enum ServerError {
     /// The server said something the gateway did not expect here.
     #[error("unexpected message from the server: {0}")]
     Unexpected(&'static str),
+    /// The server asked for the password in clear text over a connection without TLS,
+    /// where anyone on the path could read it; the gateway does not send it.
+    #[error("the server asks for the password in clear text, and the connection is not TLS: not sent")]
+    CleartextWithoutTls,
     /// After the reset, the session still held state of the previous client.
     #[error("the session state survived the reset")]
     NotClean,
@@ -131,6 +135,9 @@ impl ServerConn {
             match self.next().await? {
                 Message::AuthenticationOk => return Ok(()),
                 Message::AuthenticationCleartextPassword => {
+                    if !self.stream.is_tls() {
+                        return Err(ServerError::CleartextWithoutTls);
+                    }
                     frontend::password_message(to.password.as_bytes(), &mut out)?;
                 }
                 Message::AuthenticationMd5Password(body) => {

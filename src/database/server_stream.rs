@@ -15,10 +15,13 @@ const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 /// TLS towards a target's server.
 #[derive(Clone)]
 pub struct ServerTls {
-    /// The client configuration (trusted CA, no client certificate).
+    /// The client configuration (trusted CA, the client certificate if configured).
     pub config: Arc<rustls::ClientConfig>,
     /// The name the server's certificate must carry.
     pub name: rustls::pki_types::ServerName<'static>,
+    /// SHA-256 of the trusted CA certificates and of the client certificate presented,
+    /// to tell a changed one on reload.
+    pub trust: [u8; 32],
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -48,6 +51,11 @@ impl ServerStream {
         }
         let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.config));
         Ok(Self::Tls(Box::new(connector.connect(tls.name.clone(), tcp).await?)))
+    }
+
+    /// Whether the connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Self::Tls(_))
     }
 
     fn tcp(&self) -> &TcpStream {

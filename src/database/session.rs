@@ -21,6 +21,7 @@ use super::server::{ServerError, SignIn};
 use super::target::Listener;
 use super::Front;
 use crate::admission::Refused;
+use crate::bind::EnvId;
 use crate::config::file::ClientAuth;
 use crate::reject::Reject;
 use crate::snapshot::Snapshot;
@@ -32,10 +33,26 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) const ALPN: &[u8] = b"postgresql";
 
 /// What is known of the client's connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct Peer {
     pub(super) client: Option<SocketAddr>,
     pub(super) listener: Listener,
+    /// The session's environment: the listener's own, or the one its TLS server name
+    /// maps to (`None` until the handshake names a known one).
+    env: Option<EnvId>,
+}
+
+impl Peer {
+    pub(super) fn new(client: Option<SocketAddr>, listener: Listener) -> Self {
+        let env = listener.environment.of(None);
+        Self { client, listener, env }
+    }
+
+    /// The same client after a TLS handshake that named `server_name`.
+    fn named(mut self, server_name: Option<&str>) -> Self {
+        self.env = self.listener.environment.of(server_name);
+        self
+    }
 }
 
 /// A session refused before admission: why, and what the client is told.
@@ -48,12 +65,11 @@ impl From<std::io::Error> for Early {
 }
 
 impl Front {
-    /// Serves one client connection.
-    pub(super) async fn serve<S>(self: &Arc<Self>, mut stream: S, peer: Peer)
+    /// Serves one client connection of `peer`'s listener in `snap`.
+    pub(super) async fn serve<S>(self: &Arc<Self>, mut stream: S, snap: Arc<Snapshot>, peer: Peer)
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let snap = self.snapshots.load();
         let session_id = format!("{:016x}", rand::random::<u64>());
         let mut first = [0u8; 1];
         let opened = match tokio::time::timeout(STARTUP_TIMEOUT, stream.read_exact(&mut first)).await {
@@ -62,9 +78,12 @@ impl Front {
         };
         if opened == TLS_HANDSHAKE {
             let prefixed = Prefixed::new(vec![TLS_HANDSHAKE], stream);
-            match self.tls_accept(prefixed, true).await {
-                Some(tls) => self.start(tls, None, true, snap, peer, &session_id).await,
-                None => self.refused_early(&snap, peer, &session_id, true, Reject::ProtocolViolation),
+            match self.tls_accept(prefixed, &peer, true).await {
+                Some(tls) => {
+                    let peer = peer.named(tls.get_ref().1.server_name());
+                    self.start(tls, None, true, snap, &peer, &session_id).await;
+                }
+                None => self.refused_early(&snap, &peer, &session_id, true, Reject::ProtocolViolation),
             }
             return;
         }
@@ -94,29 +113,32 @@ impl Front {
                 if stream.write_all(b"S").await.is_err() || stream.flush().await.is_err() {
                     return;
                 }
-                match self.tls_accept(stream, false).await {
-                    Some(tls) => self.start(tls, None, true, snap, peer, &session_id).await,
-                    None => self.refused_early(&snap, peer, &session_id, true, Reject::ProtocolViolation),
+                match self.tls_accept(stream, &peer, false).await {
+                    Some(tls) => {
+                        let peer = peer.named(tls.get_ref().1.server_name());
+                        self.start(tls, None, true, snap, &peer, &session_id).await;
+                    }
+                    None => self.refused_early(&snap, &peer, &session_id, true, Reject::ProtocolViolation),
                 }
             }
-            Ok(Startup::Cancel(key)) => {
-                self.cancels.cancel(key).await;
-            }
+            Ok(Startup::Cancel(key)) => self.cancel(key, &snap).await,
             Ok(Startup::Start(params)) if peer.listener.allow_plaintext => {
-                self.start(stream, Some(params), false, snap, peer, &session_id).await;
+                self.start(stream, Some(params), false, snap, &peer, &session_id).await;
             }
-            Ok(Startup::Start(_)) => self.refuse(stream, &snap, peer, &session_id, false, Reject::TlsRequired).await,
+            Ok(Startup::Start(_)) => self.refuse(stream, &snap, &peer, &session_id, false, Reject::TlsRequired).await,
             Ok(Startup::GssEncRequest) => {}
-            Err(Early(reject)) => self.refuse(stream, &snap, peer, &session_id, false, reject).await,
+            Err(Early(reject)) => self.refuse(stream, &snap, &peer, &session_id, false, reject).await,
         }
     }
 
-    /// The TLS handshake; a direct-TLS client must have negotiated ALPN `postgresql`.
-    async fn tls_accept<S>(&self, stream: S, direct: bool) -> Option<tokio_rustls::server::TlsStream<S>>
+    /// The TLS handshake, with the listener's own certificate or `[[certificates]]` by
+    /// SNI; a direct-TLS client must have negotiated ALPN `postgresql`.
+    async fn tls_accept<S>(&self, stream: S, peer: &Peer, direct: bool) -> Option<tokio_rustls::server::TlsStream<S>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let accepted = tokio::time::timeout(STARTUP_TIMEOUT, self.tls.accept(stream)).await.ok()?.ok()?;
+        let acceptor = peer.listener.tls.as_ref().unwrap_or(&self.tls);
+        let accepted = tokio::time::timeout(STARTUP_TIMEOUT, acceptor.accept(stream)).await.ok()?.ok()?;
         let alpn_ok = accepted.get_ref().1.alpn_protocol() == Some(ALPN);
         (alpn_ok || !direct).then_some(accepted)
     }
@@ -128,7 +150,7 @@ impl Front {
         params: Option<StartupParams>,
         tls: bool,
         snap: Arc<Snapshot>,
-        peer: Peer,
+        peer: &Peer,
         session_id: &str,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -138,8 +160,9 @@ impl Front {
         // once its startup packet is read (as PostgreSQL does), before any token.
         let open = self.sessions.enter(&peer.listener);
         let how = peer.listener.client_auth;
-        let challenge = match how {
-            ClientAuth::Oauthbearer => snap.databases.oauth_challenge(peer.listener.address),
+        // The OAUTHBEARER error response names the environment's issuer.
+        let challenge = |env| match how {
+            ClientAuth::Oauthbearer => snap.databases.oauth_challenge(peer.listener.address, env),
             ClientAuth::Password => "",
         };
         let handshake = tokio::time::timeout(STARTUP_TIMEOUT, async {
@@ -148,7 +171,7 @@ impl Front {
                 None => match read_startup(&mut client).await? {
                     Startup::Start(params) => params,
                     Startup::Cancel(key) => {
-                        self.cancels.cancel(key).await;
+                        self.cancel(key, &snap).await;
                         return Ok(None);
                     }
                     Startup::SslRequest | Startup::GssEncRequest => return Err(Early(Reject::ProtocolViolation)),
@@ -157,22 +180,24 @@ impl Front {
             if open.is_none() {
                 return Err(Early(Reject::TooManySessions));
             }
+            // Told once the startup packet is read, so the client is sure to see it.
+            let Some(env) = peer.env else { return Err(Early(Reject::UnknownServerName)) };
             let mut out = Vec::with_capacity(64);
             if params.minor != 0 || params.protocol_options().next().is_some() {
                 codec::negotiate_protocol_version(&mut out, params.protocol_options());
             }
-            let token = client_auth::read_token(&mut client, out, how, challenge).await?;
-            Ok(Some((params, token)))
+            let token = client_auth::read_token(&mut client, out, how, challenge(env)).await?;
+            Ok(Some((params, token, env)))
         })
         .await
         .unwrap_or(Err(Early(Reject::ProtocolViolation)));
-        let (params, token) = match handshake {
+        let (params, token, env) = match handshake {
             Ok(Some(found)) => found,
             Ok(None) => return,
             Err(Early(reject)) => return self.refuse(client, &snap, peer, session_id, tls, reject).await,
         };
         let reason = params.access_reason();
-        let admitted = match admit(&snap, peer.listener.env, &token, reason.as_deref()).await {
+        let admitted = match admit(&snap, env, &token, reason.as_deref()).await {
             Ok(admitted) => admitted,
             Err(refused) => {
                 self.audit(&self.refusal_record(&snap, peer, session_id, tls, &refused));
@@ -180,10 +205,10 @@ impl Front {
                     // A token that fails verification gets the RFC 7628 error exchange
                     // first; refusals about what a verified token may do go out at once.
                     // Whatever the client answers, the refusal follows.
-                    let _ =
-                        tokio::time::timeout(STARTUP_TIMEOUT, client_auth::fail_exchange(&mut client, challenge)).await;
+                    let exchange = client_auth::fail_exchange(&mut client, challenge(env));
+                    let _ = tokio::time::timeout(STARTUP_TIMEOUT, exchange).await;
                 }
-                return write_fatal(client, refused.reject, snap.binder.name(peer.listener.env), how).await;
+                return write_fatal(client, refused.reject, Some(snap.binder.name(env)), how).await;
             }
         };
         drop(token);
@@ -198,7 +223,7 @@ impl Front {
         self: &Arc<Self>,
         mut client: S,
         snap: Arc<Snapshot>,
-        peer: Peer,
+        peer: &Peer,
         session_id: &str,
         tls: bool,
         admitted: &Admitted,
@@ -208,7 +233,7 @@ impl Front {
     {
         let target = snap.databases.get(admitted.target);
         let names = Names {
-            environment: snap.binder.name(peer.listener.env).into(),
+            environment: snap.binder.name(admitted.env).into(),
             issuer: snap.auth.issuer(admitted.identity.issuer).name.clone(),
             database: target.name.clone(),
         };
@@ -239,12 +264,13 @@ impl Front {
                 record.reason = reject.reason();
                 record.sqlstate = Some(reject.sqlstate());
                 self.audit(&record);
-                return write_fatal(client, reject, &names.environment, peer.listener.client_auth).await;
+                return write_fatal(client, reject, Some(&names.environment), peer.listener.client_auth).await;
             }
         };
         let audit_statements = target.audit_statements && admitted.permit.access_reason().is_some();
+        let peer_id = snap.databases.peering.id;
         drop(snap);
-        let registration = self.cancels.register(lease.conn.addr, lease.conn.key);
+        let registration = self.cancels.register(lease.conn.addr, lease.conn.key, peer_id);
         let mut out = Vec::with_capacity(512);
         codec::authentication_ok(&mut out);
         for (name, value) in &lease.conn.params {
@@ -282,7 +308,7 @@ impl Front {
         if !end.server_idle {
             // The client left with a query possibly still running: cancel it, so the
             // backend does not work on for nobody, then close the connection.
-            super::cancel::cancel_backend(lease.conn.addr, lease.conn.key).await;
+            super::cancel::send_cancel(lease.conn.addr, lease.conn.key).await;
         }
         let kept = end.server_idle && tokio::time::timeout(RESET_TIMEOUT, pool.checkin(lease)).await.unwrap_or(false);
         record.ts = SystemTime::now();
@@ -295,24 +321,30 @@ impl Front {
         self.audit(&record);
     }
 
+    /// Handles a `CancelRequest` (see `cancel`) and counts what became of it.
+    async fn cancel(&self, key: codec::BackendKey, snap: &Snapshot) {
+        let outcome = self.cancels.cancel(key, &snap.databases.peering).await;
+        self.metrics.0.db_cancel_requests.with_label_values(&[outcome.label()]).inc();
+    }
+
     /// Writes the refusal and its audit line, for a refusal before any token was read.
-    async fn refuse<S>(&self, client: S, snap: &Snapshot, peer: Peer, session_id: &str, tls: bool, reject: Reject)
+    async fn refuse<S>(&self, client: S, snap: &Snapshot, peer: &Peer, session_id: &str, tls: bool, reject: Reject)
     where
         S: AsyncWrite + Unpin,
     {
         self.refused_early(snap, peer, session_id, tls, reject);
-        write_fatal(client, reject, snap.binder.name(peer.listener.env), peer.listener.client_auth).await;
+        write_fatal(client, reject, peer.env.map(|env| snap.binder.name(env)), peer.listener.client_auth).await;
     }
 
-    fn refused_early(&self, snap: &Snapshot, peer: Peer, session_id: &str, tls: bool, reject: Reject) {
-        let refused = Refused { env: Some(peer.listener.env), ..Refused::early(reject) };
+    fn refused_early(&self, snap: &Snapshot, peer: &Peer, session_id: &str, tls: bool, reject: Reject) {
+        let refused = Refused { env: peer.env, ..Refused::early(reject) };
         self.audit(&self.refusal_record(snap, peer, session_id, tls, &refused));
     }
 
     fn refusal_record<'a>(
         &self,
         snap: &'a Snapshot,
-        peer: Peer,
+        peer: &Peer,
         session_id: &'a str,
         tls: bool,
         refused: &'a Refused,
@@ -328,7 +360,7 @@ impl Front {
             decision: "deny",
             reason: refused.reject.reason(),
             sqlstate: Some(refused.reject.sqlstate()),
-            ..blank(snap.binder.name(peer.listener.env), peer, session_id, tls)
+            ..blank(refused.env.map(|env| snap.binder.name(env)), peer, session_id, tls)
         }
     }
 
@@ -349,7 +381,7 @@ struct Names {
 
 fn admitted_record<'a>(
     names: &'a Names,
-    peer: Peer,
+    peer: &Peer,
     session_id: &'a str,
     tls: bool,
     admitted: &'a Admitted,
@@ -366,17 +398,17 @@ fn admitted_record<'a>(
         database: Some(&names.database),
         login_role: Some(&admitted.role),
         db_schema: admitted.placement.db_schema.as_deref(),
-        ..blank(&names.environment, peer, session_id, tls)
+        ..blank(Some(&names.environment), peer, session_id, tls)
     }
 }
 
 /// A start line with only the connection's facts.
-fn blank<'a>(environment: &'a str, peer: Peer, session_id: &'a str, tls: bool) -> SessionRecord<'a> {
+fn blank<'a>(environment: Option<&'a str>, peer: &Peer, session_id: &'a str, tls: bool) -> SessionRecord<'a> {
     SessionRecord {
         ts: SystemTime::now(),
         event: "db_session_start",
         session_id,
-        environment: Some(environment),
+        environment,
         tenant: None,
         user: None,
         roles: &[],
@@ -415,9 +447,10 @@ async fn read_startup_body<S: AsyncRead + Unpin>(stream: &mut S, word: [u8; 4]) 
     codec::parse_startup(&body).map_err(|_| Early(Reject::ProtocolViolation))
 }
 
-/// Writes a refusal as a `FATAL` `ErrorResponse` and closes.
-async fn write_fatal<S: AsyncWrite + Unpin>(mut client: S, reject: Reject, env: &str, how: ClientAuth) {
-    let (text, hint) = super::refusal::explain(reject, env, how);
+/// Writes a refusal as a `FATAL` `ErrorResponse` and closes; `env` is the session's
+/// environment, once known, and `how` the listener's way of taking the token.
+async fn write_fatal<S: AsyncWrite + Unpin>(mut client: S, reject: Reject, env: Option<&str>, how: ClientAuth) {
+    let (text, hint) = super::refusal::explain(reject, env.unwrap_or_default(), how);
     let mut out = Vec::with_capacity(256);
     codec::fatal(&mut out, reject.sqlstate(), &text, &hint);
     let _ = client.write_all(&out).await;

@@ -3,10 +3,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use crate::bind::EnvId;
 use crate::config::file::{ClientAuth, PasswordMode};
@@ -43,6 +44,12 @@ pub struct Target {
     pub audit_statements: bool,
     /// TLS to the server, verified against the target's CA.
     pub tls: Option<super::server_stream::ServerTls>,
+    /// How long a pooled server connection may stay idle before it is closed.
+    pub server_idle_timeout: Duration,
+    /// How old a server connection may get before it is closed instead of pooled.
+    pub server_lifetime: Duration,
+    /// Identifies the target's server connections; see `pool_key`.
+    pool_key: Box<str>,
 }
 
 impl Target {
@@ -72,13 +79,24 @@ impl Target {
             connect_timeout,
             audit_statements: false,
             tls: None,
+            server_idle_timeout: Duration::from_secs(600),
+            server_lifetime: Duration::from_secs(3600),
+            pool_key: Box::default(),
         }
+        .with_pool_key()
     }
 
     /// The same target, reached over TLS.
     pub fn with_tls(mut self, tls: Option<super::server_stream::ServerTls>) -> Self {
         self.tls = tls;
-        self
+        self.with_pool_key()
+    }
+
+    /// The same target, with its pooled connections' idle timeout and lifetime.
+    pub fn with_server_lifetimes(mut self, idle_timeout: Duration, lifetime: Duration) -> Self {
+        self.server_idle_timeout = idle_timeout;
+        self.server_lifetime = lifetime;
+        self.with_pool_key()
     }
 
     /// The same target, auditing each statement of sessions that gave a reason.
@@ -102,14 +120,51 @@ impl Target {
         }
     }
 
-    /// What identifies the server connections of this target: a reload that changes
-    /// any of it starts a new pool.
-    pub fn pool_key(&self) -> String {
-        format!(
-            "{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
-            self.name, self.host, self.port, self.database, self.max_server_connections
-        )
+    /// What identifies the server connections of this target: its name and a digest of
+    /// everything its connections and its pool are made with (address, database, login
+    /// role template, secret and password mode, TLS trust and name, connection cap, idle
+    /// timeout and lifetime). A reload that changes any of it starts a new pool and
+    /// retires the old one; one that changes none keeps the pool and its connections.
+    pub fn pool_key(&self) -> &str {
+        &self.pool_key
     }
+
+    fn with_pool_key(mut self) -> Self {
+        let mut digest = Sha256::new();
+        let mut field = |bytes: &[u8]| {
+            // Length-prefixed, so no two different field lists hash alike.
+            digest.update((bytes.len() as u64).to_be_bytes());
+            digest.update(bytes);
+        };
+        field(self.host.as_bytes());
+        field(&self.port.to_be_bytes());
+        field(self.database.as_bytes());
+        field(format!("{:?}", self.user).as_bytes());
+        field(&self.secret);
+        field(format!("{:?}", self.password_mode).as_bytes());
+        match &self.tls {
+            Some(tls) => {
+                field(&tls.trust);
+                field(format!("{:?}", tls.name).as_bytes());
+            }
+            None => field(b"plain"),
+        }
+        field(&(self.max_server_connections as u64).to_be_bytes());
+        field(&self.server_idle_timeout.as_millis().to_be_bytes());
+        field(&self.server_lifetime.as_millis().to_be_bytes());
+        let hex = hex_lower(&digest.finalize());
+        self.pool_key = format!("{}\u{0}{hex}", self.name).into();
+        self
+    }
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
+        out
+    })
 }
 
 /// The password of a login role under a master secret: the lowercase hex
@@ -119,28 +174,62 @@ pub fn derived_password(secret: &[u8], role: &str) -> String {
     // HMAC takes a key of any length, so this cannot fail.
     let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(secret) else { return String::new() };
     mac.update(role.as_bytes());
-    mac.finalize().into_bytes().iter().fold(String::with_capacity(64), |mut out, b| {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 15)]));
-        out
-    })
+    hex_lower(&mac.finalize().into_bytes())
+}
+
+/// Where the sessions of a database listener get their environment.
+#[derive(Debug, Clone)]
+pub enum ListenerEnvironment {
+    /// Every session belongs to this one.
+    Fixed(EnvId),
+    /// Each session belongs to the environment of the TLS server name (SNI) its client
+    /// sent; the names are lowercase.
+    ByServerName(Arc<HashMap<Box<str>, EnvId>>),
+}
+
+impl ListenerEnvironment {
+    /// The environment of a session whose TLS handshake named `server_name`; `None`
+    /// when the listener goes by server name and the client sent none or an unknown one.
+    pub fn of(&self, server_name: Option<&str>) -> Option<EnvId> {
+        match self {
+            Self::Fixed(env) => Some(*env),
+            Self::ByServerName(names) => names.get(server_name?.to_ascii_lowercase().as_str()).copied(),
+        }
+    }
 }
 
 /// A `[[database_listeners]]` entry, compiled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Listener {
     /// Where it listens.
     pub address: SocketAddr,
     /// The environment of its sessions.
-    pub env: EnvId,
+    pub environment: ListenerEnvironment,
     /// Whether clients may stay in plain text (loopback only).
     pub allow_plaintext: bool,
     /// Client sessions open at once; more are refused.
     pub max_sessions: usize,
     /// How clients hand their token over.
     pub client_auth: ClientAuth,
+    /// TLS with the listener's own certificate; `None`: `[[certificates]]` by SNI.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("address", &self.address)
+            .field("environment", &self.environment)
+            .field("allow_plaintext", &self.allow_plaintext)
+            .field("max_sessions", &self.max_sessions)
+            .field("client_auth", &self.client_auth)
+            .field("own_certificate", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// A listener's OAUTHBEARER error responses, one per environment it serves.
+pub type OauthChallenges = Box<[(EnvId, Box<str>)]>;
 
 /// The OAUTHBEARER error response that names nothing but the status.
 pub const OAUTH_STATUS_ONLY: &str = r#"{"status":"invalid_token"}"#;
@@ -150,16 +239,20 @@ pub const OAUTH_STATUS_ONLY: &str = r#"{"status":"invalid_token"}"#;
 pub struct Databases {
     /// Listeners.
     pub listeners: Box<[Listener]>,
-    /// The OAUTHBEARER error response of each listener, in the order of `listeners`.
-    oauth_challenges: Box<[Box<str>]>,
+    /// The OAUTHBEARER error responses of each listener (one per environment it
+    /// serves), in the order of `listeners`.
+    oauth_challenges: Box<[OauthChallenges]>,
     targets: Box<[Target]>,
     by_name: HashMap<Box<str>, TargetId>,
+    /// Where cancel requests for other gateway processes go.
+    pub peering: super::cancel::Peering,
 }
 
 impl Databases {
     /// Builds the table; names must be unique (the on-disk map guarantees it). Each
-    /// listener comes with the JSON its OAUTHBEARER clients get when their token fails.
-    pub fn new(listeners: Vec<(Listener, Box<str>)>, targets: Vec<Target>) -> Self {
+    /// listener comes with the JSON its OAUTHBEARER clients get when their token fails,
+    /// for each environment it serves.
+    pub fn new(listeners: Vec<(Listener, OauthChallenges)>, targets: Vec<Target>) -> Self {
         let by_name = targets
             .iter()
             .enumerate()
@@ -171,15 +264,23 @@ impl Databases {
             oauth_challenges: oauth_challenges.into(),
             targets: targets.into(),
             by_name,
+            peering: Default::default(),
         }
     }
 
+    /// The same table, with this process's peer id and its peers.
+    pub fn with_peering(mut self, peering: super::cancel::Peering) -> Self {
+        self.peering = peering;
+        self
+    }
+
     /// The OAUTHBEARER error response (RFC 7628 section 3.2.2) of the listener on
-    /// `address`: `{"status":"invalid_token"}`, with the discovery document and scope
-    /// where configured.
-    pub fn oauth_challenge(&self, address: SocketAddr) -> &str {
+    /// `address` for a session in `env`: `{"status":"invalid_token"}`, with the
+    /// discovery document and scope where configured.
+    pub fn oauth_challenge(&self, address: SocketAddr, env: EnvId) -> &str {
         let at = self.listeners.iter().position(|l| l.address == address);
-        at.and_then(|i| self.oauth_challenges.get(i)).map_or(OAUTH_STATUS_ONLY, |c| c)
+        let challenges = at.and_then(|i| self.oauth_challenges.get(i));
+        challenges.and_then(|c| c.iter().find(|(e, _)| *e == env)).map_or(OAUTH_STATUS_ONLY, |(_, c)| c)
     }
 
     /// The target named `name`.
@@ -190,6 +291,12 @@ impl Databases {
     /// The target with this id.
     pub fn get(&self, id: TargetId) -> &Target {
         &self.targets[usize::from(id.0)]
+    }
+
+    /// Whether a target of this configuration has server connections under `pool_key`.
+    pub fn has_pool(&self, pool_key: &str) -> bool {
+        let name = pool_key.split('\u{0}').next().unwrap_or_default();
+        self.find(name).is_some_and(|id| self.get(id).pool_key() == pool_key)
     }
 
     /// The listener accepting on `local` (an unspecified address matches any).
@@ -212,6 +319,44 @@ mod tests {
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
         assert_ne!(derived_password(b"k", "tenant_a"), derived_password(b"k", "tenant_b"));
+    }
+
+    fn target(host: &str, secret: &[u8], queue_timeout: Duration) -> Target {
+        let user = Template::parse("tenant_{tenant}").unwrap();
+        let limits = (20, queue_timeout, Duration::from_secs(5));
+        Target::new("db", host, 5432, "app", user, secret.to_vec(), PasswordMode::Derived, limits)
+    }
+
+    #[test]
+    fn the_pool_key_changes_with_what_connections_are_made_with_only() {
+        let base = target("10.0.0.1", b"secret", Duration::from_secs(5));
+        let key = base.pool_key().to_owned();
+        assert!(key.starts_with("db\u{0}"), "{key}");
+        assert_eq!(target("10.0.0.1", b"secret", Duration::from_secs(9)).pool_key(), key, "queue timeout");
+        assert_ne!(target("10.0.0.2", b"secret", Duration::from_secs(5)).pool_key(), key, "host");
+        assert_ne!(target("10.0.0.1", b"rotated", Duration::from_secs(5)).pool_key(), key, "secret");
+        let shorter = target("10.0.0.1", b"secret", Duration::from_secs(5))
+            .with_server_lifetimes(Duration::from_secs(600), Duration::from_secs(60));
+        assert_ne!(shorter.pool_key(), key, "lifetime");
+        let databases = Databases::new(Vec::new(), vec![base]);
+        assert!(databases.has_pool(&key));
+        assert!(!databases.has_pool(shorter.pool_key()));
+        assert!(!databases.has_pool("other\u{0}00"));
+    }
+
+    #[test]
+    fn a_server_name_chooses_its_environment_without_case_and_nothing_else_does() {
+        let (stage, prod) = (EnvId(1), EnvId(2));
+        let names = HashMap::from([("db.stage.test".into(), stage), ("db.prod.test".into(), prod)]);
+        let by_name = ListenerEnvironment::ByServerName(Arc::new(names));
+        assert_eq!(by_name.of(Some("db.stage.test")), Some(stage));
+        assert_eq!(by_name.of(Some("DB.Prod.Test")), Some(prod));
+        assert_eq!(by_name.of(Some("db.dev.test")), None);
+        assert_eq!(by_name.of(Some("stage.test")), None);
+        assert_eq!(by_name.of(None), None);
+        let fixed = ListenerEnvironment::Fixed(prod);
+        assert_eq!(fixed.of(None), Some(prod));
+        assert_eq!(fixed.of(Some("db.stage.test")), Some(prod));
     }
 
     #[test]

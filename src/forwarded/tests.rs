@@ -117,3 +117,47 @@ fn only_the_listed_headers_are_set_but_every_client_copy_goes() {
         assert!(header(&req, name).is_empty(), "{name}");
     }
 }
+
+#[test]
+fn values_made_for_one_peer_are_never_given_to_another_request_that_differs() {
+    let policy = policy(&["10.0.0.0/8"]);
+    let host = |h: &'static str| Some(HeaderValue::from_static(h));
+    // One thread, as a worker serves requests: each differs from the one before in one fact.
+    let steps: [(&str, bool, Option<HeaderValue>, &str, &str); 7] = [
+        ("203.0.113.9", false, host("a.example"), "203.0.113.9", "for=203.0.113.9;proto=http;host=\"a.example\""),
+        ("203.0.113.9", false, host("b.example"), "203.0.113.9", "for=203.0.113.9;proto=http;host=\"b.example\""),
+        ("203.0.113.9", true, host("b.example"), "203.0.113.9", "for=203.0.113.9;proto=https;host=\"b.example\""),
+        ("203.0.113.9", true, None, "203.0.113.9", "for=203.0.113.9;proto=https"),
+        ("198.51.100.1", true, None, "198.51.100.1", "for=198.51.100.1;proto=https"),
+        ("2001:db8::1", true, None, "2001:db8::1", "for=\"[2001:db8::1]\";proto=https"),
+        ("203.0.113.9", false, host("a.example"), "203.0.113.9", "for=203.0.113.9;proto=http;host=\"a.example\""),
+    ];
+    for _ in 0..2 {
+        for (peer, tls, host, xff, forwarded) in &steps {
+            let mut req = request(&SPOOFED);
+            policy.apply(&mut req, &conn(peer, *tls), host.as_ref()).unwrap();
+            assert_eq!(header(&req, "x-forwarded-for"), [*xff], "{peer} {tls} {host:?}");
+            assert_eq!(header(&req, "x-real-ip"), [*xff], "{peer} {tls} {host:?}");
+            assert_eq!(header(&req, "forwarded"), [*forwarded], "{peer} {tls} {host:?}");
+        }
+    }
+}
+
+#[test]
+fn every_address_header_is_known_in_both_spellings_and_nothing_near_it_is() {
+    for (i, name) in ADDRESS_HEADERS.iter().enumerate() {
+        assert_eq!(address_header(name), Some(i < CHAIN_HEADERS), "{name}");
+        if name.contains('-') {
+            assert_eq!(address_header(&name.replace('-', "_")), Some(false), "{name}");
+        }
+        assert_eq!(address_header(&format!("{name}s")), None, "{name}");
+        assert_eq!(address_header(&name[1..]), None, "{name}");
+        assert_eq!(
+            address_header(&name.replace('o', "0")),
+            if name.contains('o') { None } else { Some(i < CHAIN_HEADERS) }
+        );
+    }
+    for other in ["", "host", "x-forwarded", "x-forwarded-for-x", &"x".repeat(40), "accept-encoding"] {
+        assert_eq!(address_header(other), None, "{other}");
+    }
+}

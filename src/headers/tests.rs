@@ -48,6 +48,23 @@ fn strips_case_variants_duplicates_underscores_and_prefix() {
 }
 
 #[test]
+fn strip_removes_any_number_of_names_of_any_length() {
+    let long = format!("x-isogate-{}", "l".repeat(200));
+    for spoofed in [1usize, 8, 9, 40] {
+        let names: Vec<String> = (0..spoofed).map(|i| format!("x-isogate-n{i}")).collect();
+        let mut headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "evil")).collect();
+        headers.push(("accept", "*/*"));
+        headers.push(("x-isogate-n0", "again"));
+        let mut req = request(&headers);
+        assert_eq!(plan().strip(&mut req), spoofed + 1, "{spoofed} names");
+        assert_eq!(req.headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"], "{spoofed} names");
+    }
+    let mut req = request(&[("accept", "*/*"), (long.as_str(), "evil"), ("x-tenant-id", "evil")]);
+    assert_eq!(plan().strip(&mut req), 2);
+    assert_eq!(req.headers.len(), 1);
+}
+
+#[test]
 fn strip_without_identity_headers_removes_nothing() {
     let mut req = request(&[("accept", "*/*"), ("user-agent", "curl")]);
     assert_eq!(plan().strip(&mut req), 0);

@@ -1,19 +1,28 @@
 //! Compiling `[[database_listeners]]` and `[databases.NAME]`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
+use rustls::sign::SingleCertAndKey;
+use sha2::Digest;
 use toml::Spanned;
 
 use super::compile::unknown_env;
 use crate::bind::EnvId;
 use crate::config::{file, ConfigError, EnvLookup, Source};
-use crate::database::{Databases, Listener, Target};
+use crate::database::cancel::Peering;
+use crate::database::{Databases, Listener, ListenerEnvironment, Target};
 use crate::template::{valid_schema, Template};
 
 /// Most client sessions one database listener may hold.
 const MAX_SESSIONS: usize = 100_000;
+
+/// Longest idle timeout of a pooled server connection, in seconds (a day).
+const MAX_SERVER_IDLE_TIMEOUT_SECONDS: u64 = 86_400;
+/// Longest lifetime of a server connection, in seconds (a week).
+const MAX_SERVER_LIFETIME_SECONDS: u64 = 604_800;
 
 /// Shortest master secret accepted for derived passwords, in bytes.
 const MIN_MASTER_SECRET_BYTES: usize = 32;
@@ -61,12 +70,16 @@ pub(super) fn databases(
                 "listen on 127.0.0.1 or ::1, or remove allow_plaintext",
             ));
         }
-        if !l.allow_plaintext && raw.certificates.is_empty() {
+        let fields = crate::tls::PemPair::fields(&key, "cert_file", "key_file");
+        let before = errors.len();
+        let own = fields.load_optional(l.cert_file.as_ref(), l.key_file.as_ref(), source, errors);
+        let own_given = l.cert_file.is_some() || l.key_file.is_some();
+        if !l.allow_plaintext && !own_given && raw.certificates.is_empty() {
             errors.push(ConfigError::at(
                 l.address.span(),
                 key.clone(),
                 "a database listener needs TLS, but no certificate is configured",
-                "add a [[certificates]] entry",
+                "set cert_file and key_file on the listener, or add a [[certificates]] entry",
             ));
         }
         if !(1..=MAX_SESSIONS).contains(&l.max_sessions) {
@@ -77,20 +90,38 @@ pub(super) fn databases(
                 format!("use 1 to {MAX_SESSIONS}"),
             ));
         }
-        let Some(env_id) = find_env(l.environment.get_ref()) else {
-            errors.push(unknown_env(&l.environment, &format!("{key}.environment"), &raw.environments));
-            continue;
+        let Some(environment) = listener_environment(raw, l, &key, find_env, errors) else { continue };
+        let tls = match own {
+            Some(certified) => {
+                let resolver = std::sync::Arc::new(SingleCertAndKey::from(certified));
+                match crate::database::tls_acceptor(resolver) {
+                    Ok(acceptor) => Some(acceptor),
+                    Err(e) => {
+                        errors.push(ConfigError::at(
+                            l.address.span(),
+                            format!("{key}.cert_file"),
+                            e.to_string(),
+                            "use an RSA, ECDSA or Ed25519 certificate",
+                        ));
+                        None
+                    }
+                }
+            }
+            None => None,
         };
-        check_db_pool(raw, &l.environment, &key, errors);
-        let challenge = oauth_challenge(raw, l, &key, errors);
+        let challenges = oauth_challenges(raw, l, &key, find_env, errors);
+        if errors.len() > before {
+            continue;
+        }
         let listener = Listener {
             address,
-            env: env_id,
+            environment,
             allow_plaintext: l.allow_plaintext,
             max_sessions: l.max_sessions,
             client_auth: l.client_auth,
+            tls,
         };
-        listeners.push((listener, challenge));
+        listeners.push((listener, challenges));
     }
     let mut targets = Vec::new();
     for (name, d) in &raw.databases {
@@ -99,13 +130,138 @@ pub(super) fn databases(
         }
     }
     let listen = listeners.iter().map(|(l, _)| l.address).collect();
-    Compiled { databases: Databases::new(listeners, targets), listen }
+    let peering = raw.database_cancel.as_ref().map(|c| peering(c, errors)).unwrap_or_default();
+    Compiled { databases: Databases::new(listeners, targets).with_peering(peering), listen }
 }
 
-/// The JSON an OAUTHBEARER client gets when its token fails (RFC 7628 section 3.2.2):
-/// the status, the discovery document of the first issuer the environment trusts that
-/// has a `discovery_url` (every issuer when it names none), and `oauth_scope` if set.
-fn oauth_challenge(raw: &file::File, l: &file::DatabaseListener, key: &str, errors: &mut Vec<ConfigError>) -> Box<str> {
+/// `[database_cancel]`: a peer id from 1 to 255, and the other peers' addresses.
+fn peering(raw: &file::DatabaseCancel, errors: &mut Vec<ConfigError>) -> Peering {
+    let id = u8::try_from(*raw.peer_id.get_ref()).ok().filter(|id| *id != 0);
+    if id.is_none() {
+        errors.push(ConfigError::at(
+            raw.peer_id.span(),
+            "database_cancel.peer_id",
+            format!("{} is out of range", raw.peer_id.get_ref()),
+            "give each gateway process its own peer id from 1 to 255",
+        ));
+    }
+    let mut peers = std::collections::HashMap::new();
+    for (key, address) in &raw.peers {
+        let field = format!("database_cancel.peers.{}", key.get_ref());
+        match key.get_ref().parse::<u8>().ok().filter(|p| *p != 0) {
+            None => errors.push(ConfigError::at(
+                key.span(),
+                field.clone(),
+                format!("`{}` is not a peer id", key.get_ref()),
+                "key each peer by its peer_id, from 1 to 255, e.g. peers = { 2 = \"10.0.0.2:6432\" }",
+            )),
+            Some(peer) if Some(peer) == id => errors.push(ConfigError::at(
+                key.span(),
+                field.clone(),
+                format!("peer {peer} is this process's own peer_id"),
+                "list only the other gateway processes",
+            )),
+            Some(peer) => match address.get_ref().parse::<SocketAddr>() {
+                Ok(address) => {
+                    peers.insert(peer, address);
+                }
+                Err(_) => errors.push(ConfigError::at(
+                    address.span(),
+                    field,
+                    format!("`{}` is not an ip:port address", address.get_ref()),
+                    "write the peer's database listener address, e.g. \"10.0.0.2:6432\"",
+                )),
+            },
+        }
+    }
+    Peering { id, peers }
+}
+
+/// The listener's environment: `environment`, or the `server_names` map (exactly one);
+/// every environment it names must exist and render a `db_pool`.
+fn listener_environment(
+    raw: &file::File,
+    l: &file::DatabaseListener,
+    key: &str,
+    find_env: &dyn Fn(&str) -> Option<EnvId>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<ListenerEnvironment> {
+    let lookup = |name: &Spanned<String>, field: &str, errors: &mut Vec<ConfigError>| {
+        let found = find_env(name.get_ref());
+        match found {
+            Some(_) => check_db_pool(raw, name, &format!("{key}.{field}"), errors),
+            None => errors.push(unknown_env(name, &format!("{key}.{field}"), &raw.environments)),
+        }
+        found
+    };
+    match (&l.environment, &l.server_names) {
+        (Some(name), None) => Some(ListenerEnvironment::Fixed(lookup(name, "environment", errors)?)),
+        (None, Some(names)) => {
+            if names.is_empty() {
+                errors.push(ConfigError::at(
+                    l.address.span(),
+                    format!("{key}.server_names"),
+                    "the map names no server name",
+                    "map at least one name, e.g. { \"db.prod.example.com\" = \"prod\" }, or set environment",
+                ));
+            }
+            if l.allow_plaintext {
+                errors.push(ConfigError::at(
+                    l.address.span(),
+                    format!("{key}.allow_plaintext"),
+                    "a plain-text client sends no server name, so it could never be given an environment",
+                    "remove allow_plaintext, or set environment instead of server_names",
+                ));
+            }
+            let mut map = HashMap::with_capacity(names.len());
+            for (name, env_name) in names {
+                let field = format!("server_names.\"{}\"", name.get_ref());
+                let text = name.get_ref();
+                if text.is_empty() || !text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+                    errors.push(ConfigError::at(
+                        name.span(),
+                        format!("{key}.{field}"),
+                        format!("`{text}` is not a DNS name"),
+                        "write the name clients connect to (host=...), e.g. \"db.prod.example.com\"",
+                    ));
+                }
+                let env = lookup(env_name, &field, errors);
+                if let Some(env) = env {
+                    if map.insert(text.to_ascii_lowercase().into_boxed_str(), env).is_some() {
+                        errors.push(ConfigError::at(
+                            name.span(),
+                            format!("{key}.{field}"),
+                            format!("`{text}` is listed twice (names are compared without case)"),
+                            "list each server name once",
+                        ));
+                    }
+                }
+            }
+            Some(ListenerEnvironment::ByServerName(std::sync::Arc::new(map)))
+        }
+        (Some(_), Some(_)) | (None, None) => {
+            errors.push(ConfigError::at(
+                l.address.span(),
+                key,
+                "a database listener needs exactly one of environment and server_names",
+                "set environment = \"prod\" to bind every session, or server_names = { \"db.prod.example.com\" = \"prod\" } to choose it by the TLS server name",
+            ));
+            None
+        }
+    }
+}
+
+/// The JSON an OAUTHBEARER client gets when its token fails (RFC 7628 section 3.2.2),
+/// for each environment the listener serves: the status, the discovery document of the
+/// first issuer the environment trusts that has a `discovery_url` (every issuer when it
+/// names none), and `oauth_scope` if set.
+fn oauth_challenges(
+    raw: &file::File,
+    l: &file::DatabaseListener,
+    key: &str,
+    find_env: &dyn Fn(&str) -> Option<EnvId>,
+    errors: &mut Vec<ConfigError>,
+) -> crate::database::target::OauthChallenges {
     let scope = l.oauth_scope.as_ref();
     if let Some(scope) = scope {
         if l.client_auth != file::ClientAuth::Oauthbearer {
@@ -124,7 +280,18 @@ fn oauth_challenge(raw: &file::File, l: &file::DatabaseListener, key: &str, erro
             ));
         }
     }
-    let trusted = raw.environments.get(l.environment.get_ref().as_str()).map(|e| &e.issuers);
+    let names = l.environment.iter().chain(l.server_names.iter().flat_map(|m| m.values()));
+    let mut challenges: Vec<(EnvId, Box<str>)> = Vec::new();
+    for name in names {
+        let Some(env) = find_env(name.get_ref()).filter(|e| challenges.iter().all(|(c, _)| c != e)) else { continue };
+        challenges.push((env, oauth_challenge(raw, name.get_ref(), scope)));
+    }
+    challenges.into()
+}
+
+/// The OAUTHBEARER error response for sessions in environment `env_name`.
+fn oauth_challenge(raw: &file::File, env_name: &str, scope: Option<&Spanned<String>>) -> Box<str> {
+    let trusted = raw.environments.get(env_name).map(|e| &e.issuers);
     let discovery = raw
         .issuers
         .iter()
@@ -150,7 +317,7 @@ fn valid_scope(scope: &str) -> bool {
 /// An environment served by a database listener must render `db_pool`, from its own
 /// setting or its pools' (default and inline tenants); a literal one must name a
 /// database target. Pools of the tenant map file are checked when a session uses them.
-fn check_db_pool(raw: &file::File, env_name: &Spanned<String>, key: &str, errors: &mut Vec<ConfigError>) {
+fn check_db_pool(raw: &file::File, env_name: &Spanned<String>, field: &str, errors: &mut Vec<ConfigError>) {
     let Some(environment) = raw.environments.get(env_name.get_ref().as_str()) else { return };
     let pool_names =
         environment.default_pool.iter().map(|p| p.get_ref()).chain(environment.tenants.values().map(|p| p.get_ref()));
@@ -171,7 +338,7 @@ fn check_db_pool(raw: &file::File, env_name: &Spanned<String>, key: &str, errors
     if !any {
         errors.push(ConfigError::at(
             env_name.span(),
-            format!("{key}.environment"),
+            field,
             format!("environment `{}` sets no db_pool, so its sessions have no database", env_name.get_ref()),
             format!("set environments.{}.db_pool to a [databases.NAME]", env_name.get_ref()),
         ));
@@ -235,6 +402,22 @@ fn target(
             "use a value above 0 (default 5000)",
         );
     }
+    if !(1..=MAX_SERVER_IDLE_TIMEOUT_SECONDS).contains(&raw.server_idle_timeout_seconds) {
+        problem(
+            0..0,
+            "server_idle_timeout_seconds",
+            format!("{} seconds is out of range", raw.server_idle_timeout_seconds),
+            &format!("use 1 to {MAX_SERVER_IDLE_TIMEOUT_SECONDS} (default 600)"),
+        );
+    }
+    if !(1..=MAX_SERVER_LIFETIME_SECONDS).contains(&raw.server_lifetime_seconds) {
+        problem(
+            0..0,
+            "server_lifetime_seconds",
+            format!("{} seconds is out of range", raw.server_lifetime_seconds),
+            &format!("use 1 to {MAX_SERVER_LIFETIME_SECONDS} (default 3600)"),
+        );
+    }
     let secret = secret(raw, &key, source, env, errors);
     let tls = server_tls(raw, &key, source, errors);
     if errors.len() > before {
@@ -257,7 +440,11 @@ fn target(
             limits,
         )
         .with_statement_audit(raw.audit_statements)
-        .with_tls(tls),
+        .with_tls(tls)
+        .with_server_lifetimes(
+            Duration::from_secs(raw.server_idle_timeout_seconds),
+            Duration::from_secs(raw.server_lifetime_seconds),
+        ),
     )
 }
 
@@ -331,8 +518,8 @@ fn secret(
     Some(value)
 }
 
-/// TLS to the server: the CA file (required, so verification is never skipped) and the
-/// name to verify (default: `host`).
+/// TLS to the server: the CA file (required, so verification is never skipped), the
+/// name to verify (default: `host`), and the client certificate isogate presents, if any.
 fn server_tls(
     raw: &file::Database,
     key: &str,
@@ -340,14 +527,31 @@ fn server_tls(
     errors: &mut Vec<ConfigError>,
 ) -> Option<crate::database::server_stream::ServerTls> {
     if !raw.tls {
-        if raw.ca_file.is_some() || raw.server_name.is_some() {
-            errors.push(ConfigError::at(
-                raw.host.span(),
-                key,
-                "ca_file or server_name is set but tls is not enabled",
-                "set tls = true, or remove ca_file and server_name",
-            ));
+        let tls_only = [
+            ("ca_file", &raw.ca_file),
+            ("server_name", &raw.server_name),
+            ("client_cert_file", &raw.client_cert_file),
+            ("client_key_file", &raw.client_key_file),
+        ];
+        for (field, value) in tls_only {
+            if let Some(value) = value {
+                errors.push(ConfigError::at(
+                    value.span(),
+                    format!("{key}.{field}"),
+                    format!("{field} is set but tls is not enabled"),
+                    format!("set tls = true, or remove {field}"),
+                ));
+            }
         }
+        return None;
+    }
+    let client = crate::tls::PemPair::fields(key, "client_cert_file", "client_key_file").load_optional(
+        raw.client_cert_file.as_ref(),
+        raw.client_key_file.as_ref(),
+        source,
+        errors,
+    );
+    if client.is_none() && (raw.client_cert_file.is_some() || raw.client_key_file.is_some()) {
         return None;
     }
     let Some(ca) = &raw.ca_file else {
@@ -361,11 +565,13 @@ fn server_tls(
     };
     let path = source.resolve(ca.get_ref());
     let mut roots = rustls::RootCertStore::empty();
+    let mut trust = sha2::Sha256::new();
     let certs = rustls::pki_types::CertificateDer::pem_file_iter(&path)
         .and_then(Iterator::collect::<Result<Vec<_>, _>>)
         .map_err(|e| e.to_string())
         .and_then(|certs| {
             for c in certs {
+                trust.update(&c);
                 roots.add(c).map_err(|e| e.to_string())?;
             }
             if roots.is_empty() {
@@ -393,12 +599,25 @@ fn server_tls(
         ));
         return None;
     };
+    // The client certificate is part of what a connection was made with, as the CA is.
+    trust.update(b"client certificate");
+    for cert in client.iter().flat_map(|c| c.cert.iter()) {
+        trust.update(cert);
+    }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth());
+    let config = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().map(|b| {
+        let b = b.with_root_certificates(roots);
+        match client {
+            Some(certified) => b.with_client_cert_resolver(std::sync::Arc::new(SingleCertAndKey::from(certified))),
+            None => b.with_no_client_auth(),
+        }
+    });
     match config {
-        Ok(config) => Some(crate::database::server_stream::ServerTls { config: std::sync::Arc::new(config), name }),
+        Ok(config) => Some(crate::database::server_stream::ServerTls {
+            config: std::sync::Arc::new(config),
+            name,
+            trust: trust.finalize().into(),
+        }),
         Err(e) => {
             errors.push(ConfigError::at(ca.span(), format!("{key}.tls"), e.to_string(), "report this as a bug"));
             None
@@ -410,11 +629,14 @@ fn server_tls(
 mod tests {
     use super::*;
 
+    /// The error response of the first listener's first environment, and the errors.
     fn challenge_of(text: &str) -> (String, Vec<ConfigError>) {
         let raw: file::File = toml::from_str(text).unwrap();
         let mut errors = Vec::new();
-        let json = oauth_challenge(&raw, &raw.database_listeners[0], "database_listeners[0]", &mut errors);
-        (json.into(), errors)
+        let find_env = |name: &str| (name == "prod").then_some(EnvId(0));
+        let listener = &raw.database_listeners[0];
+        let json = oauth_challenges(&raw, listener, "database_listeners[0]", &find_env, &mut errors);
+        (json[0].1.clone().into(), errors)
     }
 
     const ISSUERS: &str = r#"
@@ -446,6 +668,32 @@ discovery_url = "https://sso.test/.well-known/openid-configuration"
     }
 
     #[test]
+    fn a_listener_choosing_the_environment_by_server_name_has_a_response_per_environment() {
+        let text = format!(
+            "{ISSUERS}[environments.prod]\n[environments.stage]\nissuers = [\"partner\"]\n\
+             [[database_listeners]]\naddress = \"127.0.0.1:6432\"\nclient_auth = \"oauthbearer\"\n\
+             server_names = {{ \"db.prod.test\" = \"prod\", \"db.stage.test\" = \"stage\", \"db.test\" = \"prod\" }}\n"
+        );
+        let raw: file::File = toml::from_str(&text).unwrap();
+        let find_env = |name: &str| ["prod", "stage"].iter().position(|e| *e == name).map(|i| EnvId(i as u16));
+        let mut errors = Vec::new();
+        let challenges = oauth_challenges(&raw, &raw.database_listeners[0], "l", &find_env, &mut errors);
+        assert!(errors.is_empty());
+        let address: SocketAddr = "127.0.0.1:6432".parse().unwrap();
+        let listener = Listener {
+            address,
+            environment: crate::database::target::ListenerEnvironment::Fixed(EnvId(0)),
+            allow_plaintext: false,
+            max_sessions: 1,
+            client_auth: file::ClientAuth::Oauthbearer,
+            tls: None,
+        };
+        let databases = Databases::new(vec![(listener, challenges)], Vec::new());
+        assert!(databases.oauth_challenge(address, EnvId(0)).contains("https://sso.test/.well-known/"));
+        assert_eq!(databases.oauth_challenge(address, EnvId(1)), crate::database::target::OAUTH_STATUS_ONLY);
+    }
+
+    #[test]
     fn oauth_scope_must_be_a_scope_on_an_oauthbearer_listener() {
         let listener = "[[database_listeners]]\naddress = \"127.0.0.1:6432\"\nenvironment = \"prod\"\n";
         let (_, errors) = challenge_of(&format!("{listener}oauth_scope = \"openid\"\n"));
@@ -455,5 +703,25 @@ discovery_url = "https://sso.test/.well-known/openid-configuration"
             let text = format!("{listener}client_auth = \"oauthbearer\"\noauth_scope = \"{bad}\"\n");
             assert_eq!(challenge_of(&text).1.len(), 1, "{bad:?}");
         }
+    }
+
+    /// The trust digest of a TLS target over the test CA, with or without a client
+    /// certificate.
+    fn trust(client: &str) -> [u8; 32] {
+        let source = Source::embedded(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/isogate.toml"), "");
+        let text = format!("host = \"db.test\"\ndatabase = \"app\"\nuser = \"t_{{tenant}}\"\npassword_env = \"X\"\ntls = true\nca_file = \"ca.pem\"\n{client}");
+        let raw: file::Database = toml::from_str(&text).unwrap();
+        let mut errors = Vec::new();
+        let tls = server_tls(&raw, "databases.db", &source, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        tls.unwrap().trust
+    }
+
+    #[test]
+    fn a_changed_client_certificate_changes_what_connections_are_made_with() {
+        let none = trust("");
+        let client = trust("client_cert_file = \"client.pem\"\nclient_key_file = \"client.key\"\n");
+        assert_ne!(none, client);
+        assert_eq!(none, trust(""));
     }
 }

@@ -4,19 +4,28 @@
 //! guard stops it and removes the directory once the test process is gone, so one server
 //! can serve every test of a file.
 //!
-//! Also a TLS connector for tokio-postgres over rustls, trusting the test CA.
+//! Also a TLS connector for tokio-postgres over rustls, trusting the test CA, and the
+//! client-side helpers the database tests share (connect, read a column, SQLSTATE, audit
+//! lines).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hmac::{Hmac, Mac};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_postgres::config::SslMode;
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
+use tokio_postgres::{Client, Config};
+
+use super::{eventually, Gateway};
 
 /// A running PostgreSQL server.
 pub struct Postgres {
@@ -113,6 +122,25 @@ impl Postgres {
         pg
     }
 
+    /// Puts `lines` in front of pg_hba.conf (the first matching line decides), makes
+    /// the server ask TLS clients for a certificate signed by the test CA (`ssl_ca_file`;
+    /// only lines with `clientcert=` require one), and reloads, waiting until a new
+    /// backend runs with the reloaded files.
+    pub fn configure_access(&self, lines: &str) {
+        let hba = self.dir.join("data/pg_hba.conf");
+        let rest = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(&hba, format!("{lines}\n{rest}")).unwrap();
+        let ca = self.dir.join("client-ca.pem");
+        std::fs::copy(format!("{}/tests/fixtures/tls/ca.pem", env!("CARGO_MANIFEST_DIR")), &ca).unwrap();
+        self.sql("postgres", &format!("ALTER SYSTEM SET ssl_ca_file = '{}'", ca.display()));
+        let loaded = "SELECT pg_conf_load_time()";
+        let before = self.sql("postgres", loaded);
+        self.sql("postgres", "SELECT pg_reload_conf()");
+        eventually("the server to reload its configuration", || (self.sql("postgres", loaded) != before).then_some(()));
+        let rules = self.sql("postgres", "SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL");
+        assert_eq!(rules, "0", "pg_hba.conf has errors: {}", self.sql("postgres", "TABLE pg_hba_file_rules"));
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
@@ -173,13 +201,19 @@ impl Postgres {
     }
 }
 
-/// tokio-postgres over rustls, trusting the test CA, verifying the name `a.test`, and
-/// offering ALPN `postgresql` (so it also works with direct TLS).
+/// tokio-postgres over rustls, trusting the test CA, sending and verifying the server
+/// name `a.test` (or another), and offering ALPN `postgresql` (so it also works with
+/// direct TLS).
 #[derive(Clone)]
-pub struct RustlsConnect(Arc<rustls::ClientConfig>);
+pub struct RustlsConnect(Arc<rustls::ClientConfig>, ServerName<'static>);
 
 impl RustlsConnect {
     pub fn new() -> Self {
+        Self::with_server_name("a.test")
+    }
+
+    /// Sends `name` as the TLS server name (SNI) and verifies the certificate against it.
+    pub fn with_server_name(name: &str) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut roots = rustls::RootCertStore::empty();
         let ca = format!("{}/tests/fixtures/tls/ca.pem", env!("CARGO_MANIFEST_DIR"));
@@ -188,7 +222,7 @@ impl RustlsConnect {
         }
         let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
         config.alpn_protocols = vec![b"postgresql".to_vec()];
-        Self(Arc::new(config))
+        Self(Arc::new(config), ServerName::try_from(name.to_owned()).unwrap())
     }
 }
 
@@ -216,7 +250,7 @@ where
     fn connect(self, stream: S) -> Self::Future {
         Box::pin(async move {
             let connector = tokio_rustls::TlsConnector::from(self.0);
-            let stream = connector.connect(ServerName::try_from("a.test").unwrap(), stream).await?;
+            let stream = connector.connect(self.1, stream).await?;
             Ok(RustlsStream(stream))
         })
     }
@@ -274,7 +308,7 @@ impl RawClient {
         let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await.unwrap();
         assert_eq!(tcp.read_u8().await.unwrap(), b'S', "the listener accepts SSLRequest");
-        let RustlsConnect(config) = RustlsConnect::new();
+        let RustlsConnect(config, _) = RustlsConnect::new();
         let tls = tokio_rustls::TlsConnector::from(config);
         let mut client = Self(tls.connect(ServerName::try_from("a.test").unwrap(), tcp).await.unwrap());
         let mut startup = (3u32 << 16).to_be_bytes().to_vec();
@@ -369,4 +403,72 @@ fn psql_result(out: &std::process::Output) -> Result<String, String> {
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
+}
+
+/// The password the gateway derives for `role` under `secret` (HMAC-SHA256, hex),
+/// computed here on its own.
+pub fn derived_password(secret: &str, role: &str) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(role.as_bytes());
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A runtime for tokio-postgres clients. Two workers: connection tasks go on while a
+/// test waits for audit lines.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// tokio-postgres to `addr` with `password` (the token) over TLS (`tls`), with `tune`
+/// applied to the configuration.
+pub async fn connect_tls(
+    addr: SocketAddr,
+    password: &str,
+    tls: RustlsConnect,
+    tune: impl FnOnce(&mut Config),
+) -> Result<Client, tokio_postgres::Error> {
+    let mut config = Config::new();
+    config.host("127.0.0.1").port(addr.port()).user("anyone").dbname("app").password(password);
+    config.ssl_mode(SslMode::Require).connect_timeout(Duration::from_secs(10));
+    tune(&mut config);
+    let (client, connection) = config.connect(tls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// `connect_tls` with the server name `a.test`.
+pub async fn connect_with(
+    addr: SocketAddr,
+    password: &str,
+    tune: impl FnOnce(&mut Config),
+) -> Result<Client, tokio_postgres::Error> {
+    connect_tls(addr, password, RustlsConnect::new(), tune).await
+}
+
+pub async fn connect(addr: SocketAddr, password: &str) -> Result<Client, tokio_postgres::Error> {
+    connect_with(addr, password, |_| {}).await
+}
+
+/// The first column of every row, as text.
+pub async fn column(client: &Client, sql: &str) -> Result<Vec<String>, tokio_postgres::Error> {
+    let rows = client.simple_query(sql).await?;
+    Ok(rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_owned()),
+            _ => None,
+        })
+        .collect())
+}
+
+pub fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_owned()).unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}
+
+/// The database audit lines with `event`, waiting until `count` are written.
+pub fn db_audit(gw: &Gateway, event: &str, count: usize) -> Vec<Value> {
+    eventually(&format!("{count} {event} audit line(s)"), || {
+        let lines: Vec<Value> = gw.audit_lines().into_iter().filter(|l| l["event"] == event).collect();
+        (lines.len() >= count).then_some(lines)
+    })
 }
