@@ -5,8 +5,8 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::codec;
 use super::codec::oauthbearer::{self, ClientResponse, SaslError};
-use super::codec::{self};
 use super::session::Early;
 use crate::config::file::ClientAuth;
 use crate::reject::Reject;
@@ -52,12 +52,13 @@ where
 {
     // A client that only knows passwords (libpq before 18) finds no mechanism it
     // supports and leaves without a word.
-    let tag = match client.read_u8().await {
-        Ok(tag) => tag,
+    let mut header = [0u8; 5];
+    match client.read_exact(&mut header).await {
+        Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(Early(Reject::SaslMechanism)),
         Err(e) => return Err(e.into()),
-    };
-    let body = read_body(client, tag, MAX_SASL_BYTES, Reject::SaslMalformed(SaslError::TooLong)).await?;
+    }
+    let body = read_body(client, header, MAX_SASL_BYTES, Reject::SaslMalformed(SaslError::TooLong)).await?;
     let (mechanism, initial) = oauthbearer::initial_response(&body).map_err(malformed)?;
     if mechanism != oauthbearer::MECHANISM {
         return Err(Early(Reject::SaslMechanism));
@@ -108,21 +109,19 @@ fn malformed(e: SaslError) -> Early {
 /// Reads one `p` message (every authentication message a client sends) of at most
 /// `max` body bytes; a longer one is refused with `too_long`.
 async fn read_message<S: AsyncRead + Unpin>(stream: &mut S, max: usize, too_long: Reject) -> Result<Vec<u8>, Early> {
-    let tag = stream.read_u8().await?;
-    read_body(stream, tag, max, too_long).await
+    let mut header = [0u8; 5];
+    stream.read_exact(&mut header).await?;
+    read_body(stream, header, max, too_long).await
 }
 
-/// The rest of a `p` message whose type byte `tag` was read.
+/// The body of a `p` message whose `header` (type and length) was read.
 async fn read_body<S: AsyncRead + Unpin>(
     stream: &mut S,
-    tag: u8,
+    header: [u8; 5],
     max: usize,
     too_long: Reject,
 ) -> Result<Vec<u8>, Early> {
-    let mut length = [0u8; 4];
-    stream.read_exact(&mut length).await?;
-    let [a, b, c, d] = length;
-    let (tag, length) = codec::message_header([tag, a, b, c, d]).map_err(|_| Early(Reject::ProtocolViolation))?;
+    let (tag, length) = codec::message_header(header).map_err(|_| Early(Reject::ProtocolViolation))?;
     if tag != b'p' {
         return Err(Early(Reject::ProtocolViolation));
     }
