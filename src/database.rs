@@ -16,6 +16,7 @@
 pub mod admit;
 pub mod audit;
 pub mod cancel;
+mod client_auth;
 pub mod codec;
 pub mod pool;
 mod prefixed;

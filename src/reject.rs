@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use crate::auth::AuthError;
+use crate::database::codec::oauthbearer::SaslError;
 use crate::ratelimit::quota::Window;
 
 /// Why a request was not served.
@@ -91,6 +92,14 @@ pub enum Reject {
     DatabaseBusy,
     /// A database listener already holds `max_sessions` client sessions.
     TooManySessions,
+    /// A database client on an OAUTHBEARER listener chose another SASL mechanism, or
+    /// left when asked for OAUTHBEARER (a client that only knows passwords).
+    SaslMechanism,
+    /// A database client's OAUTHBEARER message is malformed.
+    SaslMalformed(SaslError),
+    /// A database client asked for the OAUTHBEARER discovery parameters; it connects
+    /// again with a token.
+    OauthDiscovery,
 }
 
 impl Reject {
@@ -99,6 +108,8 @@ impl Reject {
         match self {
             Reject::BadRequest | Reject::AmbiguousPath => 400,
             Reject::Unauthenticated(_) | Reject::TenantMissing => 401,
+            Reject::SaslMechanism | Reject::OauthDiscovery => 401,
+            Reject::SaslMalformed(_) => 400,
             Reject::WrongEnvironment
             | Reject::UnknownEnvironment
             | Reject::IssuerNotTrusted
@@ -166,6 +177,9 @@ impl Reject {
             Reject::NoDatabase => "no_database",
             Reject::DatabaseBusy => "database_busy",
             Reject::TooManySessions => "too_many_sessions",
+            Reject::SaslMechanism => "sasl_mechanism",
+            Reject::SaslMalformed(_) => "sasl_malformed",
+            Reject::OauthDiscovery => "oauth_discovery",
         }
     }
 
@@ -180,7 +194,9 @@ impl Reject {
             | Reject::UnknownEnvironment
             | Reject::IssuerNotTrusted
             | Reject::TlsRequired
-            | Reject::UnknownServerName => "28000",
+            | Reject::UnknownServerName
+            | Reject::SaslMechanism
+            | Reject::OauthDiscovery => "28000",
             // insufficient_privilege: who the caller is was accepted, what they ask is not.
             Reject::TenantNotMapped
             | Reject::RoleNotAllowed
@@ -203,6 +219,7 @@ impl Reject {
             Reject::UpstreamUnreachable | Reject::UpstreamUnavailable | Reject::UpstreamTimeout => "08006",
             // protocol_violation, and the HTTP-only refusals that cannot arise here.
             Reject::ProtocolViolation
+            | Reject::SaslMalformed(_)
             | Reject::BadRequest
             | Reject::AmbiguousPath
             | Reject::UriTooLong
@@ -219,7 +236,9 @@ impl Reject {
     /// with HTTP 200 and the status in `grpc-status`).
     pub fn grpc_status(self) -> GrpcStatus {
         match self {
-            Reject::Unauthenticated(_) | Reject::TenantMissing => GrpcStatus::Unauthenticated,
+            Reject::Unauthenticated(_) | Reject::TenantMissing | Reject::SaslMechanism | Reject::OauthDiscovery => {
+                GrpcStatus::Unauthenticated
+            }
             Reject::WrongEnvironment
             | Reject::UnknownEnvironment
             | Reject::IssuerNotTrusted
@@ -249,7 +268,8 @@ impl Reject {
             | Reject::AmbiguousPath
             | Reject::UriTooLong
             | Reject::HeadersTooLarge
-            | Reject::ProtocolViolation => GrpcStatus::InvalidArgument,
+            | Reject::ProtocolViolation
+            | Reject::SaslMalformed(_) => GrpcStatus::InvalidArgument,
         }
     }
 

@@ -323,6 +323,11 @@ fn example_database_front_is_valid_and_its_mistakes_are_named() {
     let env = [("ISOGATE_GLOBEX_DB_PASSWORD", "globex-password")];
     std::fs::write(dir.join("front.toml"), format!("{front}{certificate}")).expect("write front.toml");
     assert_ok(&dir, "front.toml", &env);
+    // The OAUTHBEARER alternative, with its scope.
+    let oauth = replace_line(&front, "client_auth = \"password\"", "client_auth = \"oauthbearer\"");
+    let oauth = replace_line(&oauth, "# oauth_scope = \"openid\"", "oauth_scope = \"openid\"");
+    std::fs::write(dir.join("oauth.toml"), format!("{oauth}{certificate}")).expect("write oauth.toml");
+    assert_ok(&dir, "oauth.toml", &env);
 
     // Each mistake is named by its key, with the fix.
     let mistakes = [
@@ -374,6 +379,16 @@ fn example_database_front_is_valid_and_its_mistakes_are_named() {
             "database_cancel.peers.2: `10.0.0.2` is not an ip:port address",
         ),
         ("ca_file = \"tls/db-ca.pem\"", "", "databases.prod-eu-1.ca_file: TLS to the server needs the CA"),
+        (
+            "client_auth = \"password\"",
+            "client_auth = \"password\"\noauth_scope = \"openid\"",
+            "database_listeners[0].oauth_scope: oauth_scope is only sent to OAUTHBEARER clients",
+        ),
+        (
+            "client_auth = \"password\"",
+            "client_auth = \"oauthbearer\"\noauth_scope = \"a\\\"b\"",
+            "database_listeners[0].oauth_scope: `a\"b` is not an OAuth scope",
+        ),
     ];
     for (from, to, message) in mistakes {
         let broken = replace_line(&front, from, to);

@@ -13,9 +13,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::idp::Idp;
 use common::jws::{claims, now, token};
 use common::postgres::{column, connect, connect_with, db_audit, derived_password, runtime, sqlstate};
-use common::postgres::{Postgres, RustlsConnect};
+use common::postgres::{error_fields, Postgres, RawClient, RustlsConnect};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -37,16 +38,7 @@ fn postgres() -> &'static Postgres {
     static PG: OnceLock<Postgres> = OnceLock::new();
     PG.get_or_init(|| {
         let pg = Postgres::start("SELECT 1");
-        let deploy = |file: &str, vars: &[(&str, &str)]| {
-            let path = format!("{}/deploy/postgres/{file}", env!("CARGO_MANIFEST_DIR"));
-            let mut args = vec!["-f".to_owned(), path];
-            for (k, v) in vars {
-                args.push("-v".to_owned());
-                args.push(format!("{k}={v}"));
-            }
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            pg.psql_superuser("app", &args).unwrap_or_else(|e| panic!("{file}: {e}"));
-        };
+        let deploy = |file: &str, vars: &[(&str, &str)]| pg.deploy(file, vars);
         deploy("00-database.sql", &[]);
         for tenant in TENANTS {
             let password = role_password(&format!("tenant_{tenant}"));
@@ -778,4 +770,172 @@ fn a_cancel_sent_to_another_gateway_process_is_forwarded_to_the_one_serving_the_
     assert_eq!(cancels(&b, "forwarded"), Some(2.0));
     assert_eq!(cancels(&a, "sent"), Some(1.0));
     assert_eq!(cancels(&b, "sent"), Some(0.0));
+}
+
+/// The front with its prod listener taking tokens by SASL OAUTHBEARER (scope `openid`),
+/// and an issuer with a discovery document (served by `idp`) that clients are sent to.
+fn oauthbearer_front() -> (Front, Idp) {
+    let idp = Idp::start(&[]);
+    idp.set(|s| s.discovery_issuer = "https://sso.test".to_owned());
+    let listener = "address = \"@PGPROD@\"\nenvironment = \"prod\"\n";
+    let text = config("", "")
+        .replace(listener, &format!("{listener}client_auth = \"oauthbearer\"\noauth_scope = \"openid\"\n"))
+        + &format!(
+            "[[issuers]]\nname = \"sso\"\nissuer = \"https://sso.test\"\naudiences = [\"isogate-tests\"]\n\
+         algorithms = [\"RS256\"]\ndiscovery_url = \"{}\"\n",
+            idp.discovery_url()
+        );
+    assert!(text.contains("client_auth = \"oauthbearer\""), "the prod listener takes OAUTHBEARER");
+    let (prod, stage) = (free_addr(), free_addr());
+    let gw = Gateway::start(&text, &[("@PGPROD@", prod), ("@PGSTAGE@", stage)]);
+    (Front { gw, prod, stage }, idp)
+}
+
+/// A `SASLInitialResponse` body: the mechanism, then the initial response's length and
+/// bytes, or -1 for none.
+fn sasl_initial(mechanism: &str, response: Option<&[u8]>) -> Vec<u8> {
+    let mut body = format!("{mechanism}\0").into_bytes();
+    match response {
+        Some(r) => {
+            body.extend_from_slice(&i32::try_from(r.len()).unwrap().to_be_bytes());
+            body.extend_from_slice(r);
+        }
+        None => body.extend_from_slice(&(-1i32).to_be_bytes()),
+    }
+    body
+}
+
+/// The RFC 7628 client-first-message carrying `token` (empty: a discovery request).
+fn client_first(token: &str) -> Vec<u8> {
+    let auth = if token.is_empty() { String::new() } else { format!("Bearer {token}") };
+    format!("n,,\x01auth={auth}\x01\x01").into_bytes()
+}
+
+/// Starts a session and checks the gateway asks for OAUTHBEARER and nothing else.
+async fn sasl_session(addr: SocketAddr) -> RawClient {
+    let mut client = RawClient::start(addr).await;
+    let (tag, body) = client.read().await.unwrap();
+    assert_eq!((tag, body.as_slice()), (b'R', &b"\0\0\0\x0aOAUTHBEARER\0\0"[..]), "AuthenticationSASL");
+    client
+}
+
+/// Reads the `AuthenticationSASLContinue` of a failed exchange, answers with the single
+/// `0x01` byte, and returns the JSON and the SQLSTATE and message of the FATAL.
+async fn failed_exchange(client: &mut RawClient) -> (Value, (String, String)) {
+    let (tag, body) = client.read().await.unwrap();
+    assert_eq!((tag, &body[..4]), (b'R', &[0, 0, 0, 11][..]), "AuthenticationSASLContinue");
+    let json: Value = serde_json::from_slice(&body[4..]).unwrap();
+    client.send(b'p', b"\x01").await;
+    let (tag, body) = client.read().await.unwrap();
+    assert_eq!(tag, b'E');
+    (json, error_fields(&body))
+}
+
+/// The `ErrorResponse` the client gets next.
+async fn refusal(client: &mut RawClient) -> (String, String) {
+    let (tag, body) = client.read().await.unwrap();
+    assert_eq!(tag, b'E', "an ErrorResponse");
+    error_fields(&body)
+}
+
+#[test]
+fn an_oauthbearer_token_opens_the_tenants_schema_and_a_stage_token_is_refused() {
+    let (f, _idp) = oauthbearer_front();
+    let acme = tenant_token("prod", "acme");
+    runtime().block_on(async {
+        let mut client = sasl_session(f.prod).await;
+        client.send(b'p', &sasl_initial("OAUTHBEARER", Some(&client_first(&acme)))).await;
+        client.expect_ready().await;
+        let seen = client.simple_query("SELECT current_user || '|' || current_schema() || '|' || v FROM notes").await;
+        assert_eq!(seen.unwrap(), ["tenant_acme|company_acme|acme-secret"]);
+        assert_eq!(client.simple_query("SELECT v FROM company_globex.notes").await.unwrap_err(), "42501");
+        client.send(b'X', b"").await;
+        // No initial response: an empty challenge asks for it, and the client sends it.
+        let mut client = sasl_session(f.prod).await;
+        client.send(b'p', &sasl_initial("OAUTHBEARER", None)).await;
+        assert_eq!(client.read().await.unwrap(), (b'R', vec![0, 0, 0, 11]), "an empty challenge");
+        client.send(b'p', &client_first(&tenant_token("prod", "globex"))).await;
+        client.expect_ready().await;
+        assert_eq!(client.simple_query("SELECT v FROM notes").await.unwrap(), ["globex-secret"]);
+        // A stage token is verified, then refused at once: it is not for this listener.
+        let mut client = sasl_session(f.prod).await;
+        client.send(b'p', &sasl_initial("OAUTHBEARER", Some(&client_first(&tenant_token("stage", "acme"))))).await;
+        assert_eq!(refusal(&mut client).await.0, "28000");
+        // The password listener of the same gateway is unchanged.
+        let out = postgres().psql_client(f.stage, &tenant_token("stage", "initech"), "", "SELECT v FROM notes");
+        assert_eq!(out.unwrap(), "initech-secret");
+    });
+    let lines = db_audit(&f.gw, "db_session_start", 4);
+    let reasons: Vec<&str> = lines.iter().map(|l| l["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["ok", "ok", "wrong_environment", "ok"], "{lines:?}");
+    assert!(lines[2]["server"].is_null(), "a refused session reaches no server: {}", lines[2]);
+    assert_eq!(lines[0]["login_role"], "tenant_acme");
+}
+
+#[test]
+fn oauthbearer_refusals_follow_rfc_7628_reach_no_server_and_are_audited() {
+    let (f, idp) = oauthbearer_front();
+    let good = tenant_token("prod", "acme");
+    let (head, _) = good.rsplit_once('.').unwrap();
+    let forged = format!("{head}.{}", "A".repeat(43));
+    runtime().block_on(async {
+        // Discovery: no token; the client learns where to get one, acknowledges, and
+        // is refused.
+        let mut client = sasl_session(f.prod).await;
+        client.send(b'p', &sasl_initial("OAUTHBEARER", Some(&client_first("")))).await;
+        let (json, (code, _)) = failed_exchange(&mut client).await;
+        let want = json!({"status": "invalid_token", "openid-configuration": idp.discovery_url(), "scope": "openid"});
+        assert_eq!(json, want);
+        assert_eq!(code, "28000");
+        // A forged token: the same error exchange, then invalid_password.
+        let mut client = sasl_session(f.prod).await;
+        client.send(b'p', &sasl_initial("OAUTHBEARER", Some(&client_first(&forged)))).await;
+        let (json, (code, message)) = failed_exchange(&mut client).await;
+        assert_eq!(json["status"], "invalid_token");
+        assert_eq!(code, "28P01");
+        assert!(message.contains("OAuth bearer authentication failed"), "{message}");
+        // Another mechanism.
+        let mut client = sasl_session(f.prod).await;
+        client.send(b'p', &sasl_initial("SCRAM-SHA-256", Some(b"n,,n=,r=abc"))).await;
+        assert_eq!(refusal(&mut client).await.0, "28000");
+        // Malformed GS2 headers: channel binding asked for, and no header at all.
+        for (response, says) in [
+            (format!("p=tls-server-end-point,,\x01auth=Bearer {good}\x01\x01"), "channel binding"),
+            (format!("auth=Bearer {good}\x01\x01"), "GS2 header"),
+        ] {
+            let mut client = sasl_session(f.prod).await;
+            client.send(b'p', &sasl_initial("OAUTHBEARER", Some(response.as_bytes()))).await;
+            let (code, message) = refusal(&mut client).await;
+            assert_eq!(code, "08P01");
+            assert!(message.contains(says), "{message}");
+        }
+        // An oversized message is refused from its length word, unread.
+        let mut client = sasl_session(f.prod).await;
+        let mut oversized = b"p".to_vec();
+        oversized.extend_from_slice(&200_000u32.to_be_bytes());
+        client.send_raw(&oversized).await;
+        assert_eq!(refusal(&mut client).await.0, "08P01");
+    });
+    // psql 15 knows no OAUTHBEARER: libpq says so, and the gateway audits it.
+    let e = postgres().psql_client(f.prod, &good, "", "SELECT 1").unwrap_err();
+    assert!(e.contains("SASL authentication mechanisms"), "{e}");
+    let lines = db_audit(&f.gw, "db_session_start", 7);
+    let reasons: Vec<&str> = lines.iter().map(|l| l["reason"].as_str().unwrap()).collect();
+    assert_eq!(
+        reasons,
+        [
+            "oauth_discovery",
+            "bad_signature",
+            "sasl_mechanism",
+            "sasl_malformed",
+            "sasl_malformed",
+            "sasl_malformed",
+            "sasl_mechanism"
+        ]
+    );
+    for line in &lines {
+        assert_eq!(line["decision"], "deny", "{line}");
+        assert!(line["server"].is_null(), "a refused session reaches no server: {line}");
+    }
+    assert_eq!(f.gw.metric("isogate_db_sessions_total{decision=\"deny\",reason=\"sasl_malformed\"}"), Some(3.0));
 }

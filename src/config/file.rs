@@ -1096,6 +1096,26 @@ pub struct DatabaseListener {
     /// client is refused with SQLSTATE 53300 once its startup packet is read.
     #[serde(default = "default_database_max_sessions")]
     pub max_sessions: usize,
+    /// How clients hand their token over: as the password, or by SASL OAUTHBEARER.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// The scope named in the OAUTHBEARER error response (`client_auth = "oauthbearer"`
+    /// only), e.g. `"openid"`.
+    #[serde(default)]
+    pub oauth_scope: Option<Spanned<String>>,
+}
+
+/// How a database client hands its token to a listener. The server names one method
+/// up front, so this is a listener setting; either way the token is the same JWT.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// `AuthenticationCleartextPassword`: the token is the password (any libpq client).
+    #[default]
+    Password,
+    /// SASL `OAUTHBEARER` (RFC 7628), as PostgreSQL 18 clients speak it (the value is
+    /// the mechanism's name, `oauthbearer`).
+    Oauthbearer,
 }
 
 fn default_database_max_sessions() -> usize {

@@ -5,6 +5,8 @@
 
 use std::borrow::Cow;
 
+pub mod oauthbearer;
+
 /// Largest startup packet accepted, in bytes, length word included (PostgreSQL's own
 /// limit, `MAX_STARTUP_PACKET_LENGTH`).
 pub const MAX_STARTUP_BYTES: usize = 10_000;

@@ -2,11 +2,17 @@
 //! refusal (its SQLSTATE is in `reject`'s table). The hint says what to fix.
 
 use crate::auth::AuthError;
+use crate::config::file::ClientAuth;
 use crate::reject::Reject;
 
-/// Message and hint for `reject` on a listener of environment `env`.
-pub fn explain(reject: Reject, env: &str) -> (String, String) {
+/// Message and hint for `reject` on a listener of environment `env` that takes the
+/// token as `how` says.
+pub fn explain(reject: Reject, env: &str, how: ClientAuth) -> (String, String) {
     let (text, hint): (String, String) = match reject {
+        Reject::Unauthenticated(e) if how == ClientAuth::Oauthbearer => (
+            format!("OAuth bearer authentication failed: the token is not accepted ({})", e.reason()),
+            "sign in again and connect with a fresh JWT from a configured issuer".into(),
+        ),
         Reject::Unauthenticated(AuthError::Expired) => (
             "the token given as the password has expired".into(),
             "sign in again and connect with the fresh token as the password".into(),
@@ -72,6 +78,18 @@ pub fn explain(reject: Reject, env: &str) -> (String, String) {
         Reject::TooManySessions => (
             "this listener already holds as many client sessions as it may".into(),
             "retry later, or ask an operator to raise database_listeners.max_sessions".into(),
+        ),
+        Reject::SaslMechanism => (
+            "this listener takes the token by SASL OAUTHBEARER only".into(),
+            "connect with a PostgreSQL 18 client and a bearer token, or to a listener taking it as the password".into(),
+        ),
+        Reject::SaslMalformed(e) => (
+            format!("malformed OAUTHBEARER message: {e}"),
+            "use a client that speaks SASL OAUTHBEARER as RFC 7628 describes".into(),
+        ),
+        Reject::OauthDiscovery => (
+            "OAuth bearer authentication needs a token; the server's OAuth parameters were sent".into(),
+            "connect again with a bearer token from the issuer".into(),
         ),
         Reject::UpstreamUnreachable | Reject::UpstreamUnavailable | Reject::UpstreamTimeout => (
             "the database server cannot be reached or refused the gateway".into(),

@@ -1,8 +1,8 @@
 //! One client connection to a database listener, from its first byte to its end:
-//! TLS (`SSLRequest` or direct, ALPN `postgresql`), the startup packet, the token as the
-//! password, admission, a server connection from the pool, the relay, and the audit
-//! lines. Every refusal is a `FATAL` `ErrorResponse` and a `deny` audit line, and
-//! reaches no server.
+//! TLS (`SSLRequest` or direct, ALPN `postgresql`), the startup packet, the token (as
+//! the password or by SASL OAUTHBEARER, see `client_auth`), admission, a server
+//! connection from the pool, the relay, and the audit lines. Every refusal is a
+//! `FATAL` `ErrorResponse` and a `deny` audit line, and reaches no server.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::admit::{admit, Admitted};
 use super::audit::{SessionRecord, StatementRecord};
+use super::client_auth;
 use super::codec::{self, Startup, StartupParams, TLS_HANDSHAKE};
 use super::pool::{CheckoutError, RESET_TIMEOUT};
 use super::prefixed::Prefixed;
@@ -21,13 +22,13 @@ use super::target::Listener;
 use super::Front;
 use crate::admission::Refused;
 use crate::bind::EnvId;
+use crate::config::file::ClientAuth;
 use crate::reject::Reject;
 use crate::snapshot::Snapshot;
 
-/// Longest time from the first byte to the end of the password exchange.
+/// Longest time from the first byte to the client's token (and from a failed token to
+/// the end of the OAUTHBEARER error exchange).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest `PasswordMessage` body read: the largest token `token.max_bytes` allows.
-const MAX_PASSWORD_BYTES: usize = 65_536 + 1;
 /// The ALPN protocol of PostgreSQL over TLS.
 pub(super) const ALPN: &[u8] = b"postgresql";
 
@@ -55,7 +56,7 @@ impl Peer {
 }
 
 /// A session refused before admission: why, and what the client is told.
-struct Early(Reject);
+pub(super) struct Early(pub(super) Reject);
 
 impl From<std::io::Error> for Early {
     fn from(_: std::io::Error) -> Self {
@@ -158,6 +159,12 @@ impl Front {
         // Counted for the whole session; past the listener's cap the client is told so
         // once its startup packet is read (as PostgreSQL does), before any token.
         let open = self.sessions.enter(&peer.listener);
+        let how = peer.listener.client_auth;
+        // The OAUTHBEARER error response names the environment's issuer.
+        let challenge = |env| match how {
+            ClientAuth::Oauthbearer => snap.databases.oauth_challenge(peer.listener.address, env),
+            ClientAuth::Password => "",
+        };
         let handshake = tokio::time::timeout(STARTUP_TIMEOUT, async {
             let params = match params {
                 Some(params) => params,
@@ -179,10 +186,7 @@ impl Front {
             if params.minor != 0 || params.protocol_options().next().is_some() {
                 codec::negotiate_protocol_version(&mut out, params.protocol_options());
             }
-            codec::cleartext_password_request(&mut out);
-            client.write_all(&out).await?;
-            client.flush().await?;
-            let token = read_password(&mut client).await?;
+            let token = client_auth::read_token(&mut client, out, how, challenge(env)).await?;
             Ok(Some((params, token, env)))
         })
         .await
@@ -197,7 +201,14 @@ impl Front {
             Ok(admitted) => admitted,
             Err(refused) => {
                 self.audit(&self.refusal_record(&snap, peer, session_id, tls, &refused));
-                return write_fatal(client, refused.reject, Some(snap.binder.name(env))).await;
+                if how == ClientAuth::Oauthbearer && matches!(refused.reject, Reject::Unauthenticated(_)) {
+                    // A token that fails verification gets the RFC 7628 error exchange
+                    // first; refusals about what a verified token may do go out at once.
+                    // Whatever the client answers, the refusal follows.
+                    let exchange = client_auth::fail_exchange(&mut client, challenge(env));
+                    let _ = tokio::time::timeout(STARTUP_TIMEOUT, exchange).await;
+                }
+                return write_fatal(client, refused.reject, Some(snap.binder.name(env)), how).await;
             }
         };
         drop(token);
@@ -253,7 +264,7 @@ impl Front {
                 record.reason = reject.reason();
                 record.sqlstate = Some(reject.sqlstate());
                 self.audit(&record);
-                return write_fatal(client, reject, Some(&names.environment)).await;
+                return write_fatal(client, reject, Some(&names.environment), peer.listener.client_auth).await;
             }
         };
         let audit_statements = target.audit_statements && admitted.permit.access_reason().is_some();
@@ -322,7 +333,7 @@ impl Front {
         S: AsyncWrite + Unpin,
     {
         self.refused_early(snap, peer, session_id, tls, reject);
-        write_fatal(client, reject, peer.env.map(|env| snap.binder.name(env))).await;
+        write_fatal(client, reject, peer.env.map(|env| snap.binder.name(env)), peer.listener.client_auth).await;
     }
 
     fn refused_early(&self, snap: &Snapshot, peer: &Peer, session_id: &str, tls: bool, reject: Reject) {
@@ -436,24 +447,10 @@ async fn read_startup_body<S: AsyncRead + Unpin>(stream: &mut S, word: [u8; 4]) 
     codec::parse_startup(&body).map_err(|_| Early(Reject::ProtocolViolation))
 }
 
-/// Reads the `PasswordMessage` and returns the password (the token).
-async fn read_password<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, Early> {
-    let mut header = [0u8; 5];
-    stream.read_exact(&mut header).await?;
-    let (tag, length) = codec::message_header(header).map_err(|_| Early(Reject::ProtocolViolation))?;
-    if tag != b'p' || length > MAX_PASSWORD_BYTES {
-        return Err(Early(Reject::ProtocolViolation));
-    }
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).await?;
-    let password = codec::password(&body).ok_or(Early(Reject::ProtocolViolation))?;
-    Ok(password.to_vec())
-}
-
 /// Writes a refusal as a `FATAL` `ErrorResponse` and closes; `env` is the session's
-/// environment, once known.
-async fn write_fatal<S: AsyncWrite + Unpin>(mut client: S, reject: Reject, env: Option<&str>) {
-    let (text, hint) = super::refusal::explain(reject, env.unwrap_or_default());
+/// environment, once known, and `how` the listener's way of taking the token.
+async fn write_fatal<S: AsyncWrite + Unpin>(mut client: S, reject: Reject, env: Option<&str>, how: ClientAuth) {
+    let (text, hint) = super::refusal::explain(reject, env.unwrap_or_default(), how);
     let mut out = Vec::with_capacity(256);
     codec::fatal(&mut out, reject.sqlstate(), &text, &hint);
     let _ = client.write_all(&out).await;

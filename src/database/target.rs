@@ -10,7 +10,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::bind::EnvId;
-use crate::config::file::PasswordMode;
+use crate::config::file::{ClientAuth, PasswordMode};
 use crate::template::{valid_schema, Template, Values};
 
 /// Index of a target in the compiled snapshot.
@@ -209,6 +209,8 @@ pub struct Listener {
     pub allow_plaintext: bool,
     /// Client sessions open at once; more are refused.
     pub max_sessions: usize,
+    /// How clients hand their token over.
+    pub client_auth: ClientAuth,
     /// TLS with the listener's own certificate; `None`: `[[certificates]]` by SNI.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
@@ -220,16 +222,26 @@ impl std::fmt::Debug for Listener {
             .field("environment", &self.environment)
             .field("allow_plaintext", &self.allow_plaintext)
             .field("max_sessions", &self.max_sessions)
+            .field("client_auth", &self.client_auth)
             .field("own_certificate", &self.tls.is_some())
             .finish()
     }
 }
+
+/// A listener's OAUTHBEARER error responses, one per environment it serves.
+pub type OauthChallenges = Box<[(EnvId, Box<str>)]>;
+
+/// The OAUTHBEARER error response that names nothing but the status.
+pub const OAUTH_STATUS_ONLY: &str = r#"{"status":"invalid_token"}"#;
 
 /// Every database target and listener.
 #[derive(Debug, Default)]
 pub struct Databases {
     /// Listeners.
     pub listeners: Box<[Listener]>,
+    /// The OAUTHBEARER error responses of each listener (one per environment it
+    /// serves), in the order of `listeners`.
+    oauth_challenges: Box<[OauthChallenges]>,
     targets: Box<[Target]>,
     by_name: HashMap<Box<str>, TargetId>,
     /// Where cancel requests for other gateway processes go.
@@ -237,20 +249,38 @@ pub struct Databases {
 }
 
 impl Databases {
-    /// Builds the table; names must be unique (the on-disk map guarantees it).
-    pub fn new(listeners: Vec<Listener>, targets: Vec<Target>) -> Self {
+    /// Builds the table; names must be unique (the on-disk map guarantees it). Each
+    /// listener comes with the JSON its OAUTHBEARER clients get when their token fails,
+    /// for each environment it serves.
+    pub fn new(listeners: Vec<(Listener, OauthChallenges)>, targets: Vec<Target>) -> Self {
         let by_name = targets
             .iter()
             .enumerate()
             .filter_map(|(i, t)| Some((t.name.clone(), TargetId(u16::try_from(i).ok()?))))
             .collect();
-        Self { listeners: listeners.into(), targets: targets.into(), by_name, peering: Default::default() }
+        let (listeners, oauth_challenges): (Vec<_>, Vec<_>) = listeners.into_iter().unzip();
+        Self {
+            listeners: listeners.into(),
+            oauth_challenges: oauth_challenges.into(),
+            targets: targets.into(),
+            by_name,
+            peering: Default::default(),
+        }
     }
 
     /// The same table, with this process's peer id and its peers.
     pub fn with_peering(mut self, peering: super::cancel::Peering) -> Self {
         self.peering = peering;
         self
+    }
+
+    /// The OAUTHBEARER error response (RFC 7628 section 3.2.2) of the listener on
+    /// `address` for a session in `env`: `{"status":"invalid_token"}`, with the
+    /// discovery document and scope where configured.
+    pub fn oauth_challenge(&self, address: SocketAddr, env: EnvId) -> &str {
+        let at = self.listeners.iter().position(|l| l.address == address);
+        let challenges = at.and_then(|i| self.oauth_challenges.get(i));
+        challenges.and_then(|c| c.iter().find(|(e, _)| *e == env)).map_or(OAUTH_STATUS_ONLY, |(_, c)| c)
     }
 
     /// The target named `name`.

@@ -54,7 +54,7 @@ pub(super) fn databases(
             ));
             continue;
         };
-        if taken.contains(&address) || listeners.iter().any(|x: &Listener| x.address == address) {
+        if taken.contains(&address) || listeners.iter().any(|(x, _): &(Listener, _)| x.address == address) {
             errors.push(ConfigError::at(
                 l.address.span(),
                 format!("{key}.address"),
@@ -109,16 +109,19 @@ pub(super) fn databases(
             }
             None => None,
         };
+        let challenges = oauth_challenges(raw, l, &key, find_env, errors);
         if errors.len() > before {
             continue;
         }
-        listeners.push(Listener {
+        let listener = Listener {
             address,
             environment,
             allow_plaintext: l.allow_plaintext,
             max_sessions: l.max_sessions,
+            client_auth: l.client_auth,
             tls,
-        });
+        };
+        listeners.push((listener, challenges));
     }
     let mut targets = Vec::new();
     for (name, d) in &raw.databases {
@@ -126,7 +129,7 @@ pub(super) fn databases(
             targets.push(target);
         }
     }
-    let listen = listeners.iter().map(|l| l.address).collect();
+    let listen = listeners.iter().map(|(l, _)| l.address).collect();
     let peering = raw.database_cancel.as_ref().map(|c| peering(c, errors)).unwrap_or_default();
     Compiled { databases: Databases::new(listeners, targets).with_peering(peering), listen }
 }
@@ -246,6 +249,69 @@ fn listener_environment(
             None
         }
     }
+}
+
+/// The JSON an OAUTHBEARER client gets when its token fails (RFC 7628 section 3.2.2),
+/// for each environment the listener serves: the status, the discovery document of the
+/// first issuer the environment trusts that has a `discovery_url` (every issuer when it
+/// names none), and `oauth_scope` if set.
+fn oauth_challenges(
+    raw: &file::File,
+    l: &file::DatabaseListener,
+    key: &str,
+    find_env: &dyn Fn(&str) -> Option<EnvId>,
+    errors: &mut Vec<ConfigError>,
+) -> crate::database::target::OauthChallenges {
+    let scope = l.oauth_scope.as_ref();
+    if let Some(scope) = scope {
+        if l.client_auth != file::ClientAuth::Oauthbearer {
+            errors.push(ConfigError::at(
+                scope.span(),
+                format!("{key}.oauth_scope"),
+                "oauth_scope is only sent to OAUTHBEARER clients, and this listener asks for a password",
+                "set client_auth = \"oauthbearer\", or remove oauth_scope",
+            ));
+        } else if !valid_scope(scope.get_ref()) {
+            errors.push(ConfigError::at(
+                scope.span(),
+                format!("{key}.oauth_scope"),
+                format!("`{}` is not an OAuth scope", scope.get_ref()),
+                "write space-separated scope tokens of printable ASCII without `\"` or `\\`, e.g. \"openid\"",
+            ));
+        }
+    }
+    let names = l.environment.iter().chain(l.server_names.iter().flat_map(|m| m.values()));
+    let mut challenges: Vec<(EnvId, Box<str>)> = Vec::new();
+    for name in names {
+        let Some(env) = find_env(name.get_ref()).filter(|e| challenges.iter().all(|(c, _)| c != e)) else { continue };
+        challenges.push((env, oauth_challenge(raw, name.get_ref(), scope)));
+    }
+    challenges.into()
+}
+
+/// The OAUTHBEARER error response for sessions in environment `env_name`.
+fn oauth_challenge(raw: &file::File, env_name: &str, scope: Option<&Spanned<String>>) -> Box<str> {
+    let trusted = raw.environments.get(env_name).map(|e| &e.issuers);
+    let discovery = raw
+        .issuers
+        .iter()
+        .filter(|i| trusted.is_none_or(|t| t.is_empty() || t.iter().any(|n| n.get_ref() == i.name.get_ref())))
+        .find_map(|i| i.discovery_url.as_ref());
+    // In PostgreSQL's order: the status first.
+    let mut body = String::from(r#"{"status":"invalid_token""#);
+    let fields = [("openid-configuration", discovery), ("scope", scope)];
+    for (name, value) in fields.iter().filter_map(|(n, v)| Some((n, v.as_ref()?.get_ref().as_str()))) {
+        body.push_str(&format!(",\"{name}\":{}", serde_json::Value::from(value)));
+    }
+    body.push('}');
+    body.into()
+}
+
+/// RFC 6749 section 3.3: `scope-token *( SP scope-token )`, each token made of
+/// `%x21 / %x23-5B / %x5D-7E`.
+fn valid_scope(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope.split(' ').all(|t| !t.is_empty() && t.bytes().all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E)))
 }
 
 /// An environment served by a database listener must render `db_pool`, from its own
@@ -562,6 +628,82 @@ fn server_tls(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The error response of the first listener's first environment, and the errors.
+    fn challenge_of(text: &str) -> (String, Vec<ConfigError>) {
+        let raw: file::File = toml::from_str(text).unwrap();
+        let mut errors = Vec::new();
+        let find_env = |name: &str| (name == "prod").then_some(EnvId(0));
+        let listener = &raw.database_listeners[0];
+        let json = oauth_challenges(&raw, listener, "database_listeners[0]", &find_env, &mut errors);
+        (json[0].1.clone().into(), errors)
+    }
+
+    const ISSUERS: &str = r#"
+[[issuers]]
+name = "partner"
+issuer = "https://partner.test"
+algorithms = ["HS256"]
+[[issuers]]
+name = "sso"
+issuer = "https://sso.test"
+algorithms = ["RS256"]
+discovery_url = "https://sso.test/.well-known/openid-configuration"
+"#;
+
+    #[test]
+    fn the_oauth_challenge_names_what_the_environment_trusts() {
+        let listener = "[[database_listeners]]\naddress = \"127.0.0.1:6432\"\nenvironment = \"prod\"\n";
+        let oauth = format!("{listener}client_auth = \"oauthbearer\"\noauth_scope = \"openid db\"\n");
+        // Every issuer trusted: the one with a discovery document is named.
+        let (json, errors) = challenge_of(&format!("{ISSUERS}[environments.prod]\n{oauth}"));
+        assert!(errors.is_empty());
+        assert_eq!(
+            json,
+            r#"{"status":"invalid_token","openid-configuration":"https://sso.test/.well-known/openid-configuration","scope":"openid db"}"#
+        );
+        // An environment that trusts only an issuer without one gets the status alone.
+        let only_partner = format!("{ISSUERS}[environments.prod]\nissuers = [\"partner\"]\n{listener}");
+        assert_eq!(challenge_of(&only_partner).0, crate::database::target::OAUTH_STATUS_ONLY);
+    }
+
+    #[test]
+    fn a_listener_choosing_the_environment_by_server_name_has_a_response_per_environment() {
+        let text = format!(
+            "{ISSUERS}[environments.prod]\n[environments.stage]\nissuers = [\"partner\"]\n\
+             [[database_listeners]]\naddress = \"127.0.0.1:6432\"\nclient_auth = \"oauthbearer\"\n\
+             server_names = {{ \"db.prod.test\" = \"prod\", \"db.stage.test\" = \"stage\", \"db.test\" = \"prod\" }}\n"
+        );
+        let raw: file::File = toml::from_str(&text).unwrap();
+        let find_env = |name: &str| ["prod", "stage"].iter().position(|e| *e == name).map(|i| EnvId(i as u16));
+        let mut errors = Vec::new();
+        let challenges = oauth_challenges(&raw, &raw.database_listeners[0], "l", &find_env, &mut errors);
+        assert!(errors.is_empty());
+        let address: SocketAddr = "127.0.0.1:6432".parse().unwrap();
+        let listener = Listener {
+            address,
+            environment: crate::database::target::ListenerEnvironment::Fixed(EnvId(0)),
+            allow_plaintext: false,
+            max_sessions: 1,
+            client_auth: file::ClientAuth::Oauthbearer,
+            tls: None,
+        };
+        let databases = Databases::new(vec![(listener, challenges)], Vec::new());
+        assert!(databases.oauth_challenge(address, EnvId(0)).contains("https://sso.test/.well-known/"));
+        assert_eq!(databases.oauth_challenge(address, EnvId(1)), crate::database::target::OAUTH_STATUS_ONLY);
+    }
+
+    #[test]
+    fn oauth_scope_must_be_a_scope_on_an_oauthbearer_listener() {
+        let listener = "[[database_listeners]]\naddress = \"127.0.0.1:6432\"\nenvironment = \"prod\"\n";
+        let (_, errors) = challenge_of(&format!("{listener}oauth_scope = \"openid\"\n"));
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].key, "database_listeners[0].oauth_scope");
+        for bad in ["", "a  b", "a\\\"b", "caf\u{e9}"] {
+            let text = format!("{listener}client_auth = \"oauthbearer\"\noauth_scope = \"{bad}\"\n");
+            assert_eq!(challenge_of(&text).1.len(), 1, "{bad:?}");
+        }
+    }
 
     /// The trust digest of a TLS target over the test CA, with or without a client
     /// certificate.

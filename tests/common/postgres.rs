@@ -168,6 +168,19 @@ impl Postgres {
         psql_result(&out)
     }
 
+    /// Runs the shipped provisioning script `deploy/postgres/{file}` as the superuser in
+    /// database `app`, with psql variables `vars`.
+    pub fn deploy(&self, file: &str, vars: &[(&str, &str)]) {
+        let path = format!("{}/deploy/postgres/{file}", env!("CARGO_MANIFEST_DIR"));
+        let mut args = vec!["-f".to_owned(), path];
+        for (k, v) in vars {
+            args.push("-v".to_owned());
+            args.push(format!("{k}={v}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.psql_superuser("app", &args).unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+
     /// psql, the way a user runs it: to `addr` over TLS with `password` (the token).
     pub fn psql_client(
         &self,
@@ -280,6 +293,107 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
     fn channel_binding(&self) -> ChannelBinding {
         ChannelBinding::none()
     }
+}
+
+/// A PostgreSQL client written out by hand over rustls (`SSLRequest`, then TLS with the
+/// test CA), for the sign-in exchanges no installed client speaks (SASL OAUTHBEARER):
+/// the test sends each message byte for byte and reads what comes back.
+pub struct RawClient(tokio_rustls::client::TlsStream<tokio::net::TcpStream>);
+
+impl RawClient {
+    /// Connects to `addr`, switches to TLS, and sends a startup packet (user `anyone`,
+    /// database `app`).
+    pub async fn start(addr: std::net::SocketAddr) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await.unwrap();
+        assert_eq!(tcp.read_u8().await.unwrap(), b'S', "the listener accepts SSLRequest");
+        let RustlsConnect(config, _) = RustlsConnect::new();
+        let tls = tokio_rustls::TlsConnector::from(config);
+        let mut client = Self(tls.connect(ServerName::try_from("a.test").unwrap(), tcp).await.unwrap());
+        let mut startup = (3u32 << 16).to_be_bytes().to_vec();
+        startup.extend_from_slice(b"user\0anyone\0database\0app\0\0");
+        let mut packet = u32::try_from(startup.len() + 4).unwrap().to_be_bytes().to_vec();
+        packet.extend_from_slice(&startup);
+        client.0.write_all(&packet).await.unwrap();
+        client
+    }
+
+    /// Sends one message: type `tag`, length, `body`.
+    pub async fn send(&mut self, tag: u8, body: &[u8]) {
+        let mut message = vec![tag];
+        message.extend_from_slice(&u32::try_from(body.len() + 4).unwrap().to_be_bytes());
+        message.extend_from_slice(body);
+        // The gateway may already have closed after a refusal; the reply tells.
+        self.send_raw(&message).await;
+    }
+
+    /// Sends `bytes` as they are.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.0.write_all(bytes).await;
+        let _ = self.0.flush().await;
+    }
+
+    /// Reads one message (type and body); `None` once the server closed.
+    pub async fn read(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let read = async {
+            let tag = self.0.read_u8().await.ok()?;
+            let length = usize::try_from(self.0.read_u32().await.ok()?).ok()?;
+            let mut body = vec![0; length.checked_sub(4)?];
+            self.0.read_exact(&mut body).await.ok()?;
+            Some((tag, body))
+        };
+        tokio::time::timeout(Duration::from_secs(15), read).await.expect("the gateway answers in time")
+    }
+
+    /// Reads messages up to `ReadyForQuery` and checks the session is open
+    /// (`AuthenticationOk` first, no error).
+    pub async fn expect_ready(&mut self) {
+        let mut authenticated = false;
+        loop {
+            match self.read().await {
+                Some((b'R', body)) => authenticated = body == [0, 0, 0, 0],
+                Some((b'Z', _)) => break assert!(authenticated, "AuthenticationOk came first"),
+                Some((b'E', body)) => panic!("refused: {:?}", error_fields(&body)),
+                Some(_) => {}
+                None => panic!("the gateway closed the session"),
+            }
+        }
+    }
+
+    /// Runs `sql` with the simple query protocol: each row's first column, or the
+    /// SQLSTATE of the error.
+    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<String>, String> {
+        let mut body = sql.as_bytes().to_vec();
+        body.push(0);
+        self.send(b'Q', &body).await;
+        let (mut rows, mut error) = (Vec::new(), None);
+        loop {
+            match self.read().await.expect("an answer to the query") {
+                (b'D', row) => {
+                    let length = i32::from_be_bytes(row[2..6].try_into().unwrap());
+                    let value = usize::try_from(length).map_or(&b"NULL"[..], |n| &row[6..6 + n]);
+                    rows.push(String::from_utf8_lossy(value).into_owned());
+                }
+                (b'E', body) => error = Some(error_fields(&body).0),
+                (b'Z', _) => return error.map_or(Ok(rows), Err),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The SQLSTATE (`C`) and message (`M`) of an `ErrorResponse` body.
+pub fn error_fields(body: &[u8]) -> (String, String) {
+    let field = |code: u8| {
+        body.split(|b| *b == 0)
+            .find(|f| f.first() == Some(&code))
+            .map(|f| String::from_utf8_lossy(&f[1..]).into_owned())
+            .unwrap_or_default()
+    };
+    (field(b'C'), field(b'M'))
 }
 
 /// psql's answer: its output when it succeeded, else what it said on stderr.
