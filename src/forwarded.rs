@@ -192,7 +192,7 @@ struct LastPeer {
     ip: IpAddr,
     text: HeaderValue,
     /// This hop's `Forwarded` element, with the proto and host it was made for.
-    element: Option<(&'static str, Vec<u8>, HeaderValue)>,
+    element: Option<(&'static str, Option<Box<str>>, HeaderValue)>,
 }
 
 thread_local! {
@@ -214,16 +214,15 @@ fn peer_text(ip: IpAddr) -> pingora::Result<HeaderValue> {
 /// This hop's `Forwarded` element as a header value, shared with the requests before it
 /// from the same address, over the same scheme, for the same host.
 fn forwarded_element(ip: IpAddr, proto: &'static str, host: Option<&str>) -> pingora::Result<HeaderValue> {
-    let host_bytes = host.unwrap_or_default().as_bytes();
     LAST_PEER.with_borrow_mut(|last| {
         let cached = last.as_ref().filter(|l| l.ip == ip).and_then(|l| l.element.as_ref());
-        if let Some((_, _, element)) = cached.filter(|(p, h, _)| *p == proto && h == host_bytes) {
+        if let Some((_, _, element)) = cached.filter(|(p, h, _)| *p == proto && h.as_deref() == host) {
             return Ok(element.clone());
         }
         let mut value = Vec::with_capacity(96);
         push_forwarded_element(&mut value, ip, proto, host);
         let element = text(value)?;
-        let entry = (proto, host_bytes.to_vec(), element.clone());
+        let entry = (proto, host.map(Box::from), element.clone());
         match last.as_mut().filter(|l| l.ip == ip) {
             Some(l) => l.element = Some(entry),
             None => *last = Some(LastPeer { ip, text: text(address(ip))?, element: Some(entry) }),

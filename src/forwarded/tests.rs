@@ -123,10 +123,12 @@ fn values_made_for_one_peer_are_never_given_to_another_request_that_differs() {
     let policy = policy(&["10.0.0.0/8"]);
     let host = |h: &'static str| Some(HeaderValue::from_static(h));
     // One thread, as a worker serves requests: each differs from the one before in one fact.
-    let steps: [(&str, bool, Option<HeaderValue>, &str, &str); 7] = [
+    let steps: [(&str, bool, Option<HeaderValue>, &str, &str); 9] = [
         ("203.0.113.9", false, host("a.example"), "203.0.113.9", "for=203.0.113.9;proto=http;host=\"a.example\""),
         ("203.0.113.9", false, host("b.example"), "203.0.113.9", "for=203.0.113.9;proto=http;host=\"b.example\""),
         ("203.0.113.9", true, host("b.example"), "203.0.113.9", "for=203.0.113.9;proto=https;host=\"b.example\""),
+        ("203.0.113.9", true, None, "203.0.113.9", "for=203.0.113.9;proto=https"),
+        ("203.0.113.9", true, host(""), "203.0.113.9", "for=203.0.113.9;proto=https;host=\"\""),
         ("203.0.113.9", true, None, "203.0.113.9", "for=203.0.113.9;proto=https"),
         ("198.51.100.1", true, None, "198.51.100.1", "for=198.51.100.1;proto=https"),
         ("2001:db8::1", true, None, "2001:db8::1", "for=\"[2001:db8::1]\";proto=https"),
